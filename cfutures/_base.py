@@ -1,0 +1,227 @@
+"""Futures, executors' common base, wait() and as_completed(): cfutures' side of
+concurrent.futures._base.
+
+The state machine, the waiters and the blocking are native (``_cfutures``); this module gives them
+the stdlib's shapes. ``Future`` inherits from both the native ``FutureBase`` and the stdlib's
+``concurrent.futures.Future``: every method resolves to the native one, and
+``isinstance(f, concurrent.futures.Future)`` holds, which is what asyncio and other libraries check.
+The constants and exception classes are the stdlib's own objects, so ``except`` clauses written
+against concurrent.futures catch cfutures' errors.
+"""
+
+import collections
+import itertools
+import time
+import weakref
+from concurrent.futures import _base as _std
+
+from . import _cfutures
+
+FIRST_COMPLETED = _std.FIRST_COMPLETED
+FIRST_EXCEPTION = _std.FIRST_EXCEPTION
+ALL_COMPLETED = _std.ALL_COMPLETED
+
+PENDING = _std.PENDING
+RUNNING = _std.RUNNING
+CANCELLED = _std.CANCELLED
+CANCELLED_AND_NOTIFIED = _std.CANCELLED_AND_NOTIFIED
+FINISHED = _std.FINISHED
+_FUTURE_STATES = _std._FUTURE_STATES
+_STATE_TO_DESCRIPTION_MAP = _std._STATE_TO_DESCRIPTION_MAP
+
+LOGGER = _std.LOGGER
+
+Error = _std.Error
+CancelledError = _std.CancelledError
+TimeoutError = _std.TimeoutError
+InvalidStateError = _std.InvalidStateError
+BrokenExecutor = _std.BrokenExecutor
+DoneAndNotDoneFutures = _std.DoneAndNotDoneFutures
+
+
+def _run_callback(fn, future):
+    # Called by the native core for each done-callback: an Exception is logged, anything else
+    # (KeyboardInterrupt, SystemExit) propagates, as in the stdlib.
+    try:
+        fn(future)
+    except Exception:
+        LOGGER.exception('exception calling callback for %r', future)
+
+
+class Future(_cfutures.FutureBase, _std.Future):
+    """Represents the result of an asynchronous computation.
+
+    A drop-in for concurrent.futures.Future (and an instance of it): same methods, same states,
+    same exceptions, with the state machine and the waiting done natively.
+    """
+
+    # cancel(), cancelled(), running(), done(), add_done_callback(), result(), exception(),
+    # set_running_or_notify_cancel(), set_result() and set_exception() come from FutureBase.
+
+
+_cfutures._set_future_type(Future, _run_callback)
+
+
+def _result_or_cancel(fut, timeout=None):
+    try:
+        try:
+            return fut.result(timeout)
+        finally:
+            fut.cancel()
+    finally:
+        # Break a reference cycle with the exception in self._exception
+        del fut
+
+
+def _yield_results(pending, end_time, refill):
+    """Yields the results of ``pending`` (a deque of futures) in order.
+
+    ``refill()`` returns one more future to append, or None; it keeps ``buffersize`` futures in
+    flight. Futures left when the consumer stops are cancelled.
+    """
+    try:
+        while pending:
+            if refill is not None:
+                nxt = refill()
+                if nxt is not None:
+                    pending.append(nxt)
+            fut = pending.popleft()
+            if end_time is None:
+                yield _result_or_cancel(fut)
+            else:
+                yield _result_or_cancel(fut, end_time - time.monotonic())
+            # Do not keep the yielded future alive while the consumer holds its result.
+            del fut
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+class Executor(_std.Executor):
+    """This is an abstract base class for concrete asynchronous executors.
+
+    Subclasses implement submit(); map() is built on it. Instances are also instances of
+    concurrent.futures.Executor.
+    """
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Returns an iterator equivalent to map(fn, iter).
+
+        Args:
+            fn: A callable that will take as many arguments as there are
+                passed iterables.
+            timeout: The maximum number of seconds to wait. If None, then there
+                is no limit on the wait time.
+            chunksize: The size of the chunks the iterable will be broken into
+                before being passed to a child process. This argument is only
+                used by ProcessPoolExecutor; it is ignored by
+                ThreadPoolExecutor.
+            buffersize: The number of submitted tasks whose results have not
+                yet been yielded. If the buffer is full, iteration over the
+                iterables pauses until a result is yielded from the buffer.
+                If None, all input elements are eagerly collected, and a task is
+                submitted for each.
+
+        Returns:
+            An iterator equivalent to: map(func, *iterables) but the calls may
+            be evaluated out-of-order.
+
+        Raises:
+            TimeoutError: If the entire result iterator could not be generated
+                before the given timeout.
+            Exception: If fn(*args) raises for any values.
+        """
+        if buffersize is not None and not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        argument_tuples = zip(*iterables)
+        submit = self.submit
+        if buffersize is None:
+            pending = collections.deque([submit(fn, *args) for args in argument_tuples])
+            return _yield_results(pending, end_time, None)
+
+        pending = collections.deque(
+            [submit(fn, *args) for args in itertools.islice(argument_tuples, buffersize)])
+        # The generator must not keep the executor alive: refill through a weak reference.
+        executor_ref = weakref.ref(self)
+
+        def refill():
+            executor = executor_ref()
+            if executor is None:
+                return None
+            args = next(argument_tuples, None)
+            return None if args is None else executor.submit(fn, *args)
+
+        return _yield_results(pending, end_time, refill)
+
+
+def wait(fs, timeout=None, return_when=ALL_COMPLETED):
+    """Wait for the futures in the given sequence to complete.
+
+    Args:
+        fs: The sequence of Futures (possibly created by different Executors) to
+            wait upon. cfutures and concurrent.futures futures may be mixed.
+        timeout: The maximum number of seconds to wait. If None, then there
+            is no limit on the wait time.
+        return_when: Indicates when this function should return. The options
+            are:
+
+            FIRST_COMPLETED - Return when any future finishes or is
+                              cancelled.
+            FIRST_EXCEPTION - Return when any future finishes by raising an
+                              exception. If no future raises an exception
+                              then it is equivalent to ALL_COMPLETED.
+            ALL_COMPLETED -   Return when all futures finish or are cancelled.
+
+    Returns:
+        A named 2-tuple of sets. The first set, named 'done', contains the
+        futures that completed (is finished or cancelled) before the wait
+        completed. The second set, named 'not_done', contains uncompleted
+        futures. Duplicate futures given to *fs* are removed and will be
+        returned only once.
+    """
+    done, not_done = _cfutures.wait(fs, timeout, return_when)
+    return DoneAndNotDoneFutures(done, not_done)
+
+
+def as_completed(fs, timeout=None):
+    """An iterator over the given futures that yields each as it completes.
+
+    Args:
+        fs: The sequence of Futures (possibly created by different Executors) to
+            iterate over. cfutures and concurrent.futures futures may be mixed.
+        timeout: The maximum number of seconds to wait. If None, then there
+            is no limit on the wait time.
+
+    Returns:
+        An iterator that yields the given Futures as they complete (finished or
+        cancelled). If any given Futures are duplicated, they will be returned
+        once.
+
+    Raises:
+        TimeoutError: If the entire result iterator could not be generated
+            before the given timeout.
+    """
+    if timeout is not None:
+        end_time = timeout + time.monotonic()
+    waiter = _cfutures.AsCompleted(fs)
+    try:
+        # Futures are popped off each batch so that none stays referenced once yielded.
+        batch = waiter.take_finished()
+        while batch:
+            yield batch.pop()
+        while waiter.pending:
+            if timeout is None:
+                wait_timeout = None
+            else:
+                wait_timeout = end_time - time.monotonic()
+                if wait_timeout < 0:
+                    raise TimeoutError('%d (of %d) futures unfinished' % (
+                        waiter.pending, waiter.total))
+            batch = waiter.wait(wait_timeout)
+            while batch:
+                yield batch.pop()
+    finally:
+        waiter.close()

@@ -1,0 +1,136 @@
+"""ThreadPoolExecutor with a native queue and native worker loops: cfutures' side of
+concurrent.futures.thread.
+
+Who does what:
+  * ``submit`` (native) creates the Future, queues the task and, when the stdlib's policy asks for
+    a new thread (no idle worker, fewer than max_workers), calls ``_start_worker``.
+  * ``_start_worker`` starts a real ``threading.Thread`` (named as the stdlib names them) whose
+    target runs the initializer, then the native worker loop: it waits for tasks without the GIL
+    and takes the GIL only to run them.
+  * Workers hold a ``PoolHandle``, never the executor: dropping the executor shuts the pool down,
+    and the workers finish the queue and exit.
+  * At interpreter exit, ``_python_exit`` refuses new work and lets every pool drain; the workers
+    are non-daemon threads, joined by ``threading`` as in the stdlib.
+"""
+
+import itertools
+import os
+import threading
+import weakref
+from concurrent.futures import thread as _std_thread
+
+from . import _base, _cfutures
+
+BrokenThreadPool = _std_thread.BrokenThreadPool
+
+_pools = weakref.WeakSet()
+_interpreter_shutdown = False
+
+
+def _python_exit():
+    global _interpreter_shutdown
+    _interpreter_shutdown = True
+    _cfutures._set_interpreter_shutdown()
+    for handle in list(_pools):
+        handle.shutdown(False)
+
+
+try:
+    threading._register_atexit(_python_exit)
+except AttributeError:  # pragma: no cover - every supported CPython has it
+    import atexit
+    atexit.register(_python_exit)
+
+
+def _after_fork_in_child():
+    global _pools
+    # Pools inherited from the parent belong to threads that do not exist here: forget them.
+    _pools = weakref.WeakSet()
+    _cfutures._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _default_max_workers():
+    cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
+    # The stdlib's default: at least 5 workers for I/O bound tasks, at most 32 CPU cores.
+    return min(32, (cpus or 1) + 4)
+
+
+def _worker(handle, initializer, initargs):
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException:
+            _base.LOGGER.critical('Exception in initializer:', exc_info=True)
+            handle.break_pool('A thread initializer failed, the thread pool is not usable anymore')
+            return
+    handle.run_worker()
+
+
+class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.ThreadPoolExecutor):
+    """An Executor that runs calls in a pool of threads.
+
+    A drop-in for concurrent.futures.ThreadPoolExecutor (and an instance of it).
+    """
+
+    # Used to assign unique thread names when thread_name_prefix is not supplied.
+    _counter = itertools.count().__next__
+
+    def __init__(self, max_workers=None, thread_name_prefix='',
+                 initializer=None, initargs=()):
+        """Initializes a new ThreadPoolExecutor instance.
+
+        Args:
+            max_workers: The maximum number of threads that can be used to
+                execute the given calls.
+            thread_name_prefix: An optional name prefix to give our threads.
+            initializer: A callable used to initialize worker threads.
+            initargs: A tuple of arguments to pass to the initializer.
+        """
+        if max_workers is None:
+            max_workers = _default_max_workers()
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        super().__init__(max_workers)
+        self._max_workers = max_workers
+        self._thread_name_prefix = (thread_name_prefix or
+                                    ("ThreadPoolExecutor-%d" % self._counter()))
+        self._initializer = initializer
+        self._initargs = initargs
+        self._threads = set()
+        self._handle = self._make_handle()
+        _pools.add(self._handle)
+
+    def _start_worker(self):
+        # Called by the native submit() when a new worker is needed.
+        thread_name = '%s_%d' % (self._thread_name_prefix or self, len(self._threads))
+        t = threading.Thread(name=thread_name, target=_worker,
+                             args=(self._handle, self._initializer, self._initargs))
+        t.start()
+        self._threads.add(t)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Clean-up the resources associated with the Executor.
+
+        It is safe to call this method several times. Otherwise, no other
+        methods can be called after this one.
+
+        Args:
+            wait: If True then shutdown will not return until all running
+                futures have finished executing and the resources used by the
+                executor have been reclaimed.
+            cancel_futures: If True then shutdown will cancel all pending
+                futures. Futures that are completed or running will not be
+                cancelled.
+        """
+        self._handle.shutdown(cancel_futures)
+        if wait:
+            for t in list(self._threads):
+                t.join()
+
+

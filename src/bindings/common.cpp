@@ -1,0 +1,57 @@
+#include "common.hpp"
+
+#include <pythread.h>
+
+#include <atomic>
+#include <cmath>
+
+namespace cfutures::bindings {
+
+namespace {
+// Short enough that Ctrl-C feels immediate, long enough that a blocked main thread costs nothing.
+constexpr auto kSignalTick = std::chrono::milliseconds(50);
+std::atomic<unsigned long> g_main_thread{0};
+}  // namespace
+
+Stdlib& stdlib() {
+    static Stdlib s{};
+    return s;
+}
+
+void refresh_main_thread() {
+    // Called at import (from the importing thread's view of threading.main_thread()) and after fork.
+    py::object main = py::module_::import("threading").attr("main_thread")();
+    g_main_thread.store(main.attr("ident").cast<unsigned long>(), std::memory_order_relaxed);
+}
+
+std::optional<Clock::time_point> deadline_from(const py::object& timeout) {
+    if (timeout.is_none()) return std::nullopt;
+    double seconds = py::float_(timeout).cast<double>();
+    auto now = Clock::now();
+    if (std::isnan(seconds)) raise(PyExc_ValueError, "Invalid value NaN (not a number)");
+    if (seconds <= 0) return now;
+    // Beyond a century is "forever" for our purposes, and keeps the arithmetic in range.
+    if (seconds > 3.2e9) return std::nullopt;
+    return now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadline) {
+    const bool on_main = PyThread_get_thread_ident() == g_main_thread.load(std::memory_order_relaxed);
+    for (;;) {
+        std::optional<Clock::time_point> slice = deadline;
+        if (on_main) {
+            auto tick = Clock::now() + kSignalTick;
+            if (!slice || tick < *slice) slice = tick;
+        }
+        bool fired;
+        {
+            py::gil_scoped_release nogil;
+            fired = w.wait_until(slice);
+        }
+        if (fired) return true;
+        if (deadline && Clock::now() >= *deadline) return false;
+        if (on_main && PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+}
+
+}  // namespace cfutures::bindings

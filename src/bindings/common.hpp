@@ -1,0 +1,57 @@
+// What every binding file shares: the GIL rules, the stdlib objects cfutures re-raises, and the
+// interruptible wait.
+//
+// GIL rules (every file in src/bindings obeys them):
+//  1. Release the GIL around anything that can block: waiting for a future, a waiter or a task.
+//  2. Core locks (future, waiter, pool) never call out while held, so taking one with the GIL
+//     held is safe; never do the opposite (ask for the GIL while holding a core lock).
+//  3. Hold the GIL only to run Python code (tasks, callbacks) and to create or drop objects;
+//     a worker keeps it across consecutive tasks instead of bouncing it per task.
+//  4. Blocking waits wake every kSignalTick on the main thread to run signal handlers, so Ctrl-C
+//     in result() raises KeyboardInterrupt promptly.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <chrono>
+#include <optional>
+
+#include "../core/waiter.hpp"
+
+namespace cfutures::bindings {
+
+namespace py = pybind11;
+using core::Clock;
+
+// Objects from the stdlib's concurrent.futures that cfutures hands out as its own (same classes,
+// same constants), looked up once at import. Held for the life of the process: they must outlive
+// every future, and tearing them down at exit would race the interpreter's own finalization.
+struct Stdlib {
+    PyObject* CancelledError;
+    PyObject* TimeoutError;
+    PyObject* InvalidStateError;
+    PyObject* BrokenThreadPool;
+    PyObject* state_names[5];         // PENDING ... FINISHED, in core::FutureState order
+    PyObject* state_descriptions[5];  // 'pending' ... 'finished', as repr() prints them
+    PyObject* run_callback;           // cfutures._base._run_callback(fn, future), set at import
+};
+Stdlib& stdlib();
+
+// Raises `type(*args)`-style errors the way Python code would.
+[[noreturn]] inline void raise(PyObject* type, const char* message = nullptr) {
+    if (message) PyErr_SetString(type, message);
+    else PyErr_SetNone(type);
+    throw py::error_already_set();
+}
+
+// timeout=None -> no deadline; numbers -> now + timeout (negative means "already passed").
+std::optional<Clock::time_point> deadline_from(const py::object& timeout);
+
+// Called with the GIL held; releases it while waiting on `w`. Returns whether the waiter fired.
+// Throws error_already_set when a signal handler raised (KeyboardInterrupt).
+bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadline);
+
+// The thread that runs signal handlers (refreshed after fork).
+void refresh_main_thread();
+
+}  // namespace cfutures::bindings

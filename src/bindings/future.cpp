@@ -1,0 +1,413 @@
+// cfutures.Future's native half: _cfutures.FutureBase, plus _cfutures._ConditionView (what
+// `future._condition` returns). cfutures._base.Future inherits from FutureBase *and* the stdlib's
+// concurrent.futures.Future, so isinstance checks against the stdlib hold while every method
+// resolves here first.
+#include "future.hpp"
+
+#include <cstdio>
+#include <utility>
+
+namespace cfutures::bindings {
+
+namespace {
+
+PyTypeObject* g_future_base = nullptr;  // _cfutures.FutureBase
+PyTypeObject* g_future_type = nullptr;  // cfutures.Future, registered by cfutures._base
+PyObject* g_empty_tuple = nullptr;
+
+// result() and exception() spin this long (GIL released) before they block: a future that is
+// about to finish costs no futex sleep and wake-up.
+constexpr auto kResultSpin = std::chrono::microseconds(20);
+
+PyFuture& checked(py::handle self) {
+    PyFuture* f = as_future(self.ptr());
+    if (!f) throw py::type_error("expected a cfutures.Future");
+    return *f;
+}
+
+PyObject* state_name(core::FutureState s) { return stdlib().state_names[static_cast<int>(s)]; }
+
+// Runs (and releases) the callbacks taken from a future that just became done.
+bool run_callbacks(std::vector<PyObject*>& cbs, PyObject* self) {
+    bool ok = true;
+    for (PyObject* cb : cbs) {
+        if (ok) {
+            PyObject* r = PyObject_CallFunctionObjArgs(stdlib().run_callback, cb, self, nullptr);
+            if (r) Py_DECREF(r);
+            else ok = false;  // a BaseException: stop, as the stdlib does
+        }
+        Py_DECREF(cb);
+    }
+    cbs.clear();
+    return ok;
+}
+
+bool take_and_run_callbacks(PyFuture& f, PyObject* self) {
+    std::vector<PyObject*> cbs = f.locked([&] { return std::exchange(f.callbacks, {}); });
+    if (cbs.empty()) return true;
+    return run_callbacks(cbs, self);
+}
+
+// The stdlib's Future.__repr__, reading the state and outcome once, consistently.
+py::str future_repr(py::handle self) {
+    PyFuture& f = checked(self);
+    PyObject* outcome = nullptr;
+    bool raised = false;
+    core::FutureState s = f.locked([&] {
+        core::FutureState st = f.state();
+        if (st == core::FutureState::Finished) {
+            raised = f.exception && f.exception != Py_None;
+            outcome = raised ? f.exception : (f.result ? f.result : Py_None);
+            Py_INCREF(outcome);
+        }
+        return st;
+    });
+    py::object held = py::reinterpret_steal<py::object>(outcome);
+    char addr[32];
+    std::snprintf(addr, sizeof addr, "%#llx",
+                  static_cast<unsigned long long>(reinterpret_cast<std::uintptr_t>(self.ptr())));
+    py::str cls = self.attr("__class__").attr("__name__");
+    py::str desc = py::reinterpret_borrow<py::str>(stdlib().state_descriptions[static_cast<int>(s)]);
+    if (outcome) {
+        py::object kind = held.attr("__class__").attr("__name__");
+        return py::str("<{} at {} state={} {} {}>")
+            .format(cls, addr, desc, raised ? "raised" : "returned", kind);
+    }
+    return py::str("<{} at {} state={}>").format(cls, addr, desc);
+}
+
+[[noreturn]] void raise_invalid_state(PyFuture& f, py::handle self) {
+    py::str msg = py::str("{}: {}").format(py::handle(state_name(f.state())), future_repr(self));
+    PyErr_SetObject(stdlib().InvalidStateError, msg.ptr());
+    throw py::error_already_set();
+}
+
+// The outcome of a done future: `want_exception` selects exception() over result().
+py::object outcome_of(PyFuture& f, bool want_exception) {
+    PyObject* exc = nullptr;
+    PyObject* res = nullptr;
+    core::FutureState s = f.locked([&] {
+        core::FutureState st = f.state();
+        if (st == core::FutureState::Finished) {
+            exc = f.exception;
+            res = f.result;
+            Py_XINCREF(exc);
+            Py_XINCREF(res);
+        }
+        return st;
+    });
+    py::object exc_obj = py::reinterpret_steal<py::object>(exc);
+    py::object res_obj = py::reinterpret_steal<py::object>(res);
+    if (core::is_cancelled(s)) raise(stdlib().CancelledError);
+    if (s != core::FutureState::Finished) raise(stdlib().TimeoutError);
+    if (want_exception) return exc_obj ? exc_obj : py::none();
+    if (exc_obj && !exc_obj.is_none()) {
+        // Re-raising the stored instance keeps its __traceback__ (the worker's frames).
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc_obj.ptr())), exc_obj.ptr());
+        throw py::error_already_set();
+    }
+    return res_obj ? res_obj : py::none();
+}
+
+py::object wait_and_get(py::handle self, const py::object& timeout, bool want_exception) {
+    PyFuture& f = checked(self);
+    if (!f.settled() && !future_wait(f, deadline_from(timeout))) raise(stdlib().TimeoutError);
+    return outcome_of(f, want_exception);
+}
+
+core::FutureState parse_state(py::handle value) {
+    for (int i = 0; i < 5; ++i) {
+        int eq = PyObject_RichCompareBool(value.ptr(), stdlib().state_names[i], Py_EQ);
+        if (eq < 0) throw py::error_already_set();
+        if (eq) return static_cast<core::FutureState>(i);
+    }
+    throw py::value_error(py::str("unknown future state: {!r}").format(value));
+}
+
+// Replaces one outcome slot under the lock; the old value is released afterwards.
+void replace_slot(PyFuture& f, PyObject* PyFuture::*slot, py::handle value, bool is_exception) {
+    PyObject* nv = value.is_none() ? nullptr : value.inc_ref().ptr();
+    PyObject* old = f.locked([&] {
+        PyObject* o = std::exchange(f.*slot, nv);
+        if (is_exception) f.set_has_exception(nv != nullptr);
+        return o;
+    });
+    Py_XDECREF(old);
+}
+
+// What `future._condition` returns: a lock-like view that makes direct edits of `_state`,
+// `_result` and `_exception` atomic for waiters (they see the edit when the block closes).
+struct ConditionView {
+    py::object future;
+};
+
+PyFuture& view_future(ConditionView& v) { return checked(v.future); }
+
+}  // namespace
+
+PyFuture* as_future(PyObject* obj) {
+    if (!g_future_base || !PyObject_TypeCheck(obj, g_future_base)) return nullptr;
+    auto* inst = reinterpret_cast<py::detail::instance*>(obj);
+    void* p = inst->simple_layout ? inst->simple_value_holder[0]
+                                  : inst->get_value_and_holder().value_ptr();
+    return static_cast<PyFuture*>(p);
+}
+
+py::object new_future() {
+    PyTypeObject* type = g_future_type ? g_future_type : g_future_base;
+    // The pybind11 equivalent of type() without going through __init__'s overload dispatcher:
+    // allocate the instance, then construct the C++ state and its holder in place.
+    PyObject* obj = type->tp_new(type, g_empty_tuple, nullptr);
+    if (!obj) throw py::error_already_set();
+    auto* inst = reinterpret_cast<py::detail::instance*>(obj);
+    static py::detail::type_info* info = py::detail::get_type_info(typeid(PyFuture));
+    auto v_h = inst->get_value_and_holder(info);
+    v_h.value_ptr() = new PyFuture();
+    v_h.type->init_instance(inst, nullptr);
+    return py::reinterpret_steal<py::object>(obj);
+}
+
+core::Completion completion_of(const PyFuture& f) {
+    if (core::is_cancelled(f.state())) return core::Completion::Cancelled;
+    return f.has_exception() ? core::Completion::Exception : core::Completion::Result;
+}
+
+bool future_set_result(PyFuture& f, PyObject* self, PyObject* value) {
+    Py_INCREF(value);
+    PyObject* old = nullptr;
+    if (!f.finish(core::Completion::Result, [&] { old = std::exchange(f.result, value); })) {
+        Py_DECREF(value);
+        raise_invalid_state(f, self);
+    }
+    Py_XDECREF(old);
+    return take_and_run_callbacks(f, self);
+}
+
+bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc) {
+    Py_INCREF(exc);
+    PyObject* old = nullptr;
+    auto how = exc == Py_None ? core::Completion::Result : core::Completion::Exception;
+    if (!f.finish(how, [&] { old = std::exchange(f.exception, exc); })) {
+        Py_DECREF(exc);
+        raise_invalid_state(f, self);
+    }
+    Py_XDECREF(old);
+    return take_and_run_callbacks(f, self);
+}
+
+bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
+    switch (f.cancel()) {
+        case core::CancelOutcome::Refused: *cancelled = false; return true;
+        case core::CancelOutcome::AlreadyCancelled: *cancelled = true; return true;
+        case core::CancelOutcome::Cancelled: break;
+    }
+    *cancelled = true;
+    return take_and_run_callbacks(f, self);
+}
+
+bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
+    if (f.settled()) return true;
+    if (!deadline || *deadline > Clock::now()) {
+        py::gil_scoped_release nogil;
+        auto until = Clock::now() + kResultSpin;
+        if (deadline && *deadline < until) until = *deadline;
+        unsigned n = 0;
+        while (!f.settled()) {
+            core::cpu_relax();
+            if ((++n & 63) == 0 && Clock::now() >= until) break;
+        }
+    }
+    if (f.settled()) return true;
+    core::Waiter w(core::WaitMode::AnyDone);
+    core::WaiterLink link;
+    link.waiter = &w;
+    link.wants_cancel = true;
+    w.add_pending();
+    if (!f.link(link)) return f.settled();
+    w.release_guard();
+    try {
+        wait_interruptibly(w, deadline);
+    } catch (...) {
+        f.unlink(link);
+        throw;
+    }
+    f.unlink(link);
+    return f.settled();
+}
+
+void register_future(py::module_& m) {
+    g_empty_tuple = PyTuple_New(0);
+
+    auto traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
+        Py_VISIT(Py_TYPE(self));
+        PyFuture* f = as_future(self);
+        if (f && py::detail::is_holder_constructed(self)) {
+            Py_VISIT(f->result);
+            Py_VISIT(f->exception);
+            for (PyObject* cb : f->callbacks) Py_VISIT(cb);
+        }
+        return 0;
+    };
+    auto clear = [](PyObject* self) -> int {
+        PyFuture* f = as_future(self);
+        if (f && py::detail::is_holder_constructed(self)) {
+            PyObject* r = std::exchange(f->result, nullptr);
+            PyObject* e = std::exchange(f->exception, nullptr);
+            auto cbs = std::exchange(f->callbacks, {});
+            Py_XDECREF(r);
+            Py_XDECREF(e);
+            for (PyObject* cb : cbs) Py_DECREF(cb);
+        }
+        return 0;
+    };
+
+    py::class_<PyFuture> cls(
+        m, "FutureBase", py::custom_type_setup([=](PyHeapTypeObject* heap_type) {
+            auto* type = &heap_type->ht_type;
+            // Results and callbacks may point back at the future (a callback closing over it):
+            // the collector must see them, as it sees the stdlib's attributes.
+            type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+            type->tp_traverse = traverse;
+            type->tp_clear = clear;
+        }));
+    g_future_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
+
+    cls.def(py::init<>())
+        .def("cancel",
+             [](py::handle self) {
+                 bool cancelled = false;
+                 if (!future_cancel(checked(self), self.ptr(), &cancelled)) throw py::error_already_set();
+                 return cancelled;
+             })
+        .def("cancelled", [](py::handle self) { return core::is_cancelled(checked(self).state()); })
+        .def("running",
+             [](py::handle self) { return checked(self).state() == core::FutureState::Running; })
+        .def("done", [](py::handle self) { return core::is_done(checked(self).state()); })
+        .def("result",
+             [](py::handle self, py::object timeout) { return wait_and_get(self, timeout, false); },
+             py::arg("timeout") = py::none())
+        .def("exception",
+             [](py::handle self, py::object timeout) { return wait_and_get(self, timeout, true); },
+             py::arg("timeout") = py::none())
+        .def("add_done_callback",
+             [](py::handle self, py::object fn) {
+                 PyFuture& f = checked(self);
+                 PyObject* cb = fn.ptr();
+                 Py_INCREF(cb);
+                 bool queued = f.locked([&] {
+                     if (core::is_done(f.state())) return false;
+                     f.callbacks.push_back(cb);
+                     return true;
+                 });
+                 if (queued) return;
+                 std::vector<PyObject*> now{cb};
+                 if (!run_callbacks(now, self.ptr())) throw py::error_already_set();
+             },
+             py::arg("fn"))
+        .def("set_running_or_notify_cancel",
+             [](py::handle self) {
+                 PyFuture& f = checked(self);
+                 switch (f.set_running_or_notify_cancel()) {
+                     case core::StartOutcome::Running: return true;
+                     case core::StartOutcome::Cancelled: return false;
+                     case core::StartOutcome::Invalid: break;
+                 }
+                 py::module_::import("logging").attr("getLogger")("concurrent.futures")
+                     .attr("critical")("Future %s in unexpected state: %s",
+                                       reinterpret_cast<std::uintptr_t>(self.ptr()),
+                                       py::handle(state_name(f.state())));
+                 raise(PyExc_RuntimeError, "Future in unexpected state");
+             })
+        .def("set_result",
+             [](py::handle self, py::object result) {
+                 if (!future_set_result(checked(self), self.ptr(), result.ptr()))
+                     throw py::error_already_set();
+             },
+             py::arg("result"))
+        .def("set_exception",
+             [](py::handle self, py::object exception) {
+                 if (!future_set_exception(checked(self), self.ptr(), exception.ptr()))
+                     throw py::error_already_set();
+             },
+             py::arg("exception"))
+        .def("__repr__", &future_repr)
+        // CPython internals that code written against the stdlib (its own test-suite included)
+        // reads and assigns.
+        .def_property(
+            "_state", [](py::handle self) { return py::handle(state_name(checked(self).state())); },
+            [](py::handle self, py::handle value) {
+                PyFuture& f = checked(self);
+                core::FutureState s = parse_state(value);
+                f.force_state(s, f.locked([&] { return f.exception != nullptr; }));
+            })
+        .def_property(
+            "_result",
+            [](py::handle self) {
+                PyFuture& f = checked(self);
+                PyObject* r = f.locked([&] { Py_XINCREF(f.result); return f.result; });
+                return r ? py::reinterpret_steal<py::object>(r) : py::none();
+            },
+            [](py::handle self, py::handle v) { replace_slot(checked(self), &PyFuture::result, v, false); })
+        .def_property(
+            "_exception",
+            [](py::handle self) {
+                PyFuture& f = checked(self);
+                PyObject* e = f.locked([&] { Py_XINCREF(f.exception); return f.exception; });
+                return e ? py::reinterpret_steal<py::object>(e) : py::none();
+            },
+            [](py::handle self, py::handle v) {
+                replace_slot(checked(self), &PyFuture::exception, v, true);
+            })
+        .def_property_readonly("_condition", [](py::object self) {
+            checked(self);
+            return ConditionView{std::move(self)};
+        });
+
+    py::class_<ConditionView>(m, "_ConditionView")
+        .def("acquire",
+             [](ConditionView& v, bool, double) {
+                 view_future(v).begin_edit();
+                 return true;
+             },
+             py::arg("blocking") = true, py::arg("timeout") = -1.0)
+        .def("release",
+             [](ConditionView& v) {
+                 if (!view_future(v).end_edit()) throw py::value_error("release of unacquired lock");
+             })
+        .def("__enter__", [](ConditionView& v) {
+            view_future(v).begin_edit();
+            return true;
+        })
+        .def("__exit__", [](ConditionView& v, py::args) {
+            view_future(v).end_edit();
+            return false;
+        })
+        // Waiters are woken when the block closes; notifying inside it has nothing to add.
+        .def("notify", [](ConditionView&, py::args) {})
+        .def("notify_all", [](ConditionView&) {})
+        .def("wait",
+             [](ConditionView& v, py::object timeout) {
+                 PyFuture& f = view_future(v);
+                 f.end_edit();
+                 bool done = false;
+                 try {
+                     done = future_wait(f, deadline_from(timeout));
+                 } catch (...) {
+                     f.begin_edit();
+                     throw;
+                 }
+                 f.begin_edit();
+                 return done;
+             },
+             py::arg("timeout") = py::none());
+
+    m.def("_set_future_type", [](py::handle type, py::handle run_callback) {
+        if (!PyType_Check(type.ptr()) ||
+            !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(type.ptr()), g_future_base))
+            throw py::type_error("expected a subclass of FutureBase");
+        g_future_type = reinterpret_cast<PyTypeObject*>(type.inc_ref().ptr());
+        stdlib().run_callback = run_callback.inc_ref().ptr();
+    });
+}
+
+}  // namespace cfutures::bindings

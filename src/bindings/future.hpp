@@ -1,0 +1,51 @@
+// PyFuture: a core::FutureCore whose outcome and done-callbacks are Python objects, and the
+// operations the pool and the waiters need on it.
+//
+// The C++ object lives inside the Python Future object (a pybind11 instance) and dies with it, so
+// it is only ever destroyed with the GIL held. `result`, `exception` and `callbacks` are written
+// under the core lock (FutureCore::finish / locked) and read under it too; Python objects are
+// never created or released while that lock is held (either may run arbitrary code through the
+// garbage collector or __del__, which could come back to the same future).
+#pragma once
+
+#include <vector>
+
+#include "../core/future_state.hpp"
+#include "common.hpp"
+
+namespace cfutures::bindings {
+
+struct PyFuture final : core::FutureCore {
+    PyObject* result = nullptr;     // strong
+    PyObject* exception = nullptr;  // strong
+    std::vector<PyObject*> callbacks;  // strong; cleared when they are run
+
+    PyFuture() = default;
+    ~PyFuture() {
+        Py_CLEAR(result);
+        Py_CLEAR(exception);
+        for (PyObject* cb : callbacks) Py_DECREF(cb);
+    }
+};
+
+// The C++ state of a cfutures Future, or nullptr when `obj` is not one.
+PyFuture* as_future(PyObject* obj);
+// A new, pending cfutures.Future (the Python subclass registered by cfutures._base).
+py::object new_future();
+
+// Transitions with the stdlib's side effects (callbacks, errors). GIL held. They return false
+// with a Python error set only when a done-callback raised a BaseException, as the stdlib lets
+// those propagate.
+bool future_set_result(PyFuture& f, PyObject* self, PyObject* value);
+bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc);
+bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled);
+
+// Waits (GIL released) until the future is done or the deadline passes; returns whether done.
+bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline);
+
+// How a done future completed, from the waiters' point of view.
+core::Completion completion_of(const PyFuture& f);
+
+void register_future(py::module_& m);
+
+}  // namespace cfutures::bindings

@@ -1,0 +1,305 @@
+// _cfutures.ThreadPoolBase: the native half of cfutures.ThreadPoolExecutor, and _cfutures.PoolHandle,
+// what its worker threads hold.
+//
+// The executor object and its workers share a PoolShared (core::ThreadPool plus the broken
+// message). Workers hold it through a PoolHandle, never through the executor, so that dropping the
+// last reference to an executor shuts it down (its workers finish the queue and exit), as in the
+// stdlib. Worker threads are Python threading.Thread objects started by the Python class
+// (_start_worker), whose target enters PoolHandle.run_worker(): the core loop, with the GIL
+// released while idle.
+#include <atomic>
+#include <memory>
+
+#include "future.hpp"
+#include "../core/thread_pool.hpp"
+
+namespace cfutures::bindings {
+
+namespace {
+
+std::atomic<bool> g_interpreter_shutdown{false};
+// Bumped in a forked child: pools from the parent belong to threads that do not exist there.
+std::atomic<unsigned> g_fork_generation{0};
+
+struct PoolShared {
+    explicit PoolShared(std::size_t max_workers) : pool(max_workers) {}
+    core::ThreadPool pool;
+    py::object broken_message;  // set (GIL held) before the pool is marked broken
+    const unsigned generation = g_fork_generation.load();
+    bool inherited() const { return generation != g_fork_generation.load(); }
+};
+
+struct PyTask final : core::Task {
+    PyTask(py::object fut, PyFuture* st, PyObject* callable, PyObject* args_tuple, PyObject* kw)
+        : future(fut.release().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw) {
+        Py_INCREF(fn);
+    }
+    ~PyTask() override {
+        // Tasks are destroyed by workers (GIL held) or by submit/shutdown callers (GIL held).
+        Py_DECREF(future);
+        Py_DECREF(fn);
+        Py_DECREF(args);
+        Py_XDECREF(kwargs);
+    }
+
+    void run() noexcept override {
+        switch (state->set_running_or_notify_cancel()) {
+            case core::StartOutcome::Running: break;
+            case core::StartOutcome::Cancelled: return;
+            case core::StartOutcome::Invalid:
+                // Someone completed the future by hand before it ran; the stdlib logs it too.
+                log_critical("Future %s in unexpected state: %s");
+                return;
+        }
+        PyObject* r = PyObject_Call(fn, args, kwargs);
+        bool ok;
+        if (r) {
+            ok = future_set_result(*state, future, r);
+            Py_DECREF(r);
+        } else {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb) PyException_SetTraceback(value, tb);
+            ok = future_set_exception(*state, future, value);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        if (!ok) PyErr_WriteUnraisable(future);  // a done-callback raised a BaseException
+    }
+
+    void abandon(Abandon why) noexcept override {
+        bool ok = true;
+        if (why == Abandon::Cancelled) {
+            bool cancelled;
+            ok = future_cancel(*state, future, &cancelled);
+        } else {
+            PyErr_SetString(PyExc_RuntimeError, "the thread pool broke");
+            ok = false;
+        }
+        if (!ok) PyErr_WriteUnraisable(future);
+    }
+
+    void fail(PyObject* exc) noexcept {
+        try {
+            if (!future_set_exception(*state, future, exc)) PyErr_WriteUnraisable(future);
+        } catch (py::error_already_set& e) {
+            e.discard_as_unraisable(py::reinterpret_borrow<py::object>(future));
+        }
+    }
+
+    void log_critical(const char* fmt) noexcept {
+        PyObject* logging = PyImport_ImportModule("logging");
+        PyObject* logger = logging ? PyObject_CallMethod(logging, "getLogger", "s", "concurrent.futures") : nullptr;
+        PyObject* r = logger ? PyObject_CallMethod(logger, "critical", "snO", fmt,
+                                                   static_cast<Py_ssize_t>(reinterpret_cast<std::uintptr_t>(future)),
+                                                   stdlib().state_names[static_cast<int>(state->state())])
+                             : nullptr;
+        if (!r) PyErr_WriteUnraisable(future);
+        Py_XDECREF(r);
+        Py_XDECREF(logger);
+        Py_XDECREF(logging);
+    }
+
+    PyObject* future;  // the cfutures.Future (strong): callbacks need it, and it keeps `state` alive
+    PyFuture* state;
+    PyObject* fn;      // strong
+    PyObject* args;    // strong tuple (stolen)
+    PyObject* kwargs;  // strong dict or nullptr (stolen)
+};
+
+struct GilHooks final : core::WorkerHooks {
+    PyThreadState* saved = nullptr;
+    void release() override { saved = PyEval_SaveThread(); }
+    void acquire() override { PyEval_RestoreThread(saved); }
+};
+
+struct PoolHandle {
+    std::shared_ptr<PoolShared> shared;
+
+    void run_worker() {
+        GilHooks hooks;
+        shared->pool.worker_loop(hooks);
+    }
+
+    void shutdown(bool cancel_futures) {
+        if (shared->inherited()) return;
+        for (core::Task* t : shared->pool.shutdown(cancel_futures)) {
+            std::unique_ptr<core::Task> owned(t);
+            owned->abandon(core::Task::Abandon::Cancelled);
+        }
+    }
+
+    void break_pool(py::str message) {
+        if (shared->inherited()) return;
+        shared->broken_message = message;
+        for (core::Task* t : shared->pool.break_pool()) {
+            std::unique_ptr<PyTask> owned(static_cast<PyTask*>(t));
+            py::object exc = py::reinterpret_borrow<py::object>(stdlib().BrokenThreadPool)(message);
+            owned->fail(exc.ptr());
+        }
+    }
+
+    py::object broken() const {
+        if (shared->broken_message) return shared->broken_message;
+        return py::bool_(false);
+    }
+};
+
+// The C++ object behind a ThreadPoolExecutor.
+struct PyExecutor {
+    explicit PyExecutor(std::size_t max_workers)
+        : handle{std::make_shared<PoolShared>(max_workers)} {}
+    ~PyExecutor() {
+        // The executor is gone: let its workers finish the queue and exit (stdlib semantics).
+        if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);
+    }
+    PoolHandle handle;
+};
+
+PyTypeObject* g_executor_base = nullptr;
+
+PyExecutor* as_executor(PyObject* obj) {
+    if (!PyObject_TypeCheck(obj, g_executor_base)) return nullptr;
+    auto* inst = reinterpret_cast<py::detail::instance*>(obj);
+    void* p = inst->simple_layout ? inst->simple_value_holder[0]
+                                  : inst->get_value_and_holder().value_ptr();
+    return static_cast<PyExecutor*>(p);
+}
+
+// ThreadPoolExecutor.submit(fn, /, *args, **kwargs), as a vectorcall method: it is the hottest
+// call of the library, and `fn` must be positional-only like the stdlib's.
+PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+    try {
+        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+        if (nargs < 1) {
+            PyErr_SetString(PyExc_TypeError,
+                            "submit() missing 1 required positional argument: 'fn'");
+            return nullptr;
+        }
+        PyExecutor* ex = as_executor(self);
+        if (!ex) {
+            PyErr_SetString(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
+            return nullptr;
+        }
+        PoolShared& shared = *ex->handle.shared;
+        auto refuse = [&](core::ThreadPool::Submit why) -> PyObject* {
+            if (why == core::ThreadPool::Submit::Broken) {
+                PyErr_SetObject(stdlib().BrokenThreadPool, shared.broken_message.ptr());
+            } else {
+                PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
+            }
+            return nullptr;
+        };
+        if (shared.pool.is_broken()) return refuse(core::ThreadPool::Submit::Broken);
+        if (shared.pool.is_shutdown()) return refuse(core::ThreadPool::Submit::Shutdown);
+        if (g_interpreter_shutdown.load(std::memory_order_relaxed)) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot schedule new futures after interpreter shutdown");
+            return nullptr;
+        }
+        if (shared.inherited()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot schedule new futures on an executor inherited through fork()");
+            return nullptr;
+        }
+
+        PyObject* args = PyTuple_New(nargs - 1);
+        if (!args) return nullptr;
+        for (Py_ssize_t i = 1; i < nargs; ++i) {
+            Py_INCREF(argv[i]);
+            PyTuple_SET_ITEM(args, i - 1, argv[i]);
+        }
+        PyObject* kwargs = nullptr;
+        if (kwnames && PyTuple_GET_SIZE(kwnames) > 0) {
+            kwargs = PyDict_New();
+            if (!kwargs) {
+                Py_DECREF(args);
+                return nullptr;
+            }
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
+                if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), argv[nargs + i]) < 0) {
+                    Py_DECREF(args);
+                    Py_DECREF(kwargs);
+                    return nullptr;
+                }
+            }
+        }
+        py::object future;
+        try {
+            future = new_future();
+        } catch (...) {
+            Py_DECREF(args);
+            Py_XDECREF(kwargs);
+            throw;
+        }
+        PyObject* result = future.ptr();
+        Py_INCREF(result);
+        PyFuture* state = as_future(result);
+        auto answer = shared.pool.submit(
+            std::make_unique<PyTask>(std::move(future), state, argv[0], args, kwargs));
+        switch (answer) {
+            case core::ThreadPool::Submit::Queued: return result;
+            case core::ThreadPool::Submit::NeedsWorker: {
+                PyObject* r = PyObject_CallMethod(self, "_start_worker", nullptr);
+                if (!r) {
+                    shared.pool.worker_start_failed();
+                    Py_DECREF(result);
+                    return nullptr;
+                }
+                Py_DECREF(r);
+                return result;
+            }
+            default: Py_DECREF(result); return refuse(answer);
+        }
+    } catch (py::error_already_set& e) {
+        e.restore();
+        return nullptr;
+    } catch (std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+        return nullptr;
+    }
+}
+
+PyMethodDef g_submit_def = {
+    "submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(executor_submit)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "submit(fn, /, *args, **kwargs)\n--\n\n"
+    "Submits a callable to be executed with the given arguments.\n\n"
+    "Schedules the callable to be executed as fn(*args, **kwargs) and returns\n"
+    "a Future instance representing the execution of the callable.\n\n"
+    "Returns:\n    A Future representing the given call.\n"};
+
+}  // namespace
+
+void register_thread_pool(py::module_& m) {
+    py::class_<PoolHandle, std::shared_ptr<PoolHandle>>(m, "PoolHandle")
+        .def("run_worker", &PoolHandle::run_worker)
+        .def("shutdown", &PoolHandle::shutdown, py::arg("cancel_futures"))
+        .def("break_pool", &PoolHandle::break_pool, py::arg("message"))
+        .def_property_readonly("broken", &PoolHandle::broken)
+        .def_property_readonly("queued", [](PoolHandle& h) { return h.shared->pool.queued(); })
+        .def_property_readonly("idle_workers", [](PoolHandle& h) { return h.shared->pool.idle_workers(); })
+        .def_property_readonly("shutdown_started", [](PoolHandle& h) { return h.shared->pool.is_shutdown(); });
+
+    py::class_<PyExecutor> cls(m, "ThreadPoolBase");
+    g_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
+    cls.def(py::init([](std::size_t max_workers) { return new PyExecutor(max_workers); }),
+            py::arg("max_workers"))
+        .def("_make_handle", [](PyExecutor& ex) { return std::make_shared<PoolHandle>(ex.handle); })
+        .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
+        .def_property_readonly("_shutdown",
+                               [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); });
+    PyObject* descr = PyDescr_NewMethod(g_executor_base, &g_submit_def);
+    if (!descr || PyObject_SetAttrString(cls.ptr(), "submit", descr) < 0) throw py::error_already_set();
+    Py_DECREF(descr);
+
+    m.def("_set_interpreter_shutdown", [] { g_interpreter_shutdown.store(true); });
+    m.def("_after_fork_in_child", [] {
+        g_fork_generation.fetch_add(1);
+        refresh_main_thread();
+    });
+}
+
+}  // namespace cfutures::bindings

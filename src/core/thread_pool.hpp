@@ -1,0 +1,309 @@
+// ThreadPool: the task queue, the worker bookkeeping and the worker loop of a thread pool.
+//
+// The pool does not start threads itself: submit() answers NeedsWorker when the stdlib's policy
+// ("start a thread only when no worker is idle and fewer than max_workers exist") asks for one,
+// and the owner starts a thread that calls worker_loop() (Python threads in the bindings, so they
+// are real threading.Thread objects; std::thread in StdThreadPool and the C++ tests).
+//
+// `mu_` guards the queue (head_/tail_), shutdown_, broken_, workers_, idle_, claims_, sleepers_.
+// `queued_` mirrors the queue length for the lock-free spin in wait_for_task(). Nothing is called
+// out (no task, no hook) while `mu_` is held, so a hook may take any lock, the GIL included.
+//
+// Idle accounting: a worker that finds the queue empty counts itself idle (idle_) *before* it
+// lets go of the GIL, so that a caller woken by the task it just finished already sees it idle.
+// A submit that relies on an idle worker moves one unit from idle_ to claims_; a worker that
+// leaves the idle state with a task consumes a claim if there is one, otherwise an idle unit.
+// So idle_ + claims_ == workers currently waiting for work, and consecutive submits never count
+// the same idle worker twice.
+//
+//     core::StdThreadPool pool(4);
+//     pool.submit(std::make_unique<MyTask>(...));
+//     pool.shutdown(/*cancel_pending=*/false, /*wait=*/true);
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "small_mutex.hpp"
+
+namespace cfutures::core {
+
+class Task {
+public:
+    virtual ~Task() = default;
+    // Runs on a worker, with the worker's hooks acquired (the GIL, in the bindings).
+    virtual void run() noexcept = 0;
+    enum class Abandon { Cancelled, Broken };
+    // The task will never run: shutdown(cancel_futures=True) or the pool broke. Called by whoever
+    // drained it, outside the pool's lock.
+    virtual void abandon(Abandon why) noexcept = 0;
+
+private:
+    friend class ThreadPool;
+    Task* next_ = nullptr;
+};
+
+// What a worker does around the tasks it runs. The bindings hold the GIL between acquire() and
+// release(); worker_loop() is entered and left in the acquired state.
+class WorkerHooks {
+public:
+    virtual ~WorkerHooks() = default;
+    virtual void acquire() = 0;
+    virtual void release() = 0;
+};
+
+class ThreadPool {
+public:
+    enum class Submit { Queued, NeedsWorker, Shutdown, Broken };
+
+    explicit ThreadPool(std::size_t max_workers) : max_workers_(max_workers) {}
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+    ~ThreadPool() {
+        for (Task* t = head_; t;) {
+            Task* next = t->next_;
+            delete t;
+            t = next;
+        }
+    }
+
+    // Takes ownership of `task` unless the answer is Shutdown or Broken. On NeedsWorker the
+    // caller must start a worker, or call worker_start_failed() if it cannot.
+    Submit submit(std::unique_ptr<Task> task) {
+        bool wake = false;
+        Submit answer = Submit::Queued;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (broken_) return Submit::Broken;
+            if (shutdown_) return Submit::Shutdown;
+            push_locked(task.release());
+            if (idle_ > 0) {
+                --idle_;
+                ++claims_;
+                wake = sleepers_ > 0;
+            } else if (workers_ < max_workers_) {
+                ++workers_;
+                answer = Submit::NeedsWorker;
+            }
+        }
+        if (wake) cv_.notify_one();
+        return answer;
+    }
+
+    void worker_start_failed() {
+        std::lock_guard<std::mutex> g(mu_);
+        if (workers_ > 0) --workers_;
+    }
+
+    // The body of a worker thread. Returns once the pool is shut down (or broken) and drained.
+    void worker_loop(WorkerHooks& hooks) {
+        bool held = true;
+        std::size_t since_yield = 0;
+        for (;;) {
+            Task* task = pop_or_go_idle();
+            if (!task) {
+                if (held) {
+                    hooks.release();
+                    held = false;
+                }
+                task = wait_for_task();
+                if (!task) break;
+            }
+            if (!held) {
+                hooks.acquire();
+                held = true;
+                since_yield = 0;
+            } else if (++since_yield == kTasksPerHold) {
+                // Tasks that never enter the interpreter loop (builtins) never offer the GIL
+                // back; hand it over now and then so that other threads are not starved.
+                hooks.release();
+                hooks.acquire();
+                since_yield = 0;
+            }
+            task->run();
+            delete task;
+        }
+        if (!held) hooks.acquire();
+        std::lock_guard<std::mutex> g(mu_);
+        --workers_;
+    }
+
+    // Stops accepting tasks; workers finish what is queued, unless cancel_pending, in which case
+    // the queued tasks are returned for the caller to abandon.
+    std::vector<Task*> shutdown(bool cancel_pending) {
+        std::vector<Task*> drained;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            shutdown_ = true;
+            if (cancel_pending) drained = drain_locked();
+        }
+        cv_.notify_all();
+        return drained;
+    }
+
+    // Marks the pool broken (a worker's initializer failed): returns the queued tasks, which the
+    // caller fails; later submits answer Broken and idle workers exit.
+    std::vector<Task*> break_pool() {
+        std::vector<Task*> drained;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            broken_ = true;
+            drained = drain_locked();
+        }
+        cv_.notify_all();
+        return drained;
+    }
+
+    bool is_shutdown() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return shutdown_;
+    }
+    bool is_broken() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return broken_;
+    }
+    std::size_t queued() const { return queued_.load(std::memory_order_relaxed); }
+    std::size_t workers() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return workers_;
+    }
+    std::size_t idle_workers() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return idle_ + claims_;
+    }
+    std::size_t max_workers() const { return max_workers_; }
+
+private:
+    // Long enough to catch the next task of a submit/result loop (a few microseconds apart)
+    // without a futex sleep and wake, short enough not to matter on a 2-core machine.
+    static constexpr auto kIdleSpin = std::chrono::microseconds(50);
+    static constexpr std::size_t kTasksPerHold = 256;
+
+    void push_locked(Task* t) {
+        t->next_ = nullptr;
+        if (tail_) tail_->next_ = t;
+        else head_ = t;
+        tail_ = t;
+        queued_.fetch_add(1, std::memory_order_relaxed);
+    }
+
+    Task* pop_locked() {
+        Task* t = head_;
+        if (!t) return nullptr;
+        head_ = t->next_;
+        if (!head_) tail_ = nullptr;
+        queued_.fetch_sub(1, std::memory_order_relaxed);
+        t->next_ = nullptr;
+        return t;
+    }
+
+    std::vector<Task*> drain_locked() {
+        std::vector<Task*> out;
+        while (Task* t = pop_locked()) out.push_back(t);
+        return out;
+    }
+
+    Task* pop_or_go_idle() {
+        std::lock_guard<std::mutex> g(mu_);
+        if (Task* t = pop_locked()) return t;
+        ++idle_;
+        return nullptr;
+    }
+
+    void leave_idle_locked() {
+        if (claims_ > 0) --claims_;
+        else if (idle_ > 0) --idle_;
+    }
+
+    // Called idle (counted in idle_/claims_); returns a task, or nullptr when the worker must exit.
+    Task* wait_for_task() {
+        auto spin_until = std::chrono::steady_clock::now() + kIdleSpin;
+        unsigned n = 0;
+        while (queued_.load(std::memory_order_relaxed) == 0) {
+            cpu_relax();
+            if ((++n & 63) == 0 && std::chrono::steady_clock::now() >= spin_until) break;
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        for (;;) {
+            if (Task* t = pop_locked()) {
+                leave_idle_locked();
+                return t;
+            }
+            if (shutdown_ || broken_) {
+                leave_idle_locked();
+                return nullptr;
+            }
+            ++sleepers_;
+            cv_.wait(lock);
+            --sleepers_;
+        }
+    }
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    const std::size_t max_workers_;
+    std::atomic<std::size_t> queued_{0};
+    Task* head_ = nullptr;
+    Task* tail_ = nullptr;
+    bool shutdown_ = false;
+    bool broken_ = false;
+    std::size_t workers_ = 0;
+    std::size_t idle_ = 0;
+    std::size_t claims_ = 0;
+    std::size_t sleepers_ = 0;
+};
+
+// A ThreadPool whose workers are std::threads with no hooks: for C++ users and tests.
+class StdThreadPool {
+public:
+    explicit StdThreadPool(std::size_t max_workers) : pool_(max_workers) {}
+    ~StdThreadPool() { shutdown(false, true); }
+
+    ThreadPool::Submit submit(std::unique_ptr<Task> task) {
+        auto answer = pool_.submit(std::move(task));
+        if (answer == ThreadPool::Submit::NeedsWorker) {
+            std::lock_guard<std::mutex> g(threads_mu_);
+            threads_.emplace_back([this] {
+                NoHooks hooks;
+                pool_.worker_loop(hooks);
+            });
+        }
+        return answer;
+    }
+
+    void shutdown(bool cancel_pending, bool wait) {
+        for (Task* t : pool_.shutdown(cancel_pending)) {
+            t->abandon(Task::Abandon::Cancelled);
+            delete t;
+        }
+        if (!wait) return;
+        std::vector<std::thread> threads;
+        {
+            std::lock_guard<std::mutex> g(threads_mu_);
+            threads.swap(threads_);
+        }
+        for (auto& t : threads) t.join();
+    }
+
+    ThreadPool& pool() { return pool_; }
+    std::size_t threads_started() {
+        std::lock_guard<std::mutex> g(threads_mu_);
+        return threads_.size();
+    }
+
+private:
+    struct NoHooks final : WorkerHooks {
+        void acquire() override {}
+        void release() override {}
+    };
+    ThreadPool pool_;
+    std::mutex threads_mu_;
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace cfutures::core
