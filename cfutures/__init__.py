@@ -28,6 +28,8 @@ from ._base import (
     wait,
 )
 
+from ._install import install, installed, uninstall
+
 __version__ = "0.1.0"
 
 # The same public names as the stdlib module on this Python.

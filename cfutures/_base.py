@@ -85,13 +85,12 @@ def _yield_results(pending, end_time, refill):
                 nxt = refill()
                 if nxt is not None:
                     pending.append(nxt)
-            fut = pending.popleft()
+            # The future is never bound to a local: one suspended at the yield would keep the
+            # result alive while the consumer holds (or drops) it.
             if end_time is None:
-                yield _result_or_cancel(fut)
+                yield _result_or_cancel(pending.popleft())
             else:
-                yield _result_or_cancel(fut, end_time - time.monotonic())
-            # Do not keep the yielded future alive while the consumer holds its result.
-            del fut
+                yield _result_or_cancel(pending.popleft(), end_time - time.monotonic())
     finally:
         for fut in pending:
             fut.cancel()

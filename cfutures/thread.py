@@ -31,8 +31,9 @@ def _python_exit():
     global _interpreter_shutdown
     _interpreter_shutdown = True
     _cfutures._set_interpreter_shutdown()
+    # As the stdlib: no new work anywhere, and every worker exits once its queue is empty.
     for handle in list(_pools):
-        handle.shutdown(False)
+        handle.release_idle_workers()
 
 
 try:

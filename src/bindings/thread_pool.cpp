@@ -278,6 +278,9 @@ void register_thread_pool(py::module_& m) {
         .def("run_worker", &PoolHandle::run_worker)
         .def("shutdown", &PoolHandle::shutdown, py::arg("cancel_futures"))
         .def("break_pool", &PoolHandle::break_pool, py::arg("message"))
+        .def("release_idle_workers", [](PoolHandle& h) {
+            if (!h.shared->inherited()) h.shared->pool.release_idle_workers();
+        })
         .def_property_readonly("broken", &PoolHandle::broken)
         .def_property_readonly("queued", [](PoolHandle& h) { return h.shared->pool.queued(); })
         .def_property_readonly("idle_workers", [](PoolHandle& h) { return h.shared->pool.idle_workers(); })

@@ -5,7 +5,7 @@
 // and the owner starts a thread that calls worker_loop() (Python threads in the bindings, so they
 // are real threading.Thread objects; std::thread in StdThreadPool and the C++ tests).
 //
-// `mu_` guards the queue (head_/tail_), shutdown_, broken_, workers_, idle_, claims_, sleepers_.
+// `mu_` guards the queue (head_/tail_), shutdown_, broken_, release_idle_, workers_, idle_, claims_, sleepers_.
 // `queued_` mirrors the queue length for the lock-free spin in wait_for_task(). Nothing is called
 // out (no task, no hook) while `mu_` is held, so a hook may take any lock, the GIL included.
 //
@@ -146,6 +146,16 @@ public:
         return drained;
     }
 
+    // Lets workers exit once the queue is empty, without refusing submits: what interpreter exit
+    // does (refusing new work is the caller's business there, with its own message).
+    void release_idle_workers() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            release_idle_ = true;
+        }
+        cv_.notify_all();
+    }
+
     // Marks the pool broken (a worker's initializer failed): returns the queued tasks, which the
     // caller fails; later submits answer Broken and idle workers exit.
     std::vector<Task*> break_pool() {
@@ -234,7 +244,7 @@ private:
                 leave_idle_locked();
                 return t;
             }
-            if (shutdown_ || broken_) {
+            if (shutdown_ || broken_ || release_idle_) {
                 leave_idle_locked();
                 return nullptr;
             }
@@ -252,6 +262,7 @@ private:
     Task* tail_ = nullptr;
     bool shutdown_ = false;
     bool broken_ = false;
+    bool release_idle_ = false;
     std::size_t workers_ = 0;
     std::size_t idle_ = 0;
     std::size_t claims_ = 0;

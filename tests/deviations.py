@@ -1,0 +1,72 @@
+"""Every known difference between cfutures and concurrent.futures, with its reason: the one place.
+
+* ``PARITY``: behaviours of our own parity suite where cfutures differs. Each entry xfails
+  (strictly) the matching parametrisations, so a deviation that gets fixed fails loudly and must
+  leave this registry.
+* ``PARITY_SKIPS``: parity tests that cannot run yet, with the reason (same patterns).
+* ``UPSTREAM_SKIPS``: tests of CPython's test_concurrent_futures that the harness does not run
+  against cfutures, each with the reason.
+* ``NOTES``: documented differences that no test selects (for the README).
+
+Keys of PARITY and UPSTREAM_SKIPS are fnmatch patterns: on pytest node names (PARITY, e.g.
+``test_something[cfutures-*]``) and on upstream ``module::Class::test`` ids (UPSTREAM_SKIPS).
+"""
+
+import fnmatch
+
+PARITY = {
+}
+
+PARITY_SKIPS = {
+    "*[[]stdlib-mixed[]]": "the stdlib's wait()/as_completed() do not accept cfutures futures "
+                           "yet: they need Future._waiters (issue 4)",
+}
+
+UPSTREAM_SKIPS = {
+    # Process pools are issue 3: cfutures.ProcessPoolExecutor is still the stdlib's class, so
+    # these would test the stdlib, not cfutures.
+    "*::ProcessPool*": "native ProcessPoolExecutor not written yet (issue 3); "
+                       "cfutures.ProcessPoolExecutor is the stdlib's",
+    "*::*Process*Test::*": "native ProcessPoolExecutor not written yet (issue 3)",
+    "*::ThreadPoolExecutorTest::test_hang_global_shutdown_lock":
+        "exercises ProcessPoolExecutor(mp_context=fork) (issue 3)",
+}
+
+NOTES = {
+    "ProcessPoolExecutor": "The stdlib's class, re-exported, until the native process pool lands "
+                           "(issue 3). Its futures are stdlib futures; cfutures.wait and "
+                           "as_completed accept them.",
+    "Future._condition": "Not a threading.Condition: a lock-like view (acquire/release/with/"
+                         "notify/notify_all/wait) that makes direct edits of _state/_result/"
+                         "_exception atomic for waiters. Code that reads CPython internals keeps "
+                         "working; code that relies on it being a real Condition may not.",
+    "Future._waiters, Future._done_callbacks": "Not exposed: waiters and callbacks live in the "
+                                               "native state. The stdlib's wait()/as_completed() "
+                                               "do not accept cfutures futures yet (issue 4).",
+    "ThreadPoolExecutor._work_queue, _idle_semaphore, _shutdown_lock": "Not exposed: the queue "
+                                                                       "and its locks are native.",
+    "executor inherited through fork()": "submit() on a ThreadPoolExecutor created before fork() "
+                                         "raises RuntimeError in the child (the stdlib's may hang "
+                                         "there); executors created in the child work normally.",
+}
+
+
+def parity_reason(nodename):
+    for pattern, reason in PARITY.items():
+        if fnmatch.fnmatchcase(nodename, pattern):
+            return reason
+    return None
+
+
+def parity_skip_reason(nodename):
+    for pattern, reason in PARITY_SKIPS.items():
+        if fnmatch.fnmatchcase(nodename, pattern):
+            return reason
+    return None
+
+
+def upstream_skip_reason(test_id):
+    for pattern, reason in UPSTREAM_SKIPS.items():
+        if fnmatch.fnmatchcase(test_id, pattern):
+            return reason
+    return None

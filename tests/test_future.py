@@ -1,0 +1,295 @@
+"""Future behaviour, run against concurrent.futures and cfutures alike."""
+
+import concurrent.futures
+import gc
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+
+
+def test_new_future_is_pending(futures):
+    f = futures.Future()
+    assert not f.done() and not f.running() and not f.cancelled()
+    assert re.fullmatch(r"<Future at 0x[0-9a-f]+ state=pending>", repr(f))
+
+
+def test_is_a_stdlib_future(futures):
+    f = futures.Future()
+    assert isinstance(f, concurrent.futures.Future)
+    assert isinstance(f, futures.Future)
+
+
+def test_exception_classes_are_the_stdlibs(futures):
+    for name in ("CancelledError", "TimeoutError", "InvalidStateError", "BrokenExecutor"):
+        assert getattr(futures, name) is getattr(concurrent.futures, name)
+
+
+def test_same_public_names(futures):
+    assert tuple(futures.__all__) == tuple(concurrent.futures.__all__)
+    for name in futures.__all__:
+        assert getattr(futures, name) is not None
+
+
+def test_generic_alias(futures):
+    alias = futures.Future[int]
+    assert alias.__origin__ is futures.Future and alias.__args__ == (int,)
+
+
+def test_set_result_then_result(futures):
+    f = futures.Future()
+    f.set_result(42)
+    assert f.done() and f.result() == 42 and f.exception() is None
+    assert re.fullmatch(r"<Future at 0x[0-9a-f]+ state=finished returned int>", repr(f))
+
+
+def test_set_exception_then_result_raises(futures):
+    f = futures.Future()
+    err = ValueError("boom")
+    f.set_exception(err)
+    assert f.exception() is err
+    with pytest.raises(ValueError, match="boom") as info:
+        f.result()
+    assert info.value is err
+    assert re.fullmatch(r"<Future at 0x[0-9a-f]+ state=finished raised ValueError>", repr(f))
+
+
+@pytest.mark.parametrize("second", ["set_result", "set_exception"])
+def test_second_set_raises_invalid_state(futures, second):
+    f = futures.Future()
+    f.set_result(1)
+    with pytest.raises(futures.InvalidStateError,
+                       match=r"FINISHED: <Future at 0x[0-9a-f]+ state=finished returned int>"):
+        getattr(f, second)(ValueError() if second == "set_exception" else 2)
+    assert f.result() == 1
+
+
+def test_set_after_cancel_raises_invalid_state(futures):
+    f = futures.Future()
+    assert f.cancel()
+    with pytest.raises(futures.InvalidStateError, match="CANCELLED"):
+        f.set_result(1)
+
+
+def test_cancel_transitions(futures):
+    f = futures.Future()
+    assert f.cancel() and f.cancelled() and f.done()
+    assert f.cancel()  # cancelling twice still answers True
+    assert re.fullmatch(r"<Future at 0x[0-9a-f]+ state=cancelled>", repr(f))
+    with pytest.raises(futures.CancelledError):
+        f.result(timeout=0)
+    with pytest.raises(futures.CancelledError):
+        f.exception(timeout=0)
+    assert f.set_running_or_notify_cancel() is False
+    assert f.cancelled()
+
+
+def test_running_future_cannot_be_cancelled(futures):
+    f = futures.Future()
+    assert f.set_running_or_notify_cancel() is True
+    assert f.running() and not f.cancel()
+    assert re.fullmatch(r"<Future at 0x[0-9a-f]+ state=running>", repr(f))
+    f.set_result(None)
+    assert not f.running() and not f.cancel()
+
+
+def test_set_running_on_finished_future_raises(futures, caplog):
+    f = futures.Future()
+    f.set_result(1)
+    with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+        with pytest.raises(RuntimeError, match="Future in unexpected state"):
+            f.set_running_or_notify_cancel()
+    assert "in unexpected state" in caplog.text
+
+
+@pytest.mark.parametrize("method", ["result", "exception"])
+def test_timeout_raises_stdlib_timeout_error(futures, method):
+    f = futures.Future()
+    t0 = time.monotonic()
+    with pytest.raises(concurrent.futures.TimeoutError):
+        getattr(f, method)(timeout=0.05)
+    assert time.monotonic() - t0 >= 0.04
+    with pytest.raises(TimeoutError):
+        getattr(f, method)(timeout=0)
+    with pytest.raises(TimeoutError):
+        getattr(f, method)(timeout=-1)
+
+
+def test_result_wakes_when_set_from_another_thread(futures):
+    f = futures.Future()
+    threading.Timer(0.05, f.set_result, ("late",)).start()
+    assert f.result(timeout=10) == "late"
+
+
+def test_result_wakes_when_cancelled_from_another_thread(futures):
+    f = futures.Future()
+    threading.Timer(0.05, f.cancel).start()
+    with pytest.raises(futures.CancelledError):
+        f.result(timeout=10)
+
+
+def test_result_releases_the_gil(futures):
+    f = futures.Future()
+    counter = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            counter[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        with pytest.raises(TimeoutError):
+            f.result(timeout=0.3)
+        seen = counter[0]
+    finally:
+        stop.set()
+        t.join()
+    # A waiter that held the GIL would leave the spinning thread almost no time to run.
+    assert seen > 10_000
+
+
+def test_ctrl_c_interrupts_result_promptly(futures):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    f = futures.Future()
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            f.result(timeout=20)
+        assert time.monotonic() - t0 < 2
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
+
+
+def test_done_callbacks_run_once_in_order(futures):
+    f = futures.Future()
+    calls = []
+    f.add_done_callback(lambda fut: calls.append(("a", fut)))
+    f.add_done_callback(lambda fut: calls.append(("b", fut)))
+    f.set_result(1)
+    assert calls == [("a", f), ("b", f)]
+    f.add_done_callback(lambda fut: calls.append(("late", fut)))
+    assert calls[-1] == ("late", f) and len(calls) == 3
+
+
+def test_done_callback_runs_in_completing_thread(futures):
+    f = futures.Future()
+    where = []
+    f.add_done_callback(lambda fut: where.append(threading.current_thread()))
+    t = threading.Thread(target=f.set_result, args=(1,))
+    t.start()
+    t.join()
+    assert where == [t]
+
+
+def test_done_callback_on_cancel(futures):
+    f = futures.Future()
+    seen = []
+    f.add_done_callback(lambda fut: seen.append(fut.cancelled()))
+    f.cancel()
+    f.cancel()
+    assert seen == [True]
+
+
+def test_raising_callback_is_logged_and_others_still_run(futures, caplog):
+    f = futures.Future()
+    ran = []
+
+    def bad(fut):
+        raise ZeroDivisionError("in callback")
+
+    f.add_done_callback(bad)
+    f.add_done_callback(lambda fut: ran.append(True))
+    with caplog.at_level(logging.ERROR, logger="concurrent.futures"):
+        f.set_result(1)
+        f.add_done_callback(bad)
+    assert ran == [True]
+    records = [r for r in caplog.records if r.name == "concurrent.futures"]
+    assert len(records) == 2
+    assert all("exception calling callback for" in r.getMessage() for r in records)
+    assert all(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in records)
+
+
+def test_callback_base_exception_propagates(futures):
+    f = futures.Future()
+
+    def interrupt(fut):
+        raise KeyboardInterrupt
+
+    f.add_done_callback(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        f.set_result(1)
+    assert f.result() == 1
+
+
+def test_cycle_through_callback_is_collected(futures):
+    f = futures.Future()
+    f.add_done_callback(lambda fut, keep=f: None)  # the future reachable from its own callback
+    ref = weakref.ref(f)
+    del f
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_result_is_collected(futures):
+    f = futures.Future()
+    box = [f]
+    f.set_result(box)
+    ref = weakref.ref(f)
+    del f, box
+    gc.collect()
+    assert ref() is None
+
+
+def test_exception_keeps_its_traceback(futures):
+    def inner():
+        raise KeyError("deep")
+
+    f = futures.Future()
+    try:
+        inner()
+    except KeyError as exc:
+        f.set_exception(exc)
+    with pytest.raises(KeyError) as info:
+        f.result()
+    assert "inner" in "".join(__import__("traceback").format_tb(info.value.__traceback__))
+
+
+def test_direct_state_edits_inside_condition(futures):
+    # CPython's own suite (and code written against the stdlib's internals) does this.
+    f = futures.Future()
+    result = []
+    t = threading.Thread(target=lambda: result.append(f.exception(timeout=10)))
+    t.start()
+    time.sleep(0.1)
+    with f._condition:
+        f._state = futures._base.FINISHED if hasattr(futures, "_base") else "FINISHED"
+        f._exception = OSError("edited")
+        f._condition.notify_all()
+    t.join()
+    assert isinstance(result[0], OSError)
+    assert f._state == "FINISHED"
+
+
+def test_asyncio_wrap_future(futures):
+    import asyncio
+
+    async def main():
+        f = futures.Future()
+        wrapped = asyncio.wrap_future(f)
+        asyncio.get_running_loop().call_later(0.01, f.set_result, 7)
+        return await wrapped
+
+    assert asyncio.run(main()) == 7

@@ -1,0 +1,391 @@
+"""ThreadPoolExecutor behaviour, run against concurrent.futures and cfutures alike."""
+
+import asyncio
+import concurrent.futures
+import os
+import re
+import resource
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+
+def mul(x, y):
+    return x * y
+
+
+def capture(*args, **kwargs):
+    return args, kwargs
+
+
+def test_is_a_stdlib_thread_pool(thread_executor):
+    ex = thread_executor(2)
+    assert isinstance(ex, concurrent.futures.ThreadPoolExecutor)
+    assert isinstance(ex, concurrent.futures.Executor)
+    assert isinstance(ex.submit(mul, 2, 3), concurrent.futures.Future)
+
+
+def test_submit_args_and_kwargs(thread_executor):
+    ex = thread_executor(2)
+    assert ex.submit(mul, 2, y=8).result() == 16
+    assert ex.submit(capture, 1, self=2, fn=3).result() == ((1,), {"self": 2, "fn": 3})
+
+
+def test_submit_fn_is_positional_only(thread_executor):
+    ex = thread_executor(2)
+    with pytest.raises(TypeError):
+        ex.submit(fn=capture, arg=1)
+    with pytest.raises(TypeError):
+        ex.submit()
+
+
+def test_task_exception_comes_back_with_traceback(thread_executor):
+    def fails():
+        raise ValueError("in task")
+
+    f = thread_executor(1).submit(fails)
+    with pytest.raises(ValueError, match="in task") as info:
+        f.result(timeout=10)
+    assert "fails" in "".join(__import__("traceback").format_tb(info.value.__traceback__))
+
+
+def test_base_exception_in_task_fails_only_its_future(thread_executor):
+    def exits():
+        raise SystemExit(3)
+
+    ex = thread_executor(1)
+    assert isinstance(ex.submit(exits).exception(timeout=10), SystemExit)
+    assert ex.submit(mul, 3, 3).result(timeout=10) == 9
+
+
+def test_default_max_workers(thread_executor):
+    cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
+    assert thread_executor()._max_workers == min(32, (cpus or 1) + 4)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_bad_max_workers(thread_executor, bad):
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        thread_executor(bad)
+
+
+def test_initializer_not_callable(thread_executor):
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        thread_executor(1, initializer=3)
+
+
+def test_thread_names_default_and_prefix(thread_executor):
+    ex = thread_executor(3)
+    list(ex.map(time.sleep, [0.05] * 3))
+    assert all(re.fullmatch(r"ThreadPoolExecutor-\d+_[0-2]", t.name) for t in ex._threads)
+    ex2 = thread_executor(2, thread_name_prefix="Special")
+    names = set()
+    barrier = threading.Barrier(2)
+
+    def record():
+        barrier.wait(timeout=10)
+        names.add(threading.current_thread().name)
+
+    for f in [ex2.submit(record), ex2.submit(record)]:
+        f.result(timeout=10)
+    assert names == {"Special_0", "Special_1"}
+    assert names <= {t.name for t in threading.enumerate()}
+
+
+def test_initializer_runs_in_each_worker(thread_executor):
+    seen = threading.local()
+
+    def init(value):
+        seen.value = value
+
+    ex = thread_executor(2, initializer=init, initargs=("ready",))
+    assert ex.submit(lambda: seen.value).result(timeout=10) == "ready"
+
+
+def test_failing_initializer_breaks_the_pool(thread_executor, caplog):
+    def init():
+        raise ValueError("init failed")
+
+    ex = thread_executor(2, initializer=init)
+    with caplog.at_level("CRITICAL", logger="concurrent.futures"):
+        f = ex.submit(mul, 1, 2)
+        with pytest.raises(concurrent.futures.thread.BrokenThreadPool):
+            f.result(timeout=10)
+    deadline = time.monotonic() + 5
+    while not ex._broken and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "initializer failed" in ex._broken
+    with pytest.raises(concurrent.futures.BrokenExecutor):
+        ex.submit(mul, 1, 2)
+    assert "Exception in initializer" in caplog.text
+
+
+def test_idle_worker_is_reused(thread_executor):
+    ex = thread_executor()
+    for i in range(5):
+        assert ex.submit(mul, i, 2).result(timeout=10) == 2 * i
+    assert len(ex._threads) == 1
+
+
+def test_saturation_starts_max_workers(thread_executor):
+    ex = thread_executor(4)
+    sem = threading.Semaphore(0)
+    fs = [ex.submit(sem.acquire) for _ in range(40)]
+    assert len(ex._threads) == 4
+    for _ in fs:
+        sem.release()
+    for f in fs:
+        f.result(timeout=10)
+
+
+def test_submit_after_shutdown(thread_executor):
+    ex = thread_executor(1)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        ex.submit(mul, 1, 1)
+    ex.shutdown()  # twice is fine
+
+
+def test_shutdown_waits_for_queued_work(thread_executor):
+    ex = thread_executor(2)
+    fs = [ex.submit(time.sleep, 0.01) for _ in range(20)]
+    ex.shutdown(wait=True)
+    assert all(f.done() and f.exception() is None for f in fs)
+    assert not any(t.is_alive() for t in ex._threads)
+
+
+def test_shutdown_cancel_futures(thread_executor):
+    ex = thread_executor(1)
+    gate = threading.Event()
+    first = ex.submit(gate.wait)
+    rest = [ex.submit(mul, i, i) for i in range(10)]
+    threading.Timer(0.1, gate.set).start()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert first.result() is True
+    assert all(f.cancelled() for f in rest)
+
+
+def test_shutdown_no_wait_still_finishes(thread_executor):
+    ex = thread_executor(2)
+    fs = [ex.submit(time.sleep, 0.02) for _ in range(6)]
+    ex.shutdown(wait=False)
+    for t in list(ex._threads):
+        t.join(10)
+    assert all(f.done() for f in fs)
+
+
+def test_context_manager(thread_executor):
+    with thread_executor(2) as ex:
+        f = ex.submit(mul, 6, 7)
+    assert f.result() == 42
+    with pytest.raises(RuntimeError):
+        ex.submit(mul, 1, 1)
+
+
+def test_dropped_executor_lets_its_threads_exit(thread_executor):
+    ex = thread_executor.module.ThreadPoolExecutor(3)
+    results = ex.map(abs, range(-5, 5))
+    threads = set(ex._threads)
+    del ex
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    assert list(results) == [abs(v) for v in range(-5, 5)]
+
+
+def test_no_stale_reference_to_task_arguments(thread_executor):
+    class Thing:
+        def method(self):
+            pass
+
+    ex = thread_executor(1)
+    obj = Thing()
+    collected = threading.Event()
+    ref = weakref.ref(obj, lambda _: collected.set())
+    ex.submit(obj.method)
+    del obj
+    assert collected.wait(10)
+    assert ref() is None
+
+
+def test_map_order_timeout_and_errors(thread_executor):
+    ex = thread_executor(3)
+    assert list(ex.map(mul, range(10), range(10))) == [i * i for i in range(10)]
+    assert list(ex.map(mul, range(10), range(10), chunksize=3)) == [i * i for i in range(10)]
+    it = ex.map(divmod, [1, 1, 1], [2, 0, 5])
+    assert next(it) == (0, 1)
+    with pytest.raises(ZeroDivisionError):
+        next(it)
+    with pytest.raises(TimeoutError):
+        list(ex.map(time.sleep, [0, 0.5], timeout=0.1))
+
+
+def test_map_submits_without_iteration(thread_executor):
+    done = []
+    ex = thread_executor(2)
+    ex.map(done.append, range(10))
+    ex.shutdown(wait=True)
+    assert sorted(done) == list(range(10))
+
+
+def test_map_cancels_the_rest_when_closed(thread_executor):
+    ex = thread_executor(1)
+    gate = threading.Event()
+    blocker = ex.submit(gate.wait)
+    gen = ex.map(mul, [1, 2, 3], [1, 1, 1], timeout=0.05)
+    with pytest.raises(TimeoutError):
+        next(gen)
+    gen.close()
+    gate.set()
+    blocker.result(timeout=10)
+    ex.shutdown(wait=True)
+
+
+def test_map_buffersize_validation(extended_executor):
+    ex = extended_executor(1)
+    with pytest.raises(TypeError, match="buffersize must be an integer or None"):
+        ex.map(abs, [1], buffersize=1.5)
+    with pytest.raises(ValueError, match="buffersize must be None or > 0"):
+        ex.map(abs, [1], buffersize=0)
+
+
+def test_map_buffersize_reads_input_lazily(extended_executor):
+    ex = extended_executor(2)
+    consumed = []
+
+    def source():
+        for i in range(1000):
+            consumed.append(i)
+            yield i
+
+    it = ex.map(abs, source(), buffersize=5)
+    assert len(consumed) == 5
+    assert next(it) == 0
+    assert len(consumed) == 6
+    assert list(it) == list(range(1, 1000))
+
+
+def test_map_buffersize_runs_in_bounded_memory(extended_executor):
+    # An eager map of a million items would hold a million futures (hundreds of MB).
+    ex = extended_executor(2)
+    n = 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    total = 0
+    for value in ex.map(abs, range(n), buffersize=100):
+        total += value
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert total == n * (n - 1) // 2
+    assert grown_kib < 30_000
+
+
+def test_run_in_executor_and_set_default_executor(thread_executor):
+    ex = thread_executor(2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ex)
+        a = await loop.run_in_executor(ex, mul, 6, 7)
+        b = await loop.run_in_executor(None, mul, 2, 3)
+        return a, b
+
+    assert asyncio.run(main()) == (42, 6)
+
+
+def test_cancelling_asyncio_side_cancels_pending_future(thread_executor):
+    ex = thread_executor(1)
+    gate = threading.Event()
+    blocker = ex.submit(gate.wait)
+
+    async def main():
+        pending = ex.submit(mul, 1, 1)
+        wrapped = asyncio.wrap_future(pending)
+        wrapped.cancel()
+        await asyncio.sleep(0.05)
+        return pending
+
+    pending = asyncio.run(main())
+    gate.set()
+    blocker.result(timeout=10)
+    assert pending.cancelled()
+
+
+def test_many_threads_submitting_concurrently(thread_executor):
+    ex = thread_executor(4)
+    errors = []
+
+    def client(k):
+        try:
+            fs = [ex.submit(mul, k, i) for i in range(500)]
+            assert [f.result(timeout=30) for f in fs] == [k * i for i in range(500)]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join(60)
+    assert not errors
+
+
+def _run_python(futures_module, code):
+    prelude = f"import {futures_module} as futures\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
+def test_interpreter_exit_finishes_pending_work(impl):
+    proc = _run_python(impl, """
+        import time
+        def work(msg):
+            time.sleep(0.3)
+            print(msg, flush=True)
+        ex = futures.ThreadPoolExecutor(2)
+        ex.submit(work, "apple")
+        ex.submit(work, "banana")
+        ex.submit(work, "cherry")
+    """)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    assert sorted(proc.stdout.split()) == ["apple", "banana", "cherry"]
+
+
+@pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
+def test_submit_during_interpreter_shutdown(impl):
+    proc = _run_python(impl, """
+        import atexit
+        @atexit.register
+        def late():
+            try:
+                ex.submit(id, None)
+            except RuntimeError as exc:
+                print(exc)
+        ex = futures.ThreadPoolExecutor(2)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "cannot schedule new futures after interpreter shutdown"
+
+
+@pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
+def test_new_executor_in_forked_child(impl):
+    proc = _run_python(impl, """
+        import os, threading
+        ex = futures.ThreadPoolExecutor(2)
+        busy = threading.Event()
+        ex.submit(busy.wait, 0.5)
+        pid = os.fork()
+        if pid == 0:
+            with futures.ThreadPoolExecutor(2) as child_ex:
+                ok = list(child_ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
+                ok = ok and futures.wait([child_ex.submit(abs, -4)]).done.pop().result() == 4
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        ex.shutdown()
+    """)
+    assert proc.stdout.strip() == "0", proc.stderr
