@@ -13,6 +13,29 @@ Python; the exceptions are the stdlib's own classes.
 """
 
 import concurrent.futures as _std_futures
+import os as _os
+import sys as _sys
+
+
+def _installed_copy():
+    """The installed cfutures package, when this one is a source checkout without the compiled
+    module: ``python -m cfutures`` (or ``python -m pytest``) run in the repository's root puts the
+    checkout first on sys.path. Returns its directory, or None when this copy is the real one."""
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    if any(name.startswith("_cfutures.") for name in _os.listdir(here)):
+        return None
+    for entry in _sys.path:
+        candidate = _os.path.join(_os.path.abspath(entry or _os.curdir), "cfutures")
+        if (_os.path.isdir(candidate) and not _os.path.samefile(candidate, here)
+                and any(n.startswith("_cfutures.") for n in _os.listdir(candidate))):
+            return candidate
+    return None
+
+
+_installed = _installed_copy()
+if _installed is not None:
+    # Every submodule (and the compiled core) then comes from the installed copy.
+    __path__[:] = [_installed]
 
 from ._base import (
     ALL_COMPLETED,

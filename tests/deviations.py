@@ -70,3 +70,19 @@ def upstream_skip_reason(test_id):
         if fnmatch.fnmatchcase(test_id, pattern):
             return reason
     return None
+
+
+def markdown():
+    """The README's deviations section (tests/test_readme.py keeps the README equal to it)."""
+    lines = ["| where | what differs, and why |", "|---|---|"]
+    for name, text in NOTES.items():
+        lines.append(f"| {name} | {text} |")
+    for pattern, reason in {**PARITY, **PARITY_SKIPS}.items():
+        lines.append(f"| parity test `{pattern}` | {reason} |")
+    for pattern, reason in UPSTREAM_SKIPS.items():
+        lines.append(f"| CPython test `{pattern}` (skipped) | {reason} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

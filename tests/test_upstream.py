@@ -8,10 +8,10 @@ the child's report.
 """
 
 import collections
+import json
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -22,23 +22,18 @@ import suite  # noqa: E402
 SUMMARIES = []  # read by conftest.pytest_terminal_summary
 
 
-def _summarise(junit_path):
+def _summarise(report_path):
     per_module = collections.OrderedDict()
     skips = collections.Counter()
     failures = []
-    for case in ET.parse(junit_path).getroot().iter("testcase"):
-        module = case.get("classname", "?").rsplit(".", 1)[0]
-        counts = per_module.setdefault(module, collections.Counter())
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome = "failed"
-                failures.append(f"{case.get('classname')}::{case.get('name')}: "
-                                f"{(child.get('message') or '')[:300]}")
-            elif child.tag == "skipped":
-                outcome = "skipped"
-                skips[(child.get("message") or "").strip()] += 1
-        counts[outcome] += 1
+    with open(report_path, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            per_module.setdefault(rec["module"], collections.Counter())[rec["outcome"]] += 1
+            if rec["outcome"] == "skipped":
+                skips[rec["message"].strip()] += 1
+            elif rec["outcome"] == "failed":
+                failures.append(f"{rec['test']} ({rec['when']}): {rec['message']}")
     return per_module, skips, failures
 
 
@@ -52,22 +47,23 @@ def test_cpython_test_concurrent_futures(tmp_path):
                PYTHONPATH=os.pathsep.join([os.path.join(HERE, "upstream"), HERE]))
     if extra_path:
         env["CFUTURES_TEST_PATH"] = extra_path
-    junit = tmp_path / "upstream.xml"
+    report = tmp_path / "upstream.jsonl"
+    env["CFUTURES_UPSTREAM_REPORT"] = str(report)
     cmd = [sys.executable, "-X", "faulthandler", "-m", "pytest", "-p", "cfutures_upstream_plugin",
            "--pyargs", "test.test_concurrent_futures", "-o", "addopts=", "-p", "no:cacheprovider",
            # The suite reads what the concurrent.futures logger writes to stderr: pytest's log
            # capture would swallow it.
            "-p", "no:logging",
            "--rootdir", str(tmp_path), "--timeout", "300", "--timeout-method", "thread",
-           "-q", "-rfE", f"--junitxml={junit}"]
+           "-q", "-rfE"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=2300)
-    assert junit.exists(), proc.stdout[-20000:]
-    per_module, skips, failures = _summarise(junit)
+    assert report.exists(), proc.stdout[-20000:]
+    per_module, skips, failures = _summarise(report)
     lines = [f"CPython test_concurrent_futures on cfutures (Python {sys.version.split()[0]}, "
              f"suite from {where}):"]
     for module, c in per_module.items():
-        lines.append(f"  {module:<50} {c['passed']:4d} passed {c['failed']:4d} failed "
+        lines.append(f"  {module:<46} {c['passed']:4d} passed {c['failed']:4d} failed "
                      f"{c['skipped']:4d} skipped")
     for reason, n in skips.most_common():
         lines.append(f"  skipped x{n}: {reason}")
