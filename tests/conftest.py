@@ -6,10 +6,12 @@
 * ``extended`` is for names cfutures offers on every Python but the stdlib only from some version
   on (3.14's map(buffersize=)): it includes the stdlib only where the stdlib has them.
 * Known deviations (tests/deviations.py) become strict xfails; a fixed deviation fails loudly.
-* After each test, no thread it started may still run (checked, with a grace period).
+* After each test, no thread or child process it started may still run (checked, with a grace
+  period).
 """
 
 import concurrent.futures
+import os
 import sys
 import threading
 import time
@@ -18,7 +20,7 @@ import pytest
 
 import cfutures
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))
 import deviations  # noqa: E402
 
 IMPLS = {"stdlib": concurrent.futures, "cfutures": cfutures}
@@ -75,17 +77,39 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+def _child_pids():
+    me = str(os.getpid())
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me and fields[0] != "Z":
+                pids.add(int(entry))
+    return pids
+
+
 @pytest.fixture(autouse=True)
-def no_thread_leaks():
-    before = set(threading.enumerate())
+def no_leaks():
+    """No thread or child process that a test started may outlive it (with a grace period)."""
+    threads_before = set(threading.enumerate())
+    children_before = _child_pids()
     yield
     deadline = time.monotonic() + 10
     leaked = []
-    for t in set(threading.enumerate()) - before:
+    for t in set(threading.enumerate()) - threads_before:
         t.join(max(0.0, deadline - time.monotonic()))
         if t.is_alive():
             leaked.append(t.name)
     assert not leaked, f"threads still running after the test: {leaked}"
+    children = _child_pids() - children_before
+    while children and time.monotonic() < deadline:
+        time.sleep(0.05)
+        children = _child_pids() - children_before
+    assert not children, f"child processes still running after the test: {sorted(children)}"
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -121,6 +121,12 @@ def test_timeout_raises_stdlib_timeout_error(futures, method):
         getattr(f, method)(timeout=-1)
 
 
+def test_timeout_must_be_a_number(futures):
+    f = futures.Future()
+    with pytest.raises(TypeError):
+        f.result(timeout="0.1")
+
+
 def test_result_wakes_when_set_from_another_thread(futures):
     f = futures.Future()
     threading.Timer(0.05, f.set_result, ("late",)).start()

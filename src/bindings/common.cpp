@@ -26,7 +26,9 @@ void refresh_main_thread() {
 
 std::optional<Clock::time_point> deadline_from(const py::object& timeout) {
     if (timeout.is_none()) return std::nullopt;
-    double seconds = py::float_(timeout).cast<double>();
+    // Numbers only (a str is a TypeError, as in the stdlib, never parsed).
+    double seconds = PyFloat_AsDouble(timeout.ptr());
+    if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
     auto now = Clock::now();
     if (std::isnan(seconds)) raise(PyExc_ValueError, "Invalid value NaN (not a number)");
     if (seconds <= 0) return now;
