@@ -1,14 +1,291 @@
-"""ProcessPoolExecutor: cfutures' side of concurrent.futures.process.
+"""ProcessPoolExecutor with a native parent side: cfutures' side of concurrent.futures.process.
 
-The native process pool is not written yet (issue 3): until then this module forwards to the
-stdlib's concurrent.futures.process (ProcessPoolExecutor, BrokenProcessPool and the module's
-internals), whose futures are stdlib futures; cfutures.wait and cfutures.as_completed accept them.
-Recorded in tests/deviations.py.
+Data flow (compare the diagram at the top of the stdlib's process.py):
+
+    submit() ---- pickles (fn, args, kwargs), queues the bytes ----+
+                                                                   v
+    manager thread (native loop, no GIL): dispatches to the least-loaded worker over its task
+        pipe, reads results from its result pipe, watches each worker's pidfd for its exit;
+        once per batch it takes the GIL to complete futures, reap exited workers and start
+        replacements.                                              |
+                                                                   v
+    worker processes (multiprocessing.Process with the pool's mp_context): _process_worker.main
+
+Who does what:
+  * ProcessPoolBase (native): submit, the job table, the manager loop, crash detection.
+  * _PoolState: starts and reaps worker processes; the manager thread calls it, and it holds no
+    reference to the executor, so dropping the executor shuts the pool down.
+  * A worker that exits without being asked to (crash, os._exit, kill, failed initializer)
+    breaks the pool the stdlib's way: BrokenProcessPool on every pending future and on later
+    submits.
 """
 
+import functools
+import itertools
+import multiprocessing as mp
+import os
+import threading
+import weakref
 from concurrent.futures import process as _std_process
-from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor  # noqa: F401
+
+from . import _base, _cfutures, _process_worker
+
+BrokenProcessPool = _std_process.BrokenProcessPool
+_check_system_limits = _std_process._check_system_limits
+_ExceptionWithTraceback = _std_process._ExceptionWithTraceback
+_RemoteTraceback = _std_process._RemoteTraceback
+
+_pools = weakref.WeakSet()  # handles of live pools, for interpreter exit
+_managers = weakref.WeakSet()
+
+
+def _python_exit():
+    _cfutures._set_process_interpreter_shutdown()
+    for handle in list(_pools):
+        handle.shutdown(False)
+    for thread in list(_managers):
+        thread.join()
+
+
+try:
+    threading._register_atexit(_python_exit)
+except AttributeError:  # pragma: no cover
+    import atexit
+    atexit.register(_python_exit)
+
+
+def _default_max_workers():
+    cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
+    return cpus or 1
+
+
+class _PoolState:
+    """Starts and reaps one pool's worker processes. Shared by the executor (submit) and its
+    manager thread; never references the executor."""
+
+    def __init__(self, mp_context, initializer, initargs, max_tasks_per_child):
+        self.mp_context = mp_context
+        self.initializer = initializer
+        self.initargs = initargs
+        self.max_tasks_per_child = max_tasks_per_child or 0
+        self.processes = {}
+        self.lock = threading.Lock()
+
+    def start_workers(self, handle, n):
+        for _ in range(n):
+            try:
+                self._start_one(handle)
+            except BaseException:
+                handle.worker_start_failed()
+                raise
+
+    def _start_one(self, handle):
+        task_reader, task_writer = self.mp_context.Pipe(duplex=False)
+        result_reader, result_writer = self.mp_context.Pipe(duplex=False)
+        try:
+            p = self.mp_context.Process(
+                target=_process_worker.main,
+                args=(task_reader, result_writer, self.initializer, self.initargs,
+                      self.max_tasks_per_child, os.getpid()))
+            p.start()
+        except BaseException:
+            for c in (task_reader, task_writer, result_reader, result_writer):
+                c.close()
+            raise
+        # The child has its ends now; keep ours as plain non-blocking descriptors.
+        task_reader.close()
+        result_writer.close()
+        task_fd = os.dup(task_writer.fileno())
+        result_fd = os.dup(result_reader.fileno())
+        task_writer.close()
+        result_reader.close()
+        os.set_blocking(task_fd, False)
+        os.set_blocking(result_fd, False)
+        with self.lock:
+            self.processes[p.pid] = p
+        handle.add_worker(p.pid, task_fd, result_fd)
+
+    def reap(self, pids):
+        for pid in pids:
+            with self.lock:
+                p = self.processes.pop(pid, None)
+            if p is not None:
+                p.join()
+
+
+class _CallQueueView:
+    """Stand-in for the stdlib's executor._call_queue: there is no shared queue here (each worker
+    has its own pipe); code that joins or closes it at shutdown keeps working."""
+
+    def close(self):
+        pass
+
+    def join_thread(self):
+        pass
+
+    def cancel_join_thread(self):
+        pass
+
+
+class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
+                          _std_process.ProcessPoolExecutor):
+    """An Executor that runs calls in a pool of worker processes.
+
+    A drop-in for concurrent.futures.ProcessPoolExecutor (and an instance of it).
+    """
+
+    def __init__(self, max_workers=None, mp_context=None,
+                 initializer=None, initargs=(), *, max_tasks_per_child=None):
+        """Initializes a new ProcessPoolExecutor instance.
+
+        Args:
+            max_workers: The maximum number of processes that can be used to
+                execute the given calls. If None or not given then as many
+                worker processes will be created as the machine has processors.
+            mp_context: A multiprocessing context to launch the workers created
+                using the multiprocessing.get_context('start method') API. This
+                object should provide SimpleQueue, Queue and Process.
+            initializer: A callable used to initialize worker processes.
+            initargs: A tuple of arguments to pass to the initializer.
+            max_tasks_per_child: The maximum number of tasks a worker process
+                can complete before it will exit and be replaced with a fresh
+                worker process. The default of None means worker process will
+                live as long as the executor. Requires a non-'fork' mp_context
+                start method. When given, we default to using 'spawn' if no
+                mp_context is supplied.
+        """
+        _check_system_limits()
+        if max_workers is None:
+            max_workers = _default_max_workers()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if mp_context is None:
+            if max_tasks_per_child is not None:
+                mp_context = mp.get_context("spawn")
+            else:
+                mp_context = mp.get_context()
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            elif max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if mp_context.get_start_method(allow_none=False) == "fork":
+                # https://github.com/python/cpython/issues/90622
+                raise ValueError("max_tasks_per_child is incompatible with"
+                                 " the 'fork' multiprocessing start method;"
+                                 " supply a different mp_context.")
+        # Under 'fork', all workers start at once, before any thread of ours exists (forking a
+        # process that has threads can deadlock the child), as in the stdlib.
+        start_all = mp_context.get_start_method(allow_none=False) == "fork"
+        super().__init__(max_workers, start_all, max_tasks_per_child or -1)
+        self._max_workers = max_workers
+        self._mp_context = mp_context
+        self._initializer = initializer
+        self._initargs = initargs
+        self._max_tasks_per_child = max_tasks_per_child
+        self._safe_to_dynamically_spawn_children = not start_all
+        self._pool_state = _PoolState(mp_context, initializer, initargs, max_tasks_per_child)
+        self._processes = self._pool_state.processes
+        self._call_queue = _CallQueueView()
+        self._executor_manager_thread = None
+        self._handle = self._make_handle()
+        self._handle.set_state(self._pool_state)
+        _pools.add(self._handle)
+
+    def _start(self, n):
+        # Called by the native submit(): start n workers, then (once) the manager thread.
+        self._pool_state.start_workers(self._handle, n)
+        if self._executor_manager_thread is None:
+            t = threading.Thread(target=self._handle.run_manager,
+                                 name=f"cfutures-process-pool-{next(_manager_ids)}")
+            t.start()
+            self._handle.mark_manager_started()
+            self._executor_manager_thread = t
+            _managers.add(t)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Returns an iterator equivalent to map(fn, iter).
+
+        Args:
+            fn: A callable that will take as many arguments as there are
+                passed iterables.
+            timeout: The maximum number of seconds to wait. If None, then there
+                is no limit on the wait time.
+            chunksize: If greater than one, the iterables will be chopped into
+                chunks of size chunksize and submitted to the process pool.
+                If set to one, the items in the list will be sent one at a time.
+            buffersize: The number of submitted tasks whose results have not
+                yet been yielded. If the buffer is full, iteration over the
+                iterables pauses until a result is yielded from the buffer.
+                If None, all input elements are eagerly collected, and a task is
+                submitted for each.
+
+        Returns:
+            An iterator equivalent to: map(func, *iterables) but the calls may
+            be evaluated out-of-order.
+
+        Raises:
+            TimeoutError: If the entire result iterator could not be generated
+                before the given timeout.
+            Exception: If fn(*args) raises for any values.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        results = super().map(functools.partial(_std_process._process_chunk, fn),
+                              _std_process._get_chunks(*iterables, chunksize=chunksize),
+                              timeout=timeout, buffersize=buffersize)
+        return _std_process._chain_from_iterable_of_lists(results)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Clean-up the resources associated with the Executor.
+
+        It is safe to call this method several times. Otherwise, no other
+        methods can be called after this one.
+
+        Args:
+            wait: If True then shutdown will not return until all running
+                futures have finished executing and the resources used by the
+                executor have been reclaimed.
+            cancel_futures: If True then shutdown will cancel all pending
+                futures. Futures that are completed or running will not be
+                cancelled.
+        """
+        self._handle.shutdown(cancel_futures)
+        if wait and self._executor_manager_thread is not None:
+            self._executor_manager_thread.join()
+
+    def _force_shutdown(self, operation):
+        processes = list(self._processes.values())
+        self.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            try:
+                if not p.is_alive():
+                    continue
+                if operation == "terminate":
+                    p.terminate()
+                else:
+                    p.kill()
+            except (ValueError, ProcessLookupError):
+                continue  # already exited (or closed)
+
+    def terminate_workers(self):
+        """Attempts to terminate all living worker processes immediately (SIGTERM), then shuts
+        the executor down. Do not submit tasks afterwards."""
+        self._force_shutdown("terminate")
+
+    def kill_workers(self):
+        """Attempts to kill all living worker processes immediately (SIGKILL), then shuts the
+        executor down. Do not submit tasks afterwards."""
+        self._force_shutdown("kill")
+
+
+_manager_ids = itertools.count()
 
 
 def __getattr__(name):
+    # Everything else is the stdlib module's (the same objects): pickles that name
+    # concurrent.futures.process (_process_chunk, _rebuild_exc, ...) must resolve under
+    # cfutures.install() too.
     return getattr(_std_process, name)

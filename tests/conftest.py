@@ -11,6 +11,7 @@
 """
 
 import concurrent.futures
+import multiprocessing
 import os
 import sys
 import threading
@@ -21,6 +22,9 @@ import pytest
 import cfutures
 
 sys.path.insert(0, os.path.dirname(__file__))
+# Worker processes started by spawn or forkserver import test helpers (process_helpers) by name.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [os.path.dirname(os.path.abspath(__file__))] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 import deviations  # noqa: E402
 
 IMPLS = {"stdlib": concurrent.futures, "cfutures": cfutures}
@@ -67,6 +71,42 @@ def extended_executor(request):
     yield from _executor_fixture(request, IMPLS[request.param.split("-")[0]])
 
 
+class ProcessExecutorFactory(ExecutorFactory):
+    def __init__(self, module, method):
+        super().__init__(module, "process")
+        self.method = method
+        self.context = multiprocessing.get_context(method)
+
+    def __call__(self, *args, **kwargs):
+        kwargs.setdefault("mp_context", self.context)
+        ex = self.module.ProcessPoolExecutor(*args, **kwargs)
+        self.made.append(ex)
+        return ex
+
+
+PROCESS_PARAMS = [f"{impl}-process-{method}" for impl in IMPLS
+                  for method in ("fork", "spawn", "forkserver")]
+
+
+def _process_factory(request):
+    impl, _, method = request.param.split("-")
+    factory = ProcessExecutorFactory(IMPLS[impl], method)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(params=PROCESS_PARAMS)
+def process_executor(request):
+    yield from _process_factory(request)
+
+
+# terminate_workers()/kill_workers() and map(buffersize=) exist in the stdlib from 3.14 only.
+@pytest.fixture(params=[p for p in PROCESS_PARAMS
+                        if p.startswith("cfutures") or STDLIB_HAS_BUFFERSIZE])
+def extended_process_executor(request):
+    yield from _process_factory(request)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         reason = deviations.parity_reason(item.name)
@@ -92,6 +132,19 @@ def _child_pids():
     return pids
 
 
+def _multiprocessing_helpers():
+    """multiprocessing's own long-lived helpers (started on first use, kept for the process)."""
+    pids = set()
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    for obj, attr in ((getattr(forkserver, "_forkserver", None), "_forkserver_pid"),
+                      (getattr(tracker, "_resource_tracker", None), "_pid")):
+        pid = getattr(obj, attr, None)
+        if pid:
+            pids.add(pid)
+    return pids
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
     """No thread or child process that a test started may outlive it (with a grace period)."""
@@ -105,10 +158,10 @@ def no_leaks():
         if t.is_alive():
             leaked.append(t.name)
     assert not leaked, f"threads still running after the test: {leaked}"
-    children = _child_pids() - children_before
+    children = _child_pids() - children_before - _multiprocessing_helpers()
     while children and time.monotonic() < deadline:
         time.sleep(0.05)
-        children = _child_pids() - children_before
+        children = _child_pids() - children_before - _multiprocessing_helpers()
     assert not children, f"child processes still running after the test: {sorted(children)}"
 
 

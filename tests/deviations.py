@@ -23,13 +23,9 @@ PARITY_SKIPS = {
 }
 
 UPSTREAM_SKIPS = {
-    # Process pools are issue 3: cfutures.ProcessPoolExecutor is still the stdlib's class, so
-    # these would test the stdlib, not cfutures.
-    "*::ProcessPool*": "native ProcessPoolExecutor not written yet (issue 3); "
-                       "cfutures.ProcessPoolExecutor is the stdlib's",
-    "*::*Process*Test::*": "native ProcessPoolExecutor not written yet (issue 3)",
-    "*::ThreadPoolExecutorTest::test_hang_global_shutdown_lock":
-        "exercises ProcessPoolExecutor(mp_context=fork) (issue 3)",
+    "*::*::test_gh105829_should_not_deadlock_if_wakeup_pipe_full":
+        "patches the stdlib's _ExecutorManagerThread.run and _ThreadWakeup, which cfutures does not "
+        "have: its manager loop is native and its wake-up is an eventfd, which never fills up",
 }
 
 NOTES = {

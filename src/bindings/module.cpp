@@ -5,6 +5,7 @@ namespace cfutures::bindings {
 void register_future(py::module_& m);
 void register_wait(py::module_& m);
 void register_thread_pool(py::module_& m);
+void register_process_pool(py::module_& m);
 
 namespace {
 void load_stdlib() {
@@ -34,4 +35,5 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     register_future(m);
     register_wait(m);
     register_thread_pool(m);
+    register_process_pool(m);
 }

@@ -1,0 +1,69 @@
+"""The loop of a ProcessPoolExecutor worker process.
+
+Receives pickled calls over its channel (native framing, GIL released while waiting), runs them
+and sends back the pickled result, or the exception with the worker's traceback text (the
+stdlib's _ExceptionWithTraceback, so the parent sees the same __cause__ as with the stdlib).
+A call that cannot be unpickled ends the worker, as in the stdlib: the parent sees the exit and
+breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
+"""
+
+import pickle
+from concurrent.futures import _base
+from concurrent.futures.process import _ExceptionWithTraceback
+from multiprocessing.reduction import ForkingPickler
+
+from . import _cfutures
+
+
+def _dumps(obj):
+    return ForkingPickler.dumps(obj, 5)
+
+
+def _send_exception(channel, tag, exc):
+    try:
+        payload = _dumps(_ExceptionWithTraceback(exc, exc.__traceback__))
+    except BaseException as e:  # the exception itself cannot be pickled: say why
+        payload = _dumps(_ExceptionWithTraceback(e, e.__traceback__))
+    channel.send(_cfutures.FRAME_EXCEPTION, tag, payload)
+
+
+def main(task_conn, result_conn, initializer, initargs, max_tasks, pool_pid):
+    channel = _cfutures.WorkerChannel(task_conn.fileno(), result_conn.fileno(), pool_pid)
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException:
+            _base.LOGGER.critical('Exception in initializer:', exc_info=True)
+            # The parent sees this process exit and marks the pool broken.
+            return
+    done = 0
+    while True:
+        message = channel.recv()
+        if message is None:
+            return
+        kind, tag, payload = message
+        if kind != _cfutures.FRAME_TASK:
+            return
+        fn, args, kwargs = pickle.loads(payload)
+        del payload, message
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _send_exception(channel, tag, exc)
+            del exc
+        else:
+            try:
+                data = _dumps(result)
+            except BaseException as exc:
+                _send_exception(channel, tag, exc)
+                del exc
+            else:
+                channel.send(_cfutures.FRAME_RESULT, tag, data)
+                del data
+            del result
+        # Drop the call's objects now, not when the next task arrives.
+        del fn, args, kwargs
+        done += 1
+        if max_tasks and done >= max_tasks:
+            channel.send(_cfutures.FRAME_EXITING, 0, b"")
+            return

@@ -1,0 +1,509 @@
+// ProcessPool: the parent side of a pool of worker processes: the job queue, dispatch to the
+// workers over their channels, collection of results, and crash detection, all driven by one
+// manager thread that never needs the GIL.
+//
+//   owner (submit, GIL held)          manager thread (run(), no GIL)              worker process
+//   ------------------------          ------------------------------              --------------
+//   pickle (fn, args, kwargs)
+//   submit(job) --queue_--+--wake-->  dispatch: future -> RUNNING, frame to the
+//                                     least-loaded worker (<= max_in_flight) --> task pipe --> run
+//                                     results  <---------------------------------- result pipe <-+
+//                                     pidfd readable: the worker exited
+//                                     -> hooks.deliver(batch): results, exits, losses (GIL there)
+//
+// Workers are started by the owner (multiprocessing.Process in the bindings) when submit() or a
+// batch asks for them, then handed over with add_worker(). A worker's exit is seen at once
+// through its pidfd (not by a timeout, not by EOF, which siblings forked from the same parent
+// could hold open). An exit the pool did not ask for breaks the pool: every queued and in-flight
+// job is reported lost, and the other workers are sent SIGTERM.
+//
+// `mu_` guards everything the owner touches: queue_, new_workers_, the flags, workers_ and
+// idle_tokens_. The Worker records (fds, readers, writers, in-flight lists) belong to the manager
+// thread alone, except that dispatch (which fills writers) runs with `mu_` held. Nothing is
+// called out while `mu_` is held, except FutureCore::set_running_or_notify_cancel (whose own
+// locks never wait on this one).
+#pragma once
+
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "channel.hpp"
+#include "future_state.hpp"
+
+namespace cfutures::core {
+
+// What one round of the manager loop hands to the owner, in one call (one GIL acquisition).
+struct ProcessBatch {
+    std::vector<Frame> results;            // Result / Exception frames, tag = job id
+    std::vector<Frame> released;           // outgoing frames done with (sent or dropped)
+    std::vector<std::uint64_t> cancelled;  // jobs dropped at dispatch: their future was cancelled
+    std::vector<int> exited;               // pids of workers that exited (to reap)
+    std::vector<std::uint64_t> lost;       // jobs that will never complete: the pool broke
+    std::string broken_reason;             // set in the batch where the pool broke
+    std::size_t start_workers = 0;         // workers to start (replacing ones that left)
+    bool empty() const {
+        return results.empty() && released.empty() && cancelled.empty() && exited.empty() &&
+               lost.empty() && broken_reason.empty() && start_workers == 0;
+    }
+};
+
+class ProcessPoolHooks {
+public:
+    virtual ~ProcessPoolHooks() = default;
+    virtual void deliver(ProcessBatch& batch) = 0;
+};
+
+class ProcessPool {
+public:
+    struct Job {
+        Frame frame;                    // kind Task, tag = job id
+        FutureCore* future = nullptr;   // kept alive by the owner until the job is reported
+    };
+    enum class Submit { Queued, Shutdown, Broken };
+    struct SubmitAnswer {
+        Submit status;
+        std::size_t start_workers;  // how many workers the owner must start now
+    };
+
+    // max_in_flight: jobs sent ahead to one worker. More hides the round trip of small tasks;
+    // fewer keeps long tasks from queueing behind each other while another worker idles.
+    ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child,
+                std::size_t max_in_flight = 4)
+        : max_workers_(max_workers), start_all_(start_all_at_once),
+          max_tasks_per_child_(max_tasks_per_child), max_in_flight_(max_in_flight) {
+        wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u64 = kWakeTag;
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+    }
+    ProcessPool(const ProcessPool&) = delete;
+    ProcessPool& operator=(const ProcessPool&) = delete;
+    ~ProcessPool() {
+        for (auto& [id, w] : live_) close_worker(w);
+        for (auto& nw : new_workers_) close_fds(nw);
+        ::close(wake_fd_);
+        ::close(epoll_fd_);
+    }
+
+    // --- owner side (any thread) ---------------------------------------------------------------
+
+    SubmitAnswer submit(Job job) {
+        SubmitAnswer answer{Submit::Queued, 0};
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (broken_) return {Submit::Broken, 0};
+            if (shutdown_) return {Submit::Shutdown, 0};
+            queue_.push_back(std::move(job));
+            answer.start_workers = workers_to_start_locked();
+        }
+        wake();
+        return answer;
+    }
+
+    // A submit whose call never reached the queue (it could not be pickled) still starts
+    // workers as the stdlib's does: returns how many the owner must start.
+    std::size_t submit_without_job() {
+        std::lock_guard<std::mutex> g(mu_);
+        if (broken_ || shutdown_) return 0;
+        return workers_to_start_locked();
+    }
+
+    void worker_start_failed() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (workers_ > 0) --workers_;
+        }
+        wake();
+    }
+
+    // Takes ownership of the parent's ends of a started worker's pipes.
+    void add_worker(int pid, int task_fd, int result_fd) {
+        NewWorker nw{pid, open_pidfd(pid), task_fd, result_fd};
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            new_workers_.push_back(nw);
+        }
+        wake();
+    }
+
+    // No new jobs; workers finish the queue (or, with cancel_pending, the queued jobs are
+    // returned for the owner to cancel), then each gets a Stop frame and exits.
+    std::vector<Job> shutdown(bool cancel_pending) {
+        std::vector<Job> drained;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            shutdown_ = true;
+            if (cancel_pending) {
+                drained.assign(std::make_move_iterator(queue_.begin()),
+                               std::make_move_iterator(queue_.end()));
+                queue_.clear();
+            }
+        }
+        wake();
+        return drained;
+    }
+
+    // Breaks the pool from the owner's side (a result that could not be unpickled).
+    void break_pool(std::string reason) {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (!broken_ && break_request_.empty()) break_request_ = std::move(reason);
+        }
+        wake();
+    }
+
+    bool is_broken() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return broken_;
+    }
+    bool is_shutdown() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return shutdown_;
+    }
+    std::size_t queued() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return queue_.size();
+    }
+
+    // --- manager thread --------------------------------------------------------------------------
+
+    // Returns when the pool is shut down (or broken) and every worker has exited.
+    void run(ProcessPoolHooks& hooks) {
+        std::vector<epoll_event> events(64);
+        for (;;) {
+            ProcessBatch batch;
+            bool finished;
+            {
+                std::lock_guard<std::mutex> g(mu_);
+                adopt_new_workers_locked();
+                if (!break_request_.empty() && !broken_) {
+                    std::string why = std::move(break_request_);
+                    break_locked(why, batch);
+                }
+                if (!broken_) dispatch_locked(batch);
+                if ((shutdown_ || broken_) && queue_.empty()) send_stops_locked();
+                finished = (shutdown_ || broken_) && workers_ == 0 && workers_by_id_empty();
+            }
+            flush_writers(batch);
+            if (!batch.empty()) hooks.deliver(batch);
+            if (finished) return;
+            int timeout_ms = any_worker_without_pidfd() ? 50 : -1;
+            int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout_ms);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                n = 0;
+            }
+            ProcessBatch io;
+            for (int i = 0; i < n; ++i) handle_event(events[i], io);
+            poll_exits_without_pidfd(io);
+            if (!io.empty()) hooks.deliver(io);
+        }
+    }
+
+private:
+    static constexpr std::uint64_t kWakeTag = ~std::uint64_t{0};
+    enum EventKind : std::uint64_t { kResults = 0, kTasks = 1, kExit = 2 };
+
+    struct NewWorker {
+        int pid, pidfd, task_fd, result_fd;
+    };
+    struct Worker {
+        int pid = -1, pidfd = -1, task_fd = -1, result_fd = -1;
+        FrameReader reader;
+        FrameWriter writer;
+        std::deque<std::uint64_t> in_flight;
+        int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
+        bool stop_sent = false;
+        bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
+        bool want_out = false;  // EPOLLOUT registered on task_fd
+    };
+
+    static int open_pidfd(int pid) {
+#ifdef SYS_pidfd_open
+        long fd = ::syscall(SYS_pidfd_open, pid, 0);
+        if (fd >= 0) return static_cast<int>(fd);
+#endif
+        return -1;
+    }
+    static void close_fds(NewWorker& nw) {
+        for (int fd : {nw.pidfd, nw.task_fd, nw.result_fd})
+            if (fd >= 0) ::close(fd);
+    }
+    void close_worker(Worker& w) {
+        for (int* fd : {&w.pidfd, &w.task_fd, &w.result_fd}) {
+            if (*fd >= 0) {
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, *fd, nullptr);
+                ::close(*fd);
+                *fd = -1;
+            }
+        }
+    }
+
+    // The stdlib's policy: reuse an idle worker if there is one (one token per result
+    // received), otherwise start one, up to max_workers (all at once under 'fork').
+    std::size_t workers_to_start_locked() {
+        if (idle_tokens_ > 0) {
+            --idle_tokens_;
+            return 0;
+        }
+        if (workers_ >= max_workers_) return 0;
+        std::size_t n = start_all_ ? max_workers_ - workers_ : 1;
+        workers_ += n;
+        return n;
+    }
+
+    void wake() {
+        std::uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+    }
+
+    bool workers_by_id_empty() const { return live_.empty(); }
+
+    bool any_worker_without_pidfd() const {
+        for (auto& [id, w] : live_)
+            if (w.pidfd < 0) return true;
+        return false;
+    }
+
+    void watch(int fd, std::uint32_t events, std::uint32_t id, EventKind kind, int op) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.u64 = (std::uint64_t{id} << 2) | kind;
+        ::epoll_ctl(epoll_fd_, op, fd, &ev);
+    }
+
+    void adopt_new_workers_locked() {
+        for (NewWorker& nw : new_workers_) {
+            std::uint32_t id = next_id_++;
+            Worker& w = live_[id];
+            w.pid = nw.pid;
+            w.pidfd = nw.pidfd;
+            w.task_fd = nw.task_fd;
+            w.result_fd = nw.result_fd;
+            w.tasks_left = max_tasks_per_child_;
+            watch(w.result_fd, EPOLLIN, id, kResults, EPOLL_CTL_ADD);
+            watch(w.task_fd, 0, id, kTasks, EPOLL_CTL_ADD);  // EPOLLOUT only while a write waits
+            if (w.pidfd >= 0) watch(w.pidfd, EPOLLIN, id, kExit, EPOLL_CTL_ADD);
+            if (broken_) ::kill(w.pid, SIGTERM);
+        }
+        new_workers_.clear();
+    }
+
+    void dispatch_locked(ProcessBatch& batch) {
+        while (!queue_.empty()) {
+            Worker* best = nullptr;
+            for (auto& [id, w] : live_) {
+                if (w.stop_sent || w.leaving || w.tasks_left == 0) continue;
+                if (w.in_flight.size() >= max_in_flight_) continue;
+                if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
+            }
+            if (!best) return;
+            Job job = std::move(queue_.front());
+            queue_.pop_front();
+            if (job.future) {
+                StartOutcome st = job.future->set_running_or_notify_cancel();
+                if (st != StartOutcome::Running) {
+                    batch.cancelled.push_back(job.frame.tag);
+                    batch.released.push_back(std::move(job.frame));
+                    continue;
+                }
+            }
+            best->in_flight.push_back(job.frame.tag);
+            if (best->tasks_left > 0) --best->tasks_left;
+            best->writer.push(std::move(job.frame));
+        }
+    }
+
+    void send_stops_locked() {
+        for (auto& [id, w] : live_) {
+            if (!w.stop_sent && !w.leaving && w.in_flight.empty()) {
+                w.writer.push(Frame::make(FrameKind::Stop, 0, ""));
+                w.stop_sent = true;
+            }
+        }
+    }
+
+    void flush_writers(ProcessBatch& batch) {
+        for (auto& [id, w] : live_) {
+            if (w.writer.empty() || w.task_fd < 0) continue;
+            IoStatus s = w.writer.flush(w.task_fd, &batch.released);
+            bool want_out = s == IoStatus::WouldBlock;
+            if (s == IoStatus::Eof || s == IoStatus::Error) {
+                // The worker is going away; its exit (pidfd) decides what that means.
+                for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+            }
+            if (want_out != w.want_out) {
+                watch(w.task_fd, want_out ? EPOLLOUT : 0, id, kTasks, EPOLL_CTL_MOD);
+                w.want_out = want_out;
+            }
+        }
+    }
+
+    void handle_event(const epoll_event& ev, ProcessBatch& batch) {
+        if (ev.data.u64 == kWakeTag) {
+            std::uint64_t v;
+            while (::read(wake_fd_, &v, sizeof v) > 0) {
+            }
+            return;
+        }
+        auto id = static_cast<std::uint32_t>(ev.data.u64 >> 2);
+        auto kind = static_cast<EventKind>(ev.data.u64 & 3);
+        auto it = live_.find(id);
+        if (it == live_.end()) return;
+        Worker& w = it->second;
+        if (kind == kResults) {
+            IoStatus s = w.reader.fill(w.result_fd);
+            std::size_t got = 0;
+            while (auto f = w.reader.pop()) {
+                if (f->kind == FrameKind::Exiting) {
+                    w.leaving = true;
+                    continue;
+                }
+                if (f->kind != FrameKind::Result && f->kind != FrameKind::Exception) {
+                    fail_protocol(w, "unexpected frame kind from a worker", batch);
+                    return;
+                }
+                auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), f->tag);
+                if (pos == w.in_flight.end()) {
+                    fail_protocol(w, "a worker answered a job it was not given", batch);
+                    return;
+                }
+                w.in_flight.erase(pos);
+                batch.results.push_back(std::move(*f));
+                ++got;
+            }
+            if (got) {
+                std::lock_guard<std::mutex> g(mu_);
+                idle_tokens_ += got;
+            }
+            if (s == IoStatus::Error) {
+                fail_protocol(w, "bad frame from a worker: " + w.reader.error(), batch);
+                return;
+            }
+            if (s == IoStatus::Eof) {
+                // The worker closed its end: stop watching; its exit (pidfd) will follow.
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.result_fd, nullptr);
+            }
+        } else if (kind == kTasks) {
+            // flush_writers() does the writing at the top of the next round.
+        } else {
+            worker_exited(id, batch);
+        }
+    }
+
+    // A malformed stream means the worker (or its pipe) cannot be trusted: break the pool.
+    void fail_protocol(Worker& w, const std::string& why, ProcessBatch& batch) {
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.result_fd, nullptr);
+        std::lock_guard<std::mutex> g(mu_);
+        if (!broken_) break_locked("A process in the process pool sent a malformed message (" +
+                                   why + "); the process pool is not usable anymore", batch);
+    }
+
+    void poll_exits_without_pidfd(ProcessBatch& batch) {
+        std::vector<std::uint32_t> gone;
+        for (auto& [id, w] : live_) {
+            if (w.pidfd >= 0) continue;
+            siginfo_t info{};
+            if (::waitid(P_PID, static_cast<id_t>(w.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                info.si_pid == w.pid) {
+                gone.push_back(id);
+            }
+        }
+        for (auto id : gone) worker_exited(id, batch);
+    }
+
+    void worker_exited(std::uint32_t id, ProcessBatch& batch) {
+        Worker& w = live_[id];
+        // Results it wrote just before exiting are still in the pipe: take them first.
+        if (w.result_fd >= 0) {
+            w.reader.fill(w.result_fd);
+            while (auto f = w.reader.pop()) {
+                if (f->kind == FrameKind::Exiting) {
+                    w.leaving = true;
+                    continue;
+                }
+                auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), f->tag);
+                if (pos != w.in_flight.end()) {
+                    w.in_flight.erase(pos);
+                    batch.results.push_back(std::move(*f));
+                }
+            }
+        }
+        bool expected = (w.stop_sent || w.leaving) && w.in_flight.empty();
+        int pid = w.pid;
+        for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+        std::deque<std::uint64_t> orphans = std::move(w.in_flight);
+        bool replace = false;
+        close_worker(w);
+        live_.erase(id);
+        batch.exited.push_back(pid);
+        std::lock_guard<std::mutex> g(mu_);
+        if (workers_ > 0) --workers_;
+        if (!expected && !broken_) {
+            for (auto tag : orphans) batch.lost.push_back(tag);
+            break_locked("A process in the process pool was terminated abruptly while the future "
+                         "was running or pending.", batch);
+        } else if (!broken_ && (!shutdown_ || !queue_.empty()) && workers_ < max_workers_) {
+            // It left on its own (max_tasks_per_child): replace it, and during shutdown only
+            // while queued work remains.
+            replace = true;
+        }
+        if (replace) {
+            ++workers_;
+            ++batch.start_workers;
+        }
+    }
+
+    void break_locked(const std::string& why, ProcessBatch& batch) {
+        broken_ = true;
+        batch.broken_reason = why;
+        for (Job& job : queue_) {
+            batch.lost.push_back(job.frame.tag);
+            batch.released.push_back(std::move(job.frame));
+        }
+        queue_.clear();
+        for (auto& [id, w] : live_) {
+            for (auto tag : w.in_flight) batch.lost.push_back(tag);
+            w.in_flight.clear();
+            for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+            w.stop_sent = true;
+            ::kill(w.pid, SIGTERM);
+        }
+    }
+
+    const std::size_t max_workers_;
+    const bool start_all_;
+    const int max_tasks_per_child_;
+    const std::size_t max_in_flight_;
+    int wake_fd_ = -1;
+    int epoll_fd_ = -1;
+
+    mutable std::mutex mu_;
+    std::deque<Job> queue_;
+    std::vector<NewWorker> new_workers_;
+    bool shutdown_ = false;
+    bool broken_ = false;
+    std::string break_request_;
+    std::size_t workers_ = 0;      // started or being started, not yet exited
+    std::size_t idle_tokens_ = 0;
+
+    std::map<std::uint32_t, Worker> live_;  // the manager thread's (dispatch_locked too)
+    std::uint32_t next_id_ = 0;
+};
+
+}  // namespace cfutures::core

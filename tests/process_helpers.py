@@ -1,0 +1,57 @@
+"""Functions the process-pool tests run in worker processes.
+
+They live in a plain module (not a test module, which pytest imports under a package-qualified
+name) so that workers started by spawn and forkserver can import them: tests/conftest.py puts
+this directory on PYTHONPATH for child processes.
+"""
+
+import os
+import pickle
+import time
+
+
+def mul(x, y):
+    return x * y
+
+
+def fails():
+    raise ValueError("in worker")
+
+
+def exits():
+    raise SystemExit(3)
+
+
+def hard_exit():
+    os._exit(7)
+
+
+def segfault():
+    import ctypes
+    ctypes.string_at(0)
+
+
+def sleep_and_return(t, value):
+    time.sleep(t)
+    return value
+
+
+def identity(x):
+    return x
+
+
+def getpid():
+    return os.getpid()
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise pickle.PicklingError("not today")
+
+
+def returns_unpicklable():
+    return Unpicklable()
+
+
+def init_fails():
+    raise ValueError("bad initializer")

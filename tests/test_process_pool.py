@@ -1,0 +1,193 @@
+"""ProcessPoolExecutor behaviour, run against concurrent.futures and cfutures alike, under the
+fork, spawn and forkserver start methods (ids like ``cfutures-process-spawn``)."""
+
+import concurrent.futures
+import concurrent.futures.process
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
+
+
+from process_helpers import (  # noqa: E402  (importable by spawned workers, see conftest)
+    Unpicklable, exits, fails, getpid, hard_exit, identity, init_fails, mul, returns_unpicklable,
+    segfault, sleep_and_return)
+
+
+def test_is_a_stdlib_process_pool(process_executor):
+    ex = process_executor(1)
+    assert isinstance(ex, concurrent.futures.ProcessPoolExecutor)
+    assert isinstance(ex.submit(mul, 2, 3), concurrent.futures.Future)
+
+
+def test_submit_and_map(process_executor):
+    ex = process_executor(2)
+    assert ex.submit(mul, 6, y=7).result(timeout=60) == 42
+    assert list(ex.map(mul, range(20), range(20), chunksize=4)) == [i * i for i in range(20)]
+    assert list(ex.map(mul, range(5), range(5))) == [i * i for i in range(5)]
+
+
+def test_remote_exception_keeps_type_and_traceback_text(process_executor):
+    f = process_executor(1).submit(fails)
+    with pytest.raises(ValueError, match="in worker") as info:
+        f.result(timeout=60)
+    cause = info.value.__cause__
+    assert type(cause).__name__ == "_RemoteTraceback"
+    assert "fails" in str(cause) and "in worker" in str(cause)
+
+
+def test_system_exit_fails_only_its_future(process_executor):
+    ex = process_executor(1)
+    assert isinstance(ex.submit(exits).exception(timeout=60), SystemExit)
+    assert ex.submit(mul, 2, 2).result(timeout=60) == 4
+
+
+def test_unpicklable_argument_fails_only_its_future(process_executor):
+    ex = process_executor(1)
+    with pytest.raises(pickle.PicklingError):
+        ex.submit(identity, Unpicklable()).result(timeout=60)
+    assert ex.submit(mul, 3, 3).result(timeout=60) == 9
+
+
+def test_unpicklable_result_fails_only_its_future(process_executor):
+    ex = process_executor(1)
+    with pytest.raises(pickle.PicklingError):
+        ex.submit(returns_unpicklable).result(timeout=60)
+    assert ex.submit(mul, 4, 4).result(timeout=60) == 16
+
+
+@pytest.mark.parametrize("crash", [hard_exit, segfault], ids=["os_exit", "segfault"])
+def test_crashing_worker_breaks_the_pool(process_executor, crash):
+    ex = process_executor(2)
+    ex.submit(mul, 1, 1).result(timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(BrokenProcessPool):
+        ex.submit(crash).result(timeout=60)
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(BrokenProcessPool):
+        ex.submit(mul, 1, 1)
+
+
+def test_killed_worker_breaks_pending_futures(process_executor):
+    ex = process_executor(2)
+    fs = [ex.submit(sleep_and_return, 5, i) for i in range(4)]
+    pid = next(iter(ex._processes))
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    for f in fs:
+        with pytest.raises(BrokenProcessPool):
+            f.result(timeout=60)
+    # Detected from the exit itself, well before the 5 s tasks would have finished.
+    assert time.monotonic() - t0 < 4
+
+
+def test_failing_initializer_breaks_the_pool(process_executor):
+    ex = process_executor(1, initializer=init_fails)
+    with pytest.raises(BrokenProcessPool):
+        ex.submit(mul, 1, 1).result(timeout=60)
+
+
+def test_bad_arguments(process_executor):
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        process_executor(0)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        process_executor(1, initializer=5)
+
+
+def test_max_tasks_per_child(process_executor):
+    if process_executor.method == "fork":
+        with pytest.raises(ValueError, match="incompatible with the 'fork'"):
+            process_executor(1, max_tasks_per_child=2)
+        return
+    ex = process_executor(1, max_tasks_per_child=2)
+    pids = [ex.submit(getpid).result(timeout=60) for _ in range(4)]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
+
+
+def test_shutdown_cancel_futures_and_after_shutdown(process_executor):
+    ex = process_executor(1)
+    first = ex.submit(sleep_and_return, 0.3, "first")
+    rest = [ex.submit(mul, i, i) for i in range(30)]
+    time.sleep(0.1)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert first.result() == "first"
+    assert any(f.cancelled() for f in rest)
+    assert all(f.done() for f in rest)
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        ex.submit(mul, 1, 1)
+
+
+def test_no_worker_outlives_shutdown(process_executor):
+    ex = process_executor(2)
+    pids = {ex.submit(getpid).result(timeout=60) for _ in range(4)} | set(ex._processes)
+    ex.shutdown(wait=True)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone, and reaped (a zombie would still answer)
+
+
+def test_large_bytes_argument(process_executor):
+    data = os.urandom(1024) * (8 * 1024)  # 8 MiB
+    ex = process_executor(1)
+    assert ex.submit(len, data).result(timeout=60) == len(data)
+    assert ex.submit(identity, data).result(timeout=60) == data
+
+
+def test_terminate_and_kill_workers(extended_process_executor):
+    for method in ("terminate_workers", "kill_workers"):
+        ex = extended_process_executor(2)
+        f = ex.submit(sleep_and_return, 10, None)
+        time.sleep(0.2)
+        pids = list(ex._processes)
+        getattr(ex, method)()
+        with pytest.raises(BrokenProcessPool):
+            f.result(timeout=30)
+        deadline = time.monotonic() + 10
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.05)
+        assert not pids
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_script_ending_without_shutdown_leaves_no_process(tmp_path, impl, method):
+    pidfile = tmp_path / "pids"
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, os, time
+        import {impl} as futures
+
+        def record(path):
+            with open(path, "a") as f:
+                f.write(f"{{os.getpid()}}\\n")
+            return os.getpid()
+
+        if __name__ == "__main__":
+            ex = futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("{method}"))
+            ex.submit(record, {str(pidfile)!r}).result()
+            ex.submit(time.sleep, 0.2)
+            print("done")
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
+    pids = [int(p) for p in pidfile.read_text().split()]
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
