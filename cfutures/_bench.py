@@ -112,6 +112,77 @@ def as_completed_live(impl, n):
         return time.perf_counter() - t0
 
 
+def process_submit_result(impl, n):
+    """submit + result of n no-op tasks on 2 worker processes (tasks per second)."""
+    futures = _module(impl)
+    with futures.ProcessPoolExecutor(2) as ex:
+        ex.submit(noop).result()
+        t0 = time.perf_counter()
+        fs = [ex.submit(noop) for _ in range(n)]
+        for f in fs:
+            f.result()
+        return n / (time.perf_counter() - t0)
+
+
+def process_round_trip(impl, n):
+    """submit -> result latency on a 1-process pool (seconds per round trip)."""
+    futures = _module(impl)
+    with futures.ProcessPoolExecutor(1) as ex:
+        for _ in range(20):
+            ex.submit(noop).result()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ex.submit(noop).result()
+        return (time.perf_counter() - t0) / n
+
+
+def process_map_chunks(impl, n):
+    """map(identity, range(n), chunksize=1000) on 2 worker processes (items per second)."""
+    futures = _module(impl)
+    with futures.ProcessPoolExecutor(2) as ex:
+        ex.submit(noop).result()
+        t0 = time.perf_counter()
+        for _ in ex.map(identity, range(n), chunksize=1000):
+            pass
+        return n / (time.perf_counter() - t0)
+
+
+def process_big_argument(impl, n):
+    """submit(len, <n bytes>).result() on a warm 1-process pool (seconds)."""
+    futures = _module(impl)
+    data = b"\x5a" * n
+    with futures.ProcessPoolExecutor(1) as ex:
+        ex.submit(noop).result()
+        t0 = time.perf_counter()
+        assert ex.submit(len, data).result() == n
+        return time.perf_counter() - t0
+
+
+def _startup(impl, method):
+    import multiprocessing
+    futures = _module(impl)
+    t0 = time.perf_counter()
+    with futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as ex:
+        ex.submit(noop).result()
+        elapsed = time.perf_counter() - t0
+    return elapsed
+
+
+def process_startup_fork(impl, n):
+    """ProcessPoolExecutor(2) creation to first result, fork (seconds)."""
+    return _startup(impl, "fork")
+
+
+def process_startup_spawn(impl, n):
+    """... under spawn."""
+    return _startup(impl, "spawn")
+
+
+def process_startup_forkserver(impl, n):
+    """... under forkserver."""
+    return _startup(impl, "forkserver")
+
+
 _MEMORY_SCRIPT = textwrap.dedent("""
     import gc, sys, threading
     import {module} as futures
@@ -166,6 +237,16 @@ WORKLOADS = [
      "bytes", False, 3.0),
     ("memory per Future() object", memory_per_plain_future, 300_000, 50_000, "bytes",
      False, None),
+    ("process submit+result of no-op tasks, 2 workers", process_submit_result, 20_000, 3_000,
+     "tasks/s", True, 5.0),
+    ("process round trip, 1 worker", process_round_trip, 2_000, 300, "us", False, 4.0),
+    ("process map(chunksize=1000), 2 workers", process_map_chunks, 200_000, 50_000, "items/s",
+     True, 2.0),
+    ("process 64 MiB bytes argument", process_big_argument, 64 << 20, 16 << 20, "ms", False, 2.5),
+    ("process pool start to first result, fork", process_startup_fork, 1, 1, "ms", False, 1.0),
+    ("process pool start to first result, spawn", process_startup_spawn, 1, 1, "ms", False, 1.0),
+    ("process pool start to first result, forkserver", process_startup_forkserver, 1, 1, "ms",
+     False, 1.0),
 ]
 
 _SCALE = {"us": 1e6, "ms": 1e3}

@@ -54,6 +54,18 @@ except AttributeError:  # pragma: no cover
     atexit.register(_python_exit)
 
 
+def _after_fork_in_child():
+    global _pools, _managers
+    # Pools inherited from the parent belong to threads that do not exist here (their locks may
+    # be held forever): forget them. multiprocessing's fork children run threading's exit hooks.
+    _pools = weakref.WeakSet()
+    _managers = weakref.WeakSet()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _default_max_workers():
     cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
     return cpus or 1
@@ -111,6 +123,29 @@ class _PoolState:
                 p = self.processes.pop(pid, None)
             if p is not None:
                 p.join()
+
+
+def _chunks(iterables, chunksize):
+    """Tuples of up to chunksize argument tuples: one task each."""
+    arguments = zip(*iterables)
+    while True:
+        chunk = tuple(itertools.islice(arguments, chunksize))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _process_chunk(fn, chunk):
+    """Runs in a worker: one chunk of a map()."""
+    return [fn(*args) for args in chunk]
+
+
+def _flatten(lists):
+    """Yields the items of each list in order, dropping each reference as it goes."""
+    for items in lists:
+        items.reverse()
+        while items:
+            yield items.pop()
 
 
 class _CallQueueView:
@@ -233,10 +268,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        results = super().map(functools.partial(_std_process._process_chunk, fn),
-                              _std_process._get_chunks(*iterables, chunksize=chunksize),
+        results = super().map(functools.partial(_process_chunk, fn),
+                              _chunks(iterables, chunksize),
                               timeout=timeout, buffersize=buffersize)
-        return _std_process._chain_from_iterable_of_lists(results)
+        return _flatten(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Clean-up the resources associated with the Executor.

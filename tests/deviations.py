@@ -23,15 +23,21 @@ PARITY_SKIPS = {
 }
 
 UPSTREAM_SKIPS = {
+    "*::*::test_python_finalization_error":
+        "makes the stdlib's second internal thread (its queue feeder) fail to start; cfutures "
+        "starts one thread per pool (the native manager), so the injected failure never happens",
     "*::*::test_gh105829_should_not_deadlock_if_wakeup_pipe_full":
         "patches the stdlib's _ExecutorManagerThread.run and _ThreadWakeup, which cfutures does not "
         "have: its manager loop is native and its wake-up is an eventfd, which never fills up",
 }
 
 NOTES = {
-    "ProcessPoolExecutor": "The stdlib's class, re-exported, until the native process pool lands "
-                           "(issue 3). Its futures are stdlib futures; cfutures.wait and "
-                           "as_completed accept them.",
+    "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
+        "(close/join_thread do nothing: each worker has its own pipe, there is no shared queue); "
+        "_executor_manager_thread is the thread running the native manager loop.",
+    "ProcessPoolExecutor dispatch": "A task is handed to one worker (up to 4 queued per worker "
+        "while all are busy) instead of a shared call queue: a task queued behind a long one on "
+        "the same worker waits for it even if another worker frees up first.",
     "Future._condition": "Not a threading.Condition: a lock-like view (acquire/release/with/"
                          "notify/notify_all/wait) that makes direct edits of _state/_result/"
                          "_exception atomic for waiters. Code that reads CPython internals keeps "
@@ -41,9 +47,9 @@ NOTES = {
                                                "do not accept cfutures futures yet (issue 4).",
     "ThreadPoolExecutor._work_queue, _idle_semaphore, _shutdown_lock": "Not exposed: the queue "
                                                                        "and its locks are native.",
-    "executor inherited through fork()": "submit() on a ThreadPoolExecutor created before fork() "
-                                         "raises RuntimeError in the child (the stdlib's may hang "
-                                         "there); executors created in the child work normally.",
+    "executor inherited through fork()": "submit() on an executor created before fork() raises "
+                                         "RuntimeError in the child (the stdlib's may hang there); "
+                                         "executors created in the child work normally.",
 }
 
 

@@ -389,3 +389,22 @@ def test_new_executor_in_forked_child(impl):
         ex.shutdown()
     """)
     assert proc.stdout.strip() == "0", proc.stderr
+
+
+def _resubmit(pool):
+    try:
+        pool.submit(_resubmit, pool)
+    except RuntimeError:
+        pass  # the pool shut down
+
+
+def test_busy_pool_does_not_starve_other_threads(thread_executor):
+    # A worker running an endless stream of tiny tasks must still let the GIL go: every
+    # time.sleep(0) below gives the GIL away and must get it back within a switch interval or so.
+    ex = thread_executor(1)
+    ex.submit(_resubmit, ex)
+    t0 = time.monotonic()
+    for _ in range(50):
+        time.sleep(0)
+    assert time.monotonic() - t0 < 10
+    ex.shutdown(wait=True)

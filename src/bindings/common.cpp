@@ -11,7 +11,15 @@ namespace {
 // Short enough that Ctrl-C feels immediate, long enough that a blocked main thread costs nothing.
 constexpr auto kSignalTick = std::chrono::milliseconds(50);
 std::atomic<unsigned long> g_main_thread{0};
+std::atomic<unsigned> g_fork_generation{0};
 }  // namespace
+
+unsigned fork_generation() { return g_fork_generation.load(std::memory_order_relaxed); }
+
+void after_fork_in_child() {
+    g_fork_generation.fetch_add(1);
+    refresh_main_thread();
+}
 
 Stdlib& stdlib() {
     static Stdlib s{};

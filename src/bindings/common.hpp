@@ -54,4 +54,9 @@ bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadli
 // The thread that runs signal handlers (refreshed after fork).
 void refresh_main_thread();
 
+// Bumped in a forked child. A pool created under another generation belongs to threads that do
+// not exist in this process: its locks may be held forever, so nothing may touch it.
+unsigned fork_generation();
+void after_fork_in_child();
+
 }  // namespace cfutures::bindings

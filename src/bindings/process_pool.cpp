@@ -66,6 +66,8 @@ struct ProcShared {
     py::object broken_message;  // executor._broken once broken
     py::object state;           // the Python _PoolState: start_workers(handle, n), reap(pids)
     bool manager_started = false;
+    const unsigned generation = fork_generation();
+    bool inherited() const { return generation != fork_generation(); }
 };
 
 PyObject* take_job(ProcShared& s, std::uint64_t tag) {
@@ -188,6 +190,7 @@ struct ProcessPoolHandle {
     void worker_start_failed() { shared->pool.worker_start_failed(); }
 
     void shutdown(bool cancel_futures) {
+        if (shared->inherited()) return;
         for (auto& job : shared->pool.shutdown(cancel_futures)) {
             PyObject* fut = take_job(*shared, job.frame.tag);
             if (!fut) continue;
@@ -202,7 +205,9 @@ struct ProcessPoolHandle {
 struct PyProcessExecutor {
     PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks)
         : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks)} {}
-    ~PyProcessExecutor() { handle.shared->pool.shutdown(false); }  // the executor is gone
+    ~PyProcessExecutor() {
+        if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);  // the executor is gone
+    }
     ProcessPoolHandle handle;
 };
 
@@ -229,6 +234,11 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
             return nullptr;
         }
         ProcShared& shared = *ex->handle.shared;
+        if (shared.inherited()) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "cannot schedule new futures on an executor inherited through fork()");
+            return nullptr;
+        }
         if (shared.pool.is_broken()) {
             PyErr_SetObject(pstd().BrokenProcessPool, shared.broken_message.ptr());
             return nullptr;

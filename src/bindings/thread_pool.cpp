@@ -8,7 +8,9 @@
 // (_start_worker), whose target enters PoolHandle.run_worker(): the core loop, with the GIL
 // released while idle.
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "future.hpp"
 #include "../core/thread_pool.hpp"
@@ -18,15 +20,13 @@ namespace cfutures::bindings {
 namespace {
 
 std::atomic<bool> g_interpreter_shutdown{false};
-// Bumped in a forked child: pools from the parent belong to threads that do not exist there.
-std::atomic<unsigned> g_fork_generation{0};
 
 struct PoolShared {
     explicit PoolShared(std::size_t max_workers) : pool(max_workers) {}
     core::ThreadPool pool;
     py::object broken_message;  // set (GIL held) before the pool is marked broken
-    const unsigned generation = g_fork_generation.load();
-    bool inherited() const { return generation != g_fork_generation.load(); }
+    const unsigned generation = fork_generation();
+    bool inherited() const { return generation != fork_generation(); }
 };
 
 struct PyTask final : core::Task {
@@ -113,6 +113,14 @@ struct GilHooks final : core::WorkerHooks {
     PyThreadState* saved = nullptr;
     void release() override { saved = PyEval_SaveThread(); }
     void acquire() override { PyEval_RestoreThread(saved); }
+    // Releasing and at once re-taking the GIL is not a hand-over: the waiter, just woken, finds
+    // it taken again, and since the GIL did change hands meanwhile it never asks for a forced
+    // switch, so it starves. Pausing briefly lets the woken waiter in.
+    void yield() override {
+        release();
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        acquire();
+    }
 };
 
 struct PoolHandle {
@@ -299,10 +307,7 @@ void register_thread_pool(py::module_& m) {
     Py_DECREF(descr);
 
     m.def("_set_interpreter_shutdown", [] { g_interpreter_shutdown.store(true); });
-    m.def("_after_fork_in_child", [] {
-        g_fork_generation.fetch_add(1);
-        refresh_main_thread();
-    });
+    m.def("_after_fork_in_child", &after_fork_in_child);
 }
 
 }  // namespace cfutures::bindings

@@ -49,12 +49,17 @@ private:
 };
 
 // What a worker does around the tasks it runs. The bindings hold the GIL between acquire() and
-// release(); worker_loop() is entered and left in the acquired state.
+// release(); worker_loop() is entered and left in the acquired state. yield() lets whoever waits
+// for what acquire() takes have it, then takes it back.
 class WorkerHooks {
 public:
     virtual ~WorkerHooks() = default;
     virtual void acquire() = 0;
     virtual void release() = 0;
+    virtual void yield() {
+        release();
+        acquire();
+    }
 };
 
 class ThreadPool {
@@ -103,7 +108,8 @@ public:
     // The body of a worker thread. Returns once the pool is shut down (or broken) and drained.
     void worker_loop(WorkerHooks& hooks) {
         bool held = true;
-        std::size_t since_yield = 0;
+        auto held_since = std::chrono::steady_clock::now();
+        std::size_t since_check = 0;
         for (;;) {
             Task* task = pop_or_go_idle();
             if (!task) {
@@ -117,13 +123,17 @@ public:
             if (!held) {
                 hooks.acquire();
                 held = true;
-                since_yield = 0;
-            } else if (++since_yield == kTasksPerHold) {
-                // Tasks that never enter the interpreter loop (builtins) never offer the GIL
-                // back; hand it over now and then so that other threads are not starved.
-                hooks.release();
-                hooks.acquire();
-                since_yield = 0;
+                held_since = std::chrono::steady_clock::now();
+                since_check = 0;
+            } else if (++since_check == kTasksPerClockCheck) {
+                since_check = 0;
+                auto now = std::chrono::steady_clock::now();
+                if (now - held_since >= kHoldSlice) {
+                    // Tasks that never run bytecode (builtins) never see the interpreter's
+                    // request to drop the GIL: hand it over now and then.
+                    hooks.yield();
+                    held_since = std::chrono::steady_clock::now();
+                }
             }
             task->run();
             delete task;
@@ -192,7 +202,10 @@ private:
     // Long enough to catch the next task of a submit/result loop (a few microseconds apart)
     // without a futex sleep and wake, short enough not to matter on a 2-core machine.
     static constexpr auto kIdleSpin = std::chrono::microseconds(50);
-    static constexpr std::size_t kTasksPerHold = 256;
+    // A worker keeps its hooks acquired across consecutive tasks for about one interpreter switch
+    // interval before it yields; the clock is read every few tasks only.
+    static constexpr auto kHoldSlice = std::chrono::milliseconds(5);
+    static constexpr std::size_t kTasksPerClockCheck = 32;
 
     void push_locked(Task* t) {
         t->next_ = nullptr;
