@@ -10,13 +10,9 @@ breaks the pool. The worker also ends when the pool process dies (it watches a p
 import pickle
 from concurrent.futures import _base
 from concurrent.futures.process import _ExceptionWithTraceback
-from multiprocessing.reduction import ForkingPickler
 
 from . import _cfutures
-
-
-def _dumps(obj):
-    return ForkingPickler.dumps(obj, 5)
+from ._pickling import dumps as _dumps
 
 
 def _send_exception(channel, tag, exc):

@@ -66,6 +66,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _run_manager(handle, ready):
+    ready.set()
+    handle.run_manager()  # releases the GIL at once
+
+
 def _default_max_workers():
     cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
     return cpus or 1
@@ -233,9 +238,14 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         # Called by the native submit(): start n workers, then (once) the manager thread.
         self._pool_state.start_workers(self._handle, n)
         if self._executor_manager_thread is None:
-            t = threading.Thread(target=self._handle.run_manager,
+            ready = threading.Event()
+            t = threading.Thread(target=_run_manager, args=(self._handle, ready),
                                  name=f"cfutures-process-pool-{next(_manager_ids)}")
             t.start()
+            # The manager dispatches without the GIL, but it must first get the GIL once to
+            # enter its loop; without this wait, a burst of submits holding the GIL would keep
+            # it out (and shutdown(cancel_futures=True) would cancel everything).
+            ready.wait()
             self._handle.mark_manager_started()
             self._executor_manager_thread = t
             _managers.add(t)

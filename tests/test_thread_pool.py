@@ -343,9 +343,11 @@ def _run_python(futures_module, code):
 def test_interpreter_exit_finishes_pending_work(impl):
     proc = _run_python(impl, """
         import time
+        import sys
         def work(msg):
             time.sleep(0.3)
-            print(msg, flush=True)
+            sys.stdout.write(msg + "\n")  # one write: the workers run concurrently
+            sys.stdout.flush()
         ex = futures.ThreadPoolExecutor(2)
         ex.submit(work, "apple")
         ex.submit(work, "banana")

@@ -26,7 +26,7 @@ std::atomic<bool> g_interpreter_shutdown{false};
 struct ProcessStdlib {
     PyObject* BrokenProcessPool;
     PyObject* RemoteTraceback;  // concurrent.futures.process._RemoteTraceback
-    PyObject* dumps;            // multiprocessing.reduction.ForkingPickler.dumps
+    PyObject* dumps;            // cfutures._pickling.dumps (ForkingPickler's reducers)
     PyObject* loads;            // pickle.loads
     PyObject* format_exception; // traceback.format_exception
 };
@@ -34,11 +34,11 @@ struct ProcessStdlib {
 ProcessStdlib& pstd() {
     static ProcessStdlib s = [] {
         py::module_ process = py::module_::import("concurrent.futures.process");
-        py::module_ reduction = py::module_::import("multiprocessing.reduction");
+        py::module_ pickling = py::module_::import("cfutures._pickling");
         return ProcessStdlib{
             py::object(process.attr("BrokenProcessPool")).release().ptr(),
             py::object(process.attr("_RemoteTraceback")).release().ptr(),
-            py::object(reduction.attr("ForkingPickler").attr("dumps")).release().ptr(),
+            py::object(pickling.attr("dumps")).release().ptr(),
             py::object(py::module_::import("pickle").attr("loads")).release().ptr(),
             py::object(py::module_::import("traceback").attr("format_exception")).release().ptr(),
         };
@@ -191,6 +191,12 @@ struct ProcessPoolHandle {
 
     void shutdown(bool cancel_futures) {
         if (shared->inherited()) return;
+        if (cancel_futures) {
+            // Cancel what is still pending *after* idle workers got what they can take, as the
+            // stdlib's manager would have moved those to its call queue already.
+            py::gil_scoped_release nogil;
+            shared->pool.sync_dispatch();
+        }
         for (auto& job : shared->pool.shutdown(cancel_futures)) {
             PyObject* fut = take_job(*shared, job.frame.tag);
             if (!fut) continue;
@@ -294,7 +300,9 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
                                         static_cast<std::size_t>(view->len), keep_buffer(view));
         job.future = state;
         shared.jobs.emplace(tag, py::object(future).release().ptr());
-        auto answer = shared.pool.submit(std::move(job));
+        std::vector<core::Frame> sent;  // released after the pool's lock, GIL held
+        auto answer = shared.pool.submit(std::move(job), &sent);
+        sent.clear();
         if (answer.status != core::ProcessPool::Submit::Queued) {
             Py_XDECREF(take_job(shared, tag));
             if (answer.status == core::ProcessPool::Submit::Broken)
@@ -386,7 +394,10 @@ void register_process_pool(py::module_& m) {
         .def("add_worker", &ProcessPoolHandle::add_worker)
         .def("worker_start_failed", &ProcessPoolHandle::worker_start_failed)
         .def("shutdown", &ProcessPoolHandle::shutdown, py::arg("cancel_futures"))
-        .def("mark_manager_started", [](ProcessPoolHandle& h) { h.shared->manager_started = true; })
+        .def("mark_manager_started", [](ProcessPoolHandle& h) {
+            h.shared->manager_started = true;
+            h.shared->pool.manager_started();
+        })
         .def("set_state", [](ProcessPoolHandle& h, py::object state) { h.shared->state = std::move(state); })
         .def_property_readonly("broken", [](ProcessPoolHandle& h) -> py::object {
             if (h.shared->broken_message) return h.shared->broken_message;

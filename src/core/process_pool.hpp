@@ -17,11 +17,12 @@
 // could hold open). An exit the pool did not ask for breaks the pool: every queued and in-flight
 // job is reported lost, and the other workers are sent SIGTERM.
 //
-// `mu_` guards everything the owner touches: queue_, new_workers_, the flags, workers_ and
-// idle_tokens_. The Worker records (fds, readers, writers, in-flight lists) belong to the manager
-// thread alone, except that dispatch (which fills writers) runs with `mu_` held. Nothing is
-// called out while `mu_` is held, except FutureCore::set_running_or_notify_cancel (whose own
-// locks never wait on this one).
+// `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, and in the Worker records
+// everything but the reader: live_ itself (changed only by the manager thread, which may
+// therefore read it without the lock), writers, in-flight lists, stop/leaving flags. submit()
+// writes to an idle worker's pipe itself, under `mu_`. A reader belongs to the manager thread
+// alone, so pipe reads happen without the lock. Nothing is called out while `mu_` is held,
+// except FutureCore::set_running_or_notify_cancel (whose own locks never wait on this one).
 #pragma once
 
 #include <signal.h>
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -102,16 +104,22 @@ public:
 
     // --- owner side (any thread) ---------------------------------------------------------------
 
-    SubmitAnswer submit(Job job) {
+    // When a worker is idle and nothing is queued ahead, the job is written to that worker's pipe
+    // right here: the manager thread's wake-up is not on the round trip of a lone task. Frames
+    // that are done with come back in `released` (to be dropped without the lock).
+    SubmitAnswer submit(Job job, std::vector<Frame>* released = nullptr) {
         SubmitAnswer answer{Submit::Queued, 0};
+        bool need_wake = true;
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return {Submit::Broken, 0};
             if (shutdown_) return {Submit::Shutdown, 0};
+            bool direct = queue_.empty() && new_workers_.empty();
             queue_.push_back(std::move(job));
             answer.start_workers = workers_to_start_locked();
+            if (direct && released) need_wake = !dispatch_directly_locked(released);
         }
-        wake();
+        if (need_wake) wake();
         return answer;
     }
 
@@ -158,6 +166,23 @@ public:
         return drained;
     }
 
+    // Waits until the manager thread has run a dispatch round that began after this call (so
+    // that idle workers have been given what they can take). Returns at once when no manager
+    // runs. Must not be called while holding anything the manager's hooks need (the GIL).
+    void sync_dispatch() {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (!manager_running_) return;
+        std::uint64_t want = ++rounds_requested_;
+        wake();
+        rounds_cv_.wait(lock, [&] { return rounds_done_ >= want || !manager_running_; });
+    }
+
+    // The owner started a thread that will call run(): from now on sync_dispatch() waits for it.
+    void manager_started() {
+        std::lock_guard<std::mutex> g(mu_);
+        manager_running_ = true;
+    }
+
     // Breaks the pool from the owner's side (a result that could not be unpickled).
     void break_pool(std::string reason) {
         {
@@ -185,11 +210,16 @@ public:
     // Returns when the pool is shut down (or broken) and every worker has exited.
     void run(ProcessPoolHooks& hooks) {
         std::vector<epoll_event> events(64);
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            manager_running_ = true;
+        }
         for (;;) {
             ProcessBatch batch;
             bool finished;
             {
                 std::lock_guard<std::mutex> g(mu_);
+                std::uint64_t round = rounds_requested_;
                 adopt_new_workers_locked();
                 if (!break_request_.empty() && !broken_) {
                     std::string why = std::move(break_request_);
@@ -198,6 +228,14 @@ public:
                 if (!broken_) dispatch_locked(batch);
                 if ((shutdown_ || broken_) && queue_.empty()) send_stops_locked();
                 finished = (shutdown_ || broken_) && workers_ == 0 && workers_by_id_empty();
+                if (rounds_done_ != round) {
+                    rounds_done_ = round;
+                    rounds_cv_.notify_all();
+                }
+                if (finished) {
+                    manager_running_ = false;
+                    rounds_cv_.notify_all();
+                }
             }
             flush_writers(batch);
             if (!batch.empty()) hooks.deliver(batch);
@@ -252,6 +290,24 @@ private:
                 *fd = -1;
             }
         }
+    }
+
+    // Sends the (only) queued job to an idle worker from the submitting thread. Returns false
+    // when the manager must take over (no idle worker, or the write did not complete).
+    bool dispatch_directly_locked(std::vector<Frame>* released) {
+        Worker* idle = nullptr;
+        for (auto& [id, w] : live_) {
+            if (!w.stop_sent && !w.leaving && w.tasks_left != 0 && w.in_flight.empty() &&
+                w.writer.empty() && !w.want_out) {
+                idle = &w;
+                break;
+            }
+        }
+        if (!idle) return false;
+        ProcessBatch unused;
+        dispatch_to_locked(*idle, unused);
+        if (!unused.cancelled.empty()) return false;  // cannot happen for a fresh future
+        return idle->writer.flush(idle->task_fd, released) == IoStatus::Ok;
     }
 
     // The stdlib's policy: reuse an idle worker if there is one (one token per result
@@ -313,20 +369,22 @@ private:
                 if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
             }
             if (!best) return;
-            Job job = std::move(queue_.front());
-            queue_.pop_front();
-            if (job.future) {
-                StartOutcome st = job.future->set_running_or_notify_cancel();
-                if (st != StartOutcome::Running) {
-                    batch.cancelled.push_back(job.frame.tag);
-                    batch.released.push_back(std::move(job.frame));
-                    continue;
-                }
-            }
-            best->in_flight.push_back(job.frame.tag);
-            if (best->tasks_left > 0) --best->tasks_left;
-            best->writer.push(std::move(job.frame));
+            dispatch_to_locked(*best, batch);
         }
+    }
+
+    // Moves the first queued job to `w` (or drops it if its future was cancelled meanwhile).
+    void dispatch_to_locked(Worker& w, ProcessBatch& batch) {
+        Job job = std::move(queue_.front());
+        queue_.pop_front();
+        if (job.future && job.future->set_running_or_notify_cancel() != StartOutcome::Running) {
+            batch.cancelled.push_back(job.frame.tag);
+            batch.released.push_back(std::move(job.frame));
+            return;
+        }
+        w.in_flight.push_back(job.frame.tag);
+        if (w.tasks_left > 0) --w.tasks_left;
+        w.writer.push(std::move(job.frame));
     }
 
     void send_stops_locked() {
@@ -339,6 +397,7 @@ private:
     }
 
     void flush_writers(ProcessBatch& batch) {
+        std::lock_guard<std::mutex> g(mu_);
         for (auto& [id, w] : live_) {
             if (w.writer.empty() || w.task_fd < 0) continue;
             IoStatus s = w.writer.flush(w.task_fd, &batch.released);
@@ -348,7 +407,7 @@ private:
                 for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
             }
             if (want_out != w.want_out) {
-                watch(w.task_fd, want_out ? EPOLLOUT : 0, id, kTasks, EPOLL_CTL_MOD);
+                watch(w.task_fd, want_out ? std::uint32_t{EPOLLOUT} : 0u, id, kTasks, EPOLL_CTL_MOD);
                 w.want_out = want_out;
             }
         }
@@ -367,32 +426,30 @@ private:
         if (it == live_.end()) return;
         Worker& w = it->second;
         if (kind == kResults) {
-            IoStatus s = w.reader.fill(w.result_fd);
+            IoStatus s = w.reader.fill(w.result_fd);  // the reader is this thread's alone
             std::size_t got = 0;
+            std::unique_lock<std::mutex> lock(mu_);
             while (auto f = w.reader.pop()) {
                 if (f->kind == FrameKind::Exiting) {
                     w.leaving = true;
                     continue;
                 }
                 if (f->kind != FrameKind::Result && f->kind != FrameKind::Exception) {
-                    fail_protocol(w, "unexpected frame kind from a worker", batch);
+                    fail_protocol_locked(w, "unexpected frame kind from a worker", batch);
                     return;
                 }
                 auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), f->tag);
                 if (pos == w.in_flight.end()) {
-                    fail_protocol(w, "a worker answered a job it was not given", batch);
+                    fail_protocol_locked(w, "a worker answered a job it was not given", batch);
                     return;
                 }
                 w.in_flight.erase(pos);
                 batch.results.push_back(std::move(*f));
                 ++got;
             }
-            if (got) {
-                std::lock_guard<std::mutex> g(mu_);
-                idle_tokens_ += got;
-            }
+            idle_tokens_ += got;
             if (s == IoStatus::Error) {
-                fail_protocol(w, "bad frame from a worker: " + w.reader.error(), batch);
+                fail_protocol_locked(w, "bad frame from a worker: " + w.reader.error(), batch);
                 return;
             }
             if (s == IoStatus::Eof) {
@@ -407,9 +464,8 @@ private:
     }
 
     // A malformed stream means the worker (or its pipe) cannot be trusted: break the pool.
-    void fail_protocol(Worker& w, const std::string& why, ProcessBatch& batch) {
+    void fail_protocol_locked(Worker& w, const std::string& why, ProcessBatch& batch) {
         ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.result_fd, nullptr);
-        std::lock_guard<std::mutex> g(mu_);
         if (!broken_) break_locked("A process in the process pool sent a malformed message (" +
                                    why + "); the process pool is not usable anymore", batch);
     }
@@ -430,8 +486,9 @@ private:
     void worker_exited(std::uint32_t id, ProcessBatch& batch) {
         Worker& w = live_[id];
         // Results it wrote just before exiting are still in the pipe: take them first.
-        if (w.result_fd >= 0) {
-            w.reader.fill(w.result_fd);
+        if (w.result_fd >= 0) w.reader.fill(w.result_fd);
+        std::lock_guard<std::mutex> g(mu_);
+        {
             while (auto f = w.reader.pop()) {
                 if (f->kind == FrameKind::Exiting) {
                     w.leaving = true;
@@ -452,7 +509,6 @@ private:
         close_worker(w);
         live_.erase(id);
         batch.exited.push_back(pid);
-        std::lock_guard<std::mutex> g(mu_);
         if (workers_ > 0) --workers_;
         if (!expected && !broken_) {
             for (auto tag : orphans) batch.lost.push_back(tag);
@@ -501,6 +557,9 @@ private:
     std::string break_request_;
     std::size_t workers_ = 0;      // started or being started, not yet exited
     std::size_t idle_tokens_ = 0;
+    bool manager_running_ = false;
+    std::uint64_t rounds_requested_ = 0, rounds_done_ = 0;
+    std::condition_variable rounds_cv_;
 
     std::map<std::uint32_t, Worker> live_;  // the manager thread's (dispatch_locked too)
     std::uint32_t next_id_ = 0;
