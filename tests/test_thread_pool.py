@@ -346,7 +346,7 @@ def test_interpreter_exit_finishes_pending_work(impl):
         import sys
         def work(msg):
             time.sleep(0.3)
-            sys.stdout.write(msg + "\n")  # one write: the workers run concurrently
+            sys.stdout.write(msg + "\\n")  # one write: the workers run concurrently
             sys.stdout.flush()
         ex = futures.ThreadPoolExecutor(2)
         ex.submit(work, "apple")
