@@ -11,7 +11,7 @@ import pickle
 from concurrent.futures import _base
 from concurrent.futures.process import _ExceptionWithTraceback
 
-from . import _cfutures
+from . import _cfutures, _shm
 from ._pickling import dumps as _dumps
 
 
@@ -49,6 +49,7 @@ def main(task_conn, result_conn, initializer, initargs, max_tasks, pool_pid):
             del exc
         else:
             try:
+                result, segments = _shm.prepare_result(result)
                 data = _dumps(result)
             except BaseException as exc:
                 _send_exception(channel, tag, exc)

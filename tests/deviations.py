@@ -35,6 +35,11 @@ NOTES = {
     "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
         "(close/join_thread do nothing: each worker has its own pipe, there is no shared queue); "
         "_executor_manager_thread is the thread running the native manager loop.",
+    "ProcessPoolExecutor large buffers": "Top-level bytes/bytearray/memoryview arguments and "
+        "results of 1 MiB or more travel in POSIX shared memory (not the pipe). A side effect: a "
+        "large contiguous memoryview argument works, where the stdlib cannot pickle memoryviews "
+        "(small ones still fail as in the stdlib). Buffers nested in other objects still go "
+        "through the pipe.",
     "ProcessPoolExecutor dispatch": "A task is handed to one worker (up to 4 queued per worker "
         "while all are busy) instead of a shared call queue: a task queued behind a long one on "
         "the same worker waits for it even if another worker frees up first.",

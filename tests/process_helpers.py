@@ -55,3 +55,11 @@ def returns_unpicklable():
 
 def init_fails():
     raise ValueError("bad initializer")
+
+
+def crash_with(data):
+    os._exit(9)
+
+
+def make_bytes(n):
+    return b"\x01" * n

@@ -17,8 +17,8 @@ BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
 
 
 from process_helpers import (  # noqa: E402  (importable by spawned workers, see conftest)
-    Unpicklable, exits, fails, getpid, hard_exit, identity, init_fails, mul, returns_unpicklable,
-    segfault, sleep_and_return)
+    Unpicklable, crash_with, exits, fails, getpid, hard_exit, identity, init_fails, make_bytes, mul,
+    returns_unpicklable, segfault, sleep_and_return)
 
 
 def test_is_a_stdlib_process_pool(process_executor):
@@ -138,6 +138,21 @@ def test_large_bytes_argument(process_executor):
     ex = process_executor(1)
     assert ex.submit(len, data).result(timeout=60) == len(data)
     assert ex.submit(identity, data).result(timeout=60) == data
+
+
+def _shm_entries():
+    return {n for n in os.listdir("/dev/shm") if n.startswith("cfutures-")}
+
+
+def test_large_payloads_leave_no_shared_memory(process_executor):
+    before = _shm_entries()
+    big = bytearray(3 << 20)
+    ex = process_executor(1)
+    assert ex.submit(len, big).result(timeout=60) == len(big)
+    assert ex.submit(make_bytes, 2 << 20).result(timeout=60) == b"\x01" * (2 << 20)
+    with pytest.raises(BrokenProcessPool):
+        ex.submit(crash_with, bytes(big)).result(timeout=60)
+    assert _shm_entries() == before
 
 
 def test_terminate_and_kill_workers(extended_process_executor):

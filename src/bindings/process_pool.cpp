@@ -29,6 +29,9 @@ struct ProcessStdlib {
     PyObject* dumps;            // cfutures._pickling.dumps (ForkingPickler's reducers)
     PyObject* loads;            // pickle.loads
     PyObject* format_exception; // traceback.format_exception
+    PyObject* prepare_call;     // cfutures._shm.prepare_call(fn, args, kwargs) -> (call, names)
+    PyObject* unlink;           // cfutures._shm.unlink(names)
+    Py_ssize_t shm_threshold;   // cfutures._shm.THRESHOLD
 };
 
 ProcessStdlib& pstd() {
@@ -41,6 +44,9 @@ ProcessStdlib& pstd() {
             py::object(pickling.attr("dumps")).release().ptr(),
             py::object(py::module_::import("pickle").attr("loads")).release().ptr(),
             py::object(py::module_::import("traceback").attr("format_exception")).release().ptr(),
+            py::object(py::module_::import("cfutures._shm").attr("prepare_call")).release().ptr(),
+            py::object(py::module_::import("cfutures._shm").attr("unlink")).release().ptr(),
+            py::module_::import("cfutures._shm").attr("THRESHOLD").cast<Py_ssize_t>(),
         };
     }();
     return s;
@@ -61,7 +67,11 @@ struct ProcShared {
         : pool(max_workers, start_all, max_tasks) {}
     core::ProcessPool pool;
     // Guarded by the GIL (submit and the manager's batches both hold it).
-    std::unordered_map<std::uint64_t, PyObject*> jobs;  // job id -> cfutures.Future (strong)
+    struct JobEntry {
+        PyObject* future;    // the cfutures.Future (strong)
+        PyObject* segments;  // shared-memory names of its large arguments (strong list), or null
+    };
+    std::unordered_map<std::uint64_t, JobEntry> jobs;  // job id -> entry
     std::uint64_t next_job = 1;
     py::object broken_message;  // executor._broken once broken
     py::object state;           // the Python _PoolState: start_workers(handle, n), reap(pids)
@@ -70,12 +80,34 @@ struct ProcShared {
     bool inherited() const { return generation != fork_generation(); }
 };
 
+void release_segments(PyObject* segments) {
+    if (!segments) return;
+    PyObject* r = PyObject_CallOneArg(pstd().unlink, segments);
+    if (!r) PyErr_WriteUnraisable(segments);
+    Py_XDECREF(r);
+    Py_DECREF(segments);
+}
+
+// Removes a job from the table, releases its shared memory, and returns its future (strong).
 PyObject* take_job(ProcShared& s, std::uint64_t tag) {
     auto it = s.jobs.find(tag);
     if (it == s.jobs.end()) return nullptr;
-    PyObject* fut = it->second;
+    ProcShared::JobEntry entry = it->second;
     s.jobs.erase(it);
-    return fut;
+    release_segments(entry.segments);
+    return entry.future;
+}
+
+// Whether any argument is a buffer large enough to travel in shared memory.
+bool has_large_buffer(PyObject* const* items, Py_ssize_t n, Py_ssize_t threshold) {
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* o = items[i];
+        if ((PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) >= threshold) ||
+            (PyByteArray_CheckExact(o) && PyByteArray_GET_SIZE(o) >= threshold) ||
+            (PyMemoryView_Check(o) && PyMemoryView_GET_BUFFER(o)->len >= threshold))
+            return true;
+    }
+    return false;
 }
 
 py::object broken_error(const char* message, const py::object& cause_text) {
@@ -182,8 +214,11 @@ struct ProcessPoolHandle {
             shared->pool.run(hooks);
         }
         // Nothing can complete these any more (the pool is gone): they must not stay pending.
-        for (auto& [tag, fut] : std::exchange(shared->jobs, {}))
-            fail_future(fut, broken_error("The process pool stopped before the future ran", py::none()));
+        for (auto& [tag, entry] : std::exchange(shared->jobs, {})) {
+            release_segments(entry.segments);
+            fail_future(entry.future, broken_error("The process pool stopped before the future ran",
+                                                   py::none()));
+        }
     }
 
     void add_worker(int pid, int task_fd, int result_fd) { shared->pool.add_worker(pid, task_fd, result_fd); }
@@ -266,10 +301,21 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
 
         py::object future = new_future();
         PyFuture* state = as_future(future.ptr());
-        py::object call = py::make_tuple(py::reinterpret_borrow<py::object>(argv[0]), args, kwargs);
+        py::object call, segments;
+        // argv holds the positional arguments, then the keyword values.
+        Py_ssize_t n_values = nargs - 1 + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+        if (has_large_buffer(argv + 1, n_values, pstd().shm_threshold)) {
+            py::tuple prepared = py::reinterpret_borrow<py::object>(pstd().prepare_call)(
+                py::reinterpret_borrow<py::object>(argv[0]), args, kwargs);
+            call = prepared[0];
+            segments = prepared[1];
+        } else {
+            call = py::make_tuple(py::reinterpret_borrow<py::object>(argv[0]), args, kwargs);
+        }
         PyObject* pickled = PyObject_CallFunction(pstd().dumps, "Oi", call.ptr(), 5);
         if (!pickled) {
             // An unpicklable call fails its own future; the pool keeps working (as the stdlib).
+            if (segments) release_segments(segments.release().ptr());
             if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             PyObject *type, *val, *tb;
             PyErr_Fetch(&type, &val, &tb);
@@ -299,7 +345,8 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
         job.frame = core::Frame::borrow(core::FrameKind::Task, tag, static_cast<const char*>(view->buf),
                                         static_cast<std::size_t>(view->len), keep_buffer(view));
         job.future = state;
-        shared.jobs.emplace(tag, py::object(future).release().ptr());
+        shared.jobs.emplace(tag, ProcShared::JobEntry{py::object(future).release().ptr(),
+                                                      segments ? segments.release().ptr() : nullptr});
         std::vector<core::Frame> sent;  // released after the pool's lock, GIL held
         auto answer = shared.pool.submit(std::move(job), &sent);
         sent.clear();
