@@ -96,6 +96,15 @@ def _yield_results(pending, end_time, refill):
             fut.cancel()
 
 
+def _stdlib_docstrings(cls):
+    """Methods that restate the stdlib's behaviour carry its docstring (shutdown, submit...)."""
+    for name, value in vars(cls).items():
+        std = getattr(_std.Executor, name, None)
+        if callable(value) and not getattr(value, "__doc__", None) and std is not None:
+            value.__doc__ = std.__doc__
+    return cls
+
+
 class Executor(_std.Executor):
     """This is an abstract base class for concrete asynchronous executors.
 

@@ -38,28 +38,34 @@ def identity(x):
 
 # --- workloads: each takes (impl name, size) and returns (value, unit) -------------------------
 
-def thread_submit_result(impl, n):
-    """submit + result of n no-op tasks on 4 workers."""
-    futures = _module(impl)
-    with futures.ThreadPoolExecutor(4) as ex:
+def _submit_and_wait(ex, n):
+    ex.submit(noop).result()
+    t0 = time.perf_counter()
+    fs = [ex.submit(noop) for _ in range(n)]
+    for f in fs:
+        f.result()
+    return n / (time.perf_counter() - t0)
+
+
+def _round_trips(ex, n):
+    for _ in range(20):
         ex.submit(noop).result()
-        t0 = time.perf_counter()
-        fs = [ex.submit(noop) for _ in range(n)]
-        for f in fs:
-            f.result()
-        return n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ex.submit(noop).result()
+    return (time.perf_counter() - t0) / n
+
+
+def thread_submit_result(impl, n):
+    """submit + result of n no-op tasks on 4 workers (tasks per second)."""
+    with _module(impl).ThreadPoolExecutor(4) as ex:
+        return _submit_and_wait(ex, n)
 
 
 def thread_round_trip(impl, n):
     """submit -> result latency on a 1-worker pool (seconds per round trip)."""
-    futures = _module(impl)
-    with futures.ThreadPoolExecutor(1) as ex:
-        for _ in range(100):
-            ex.submit(noop).result()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            ex.submit(noop).result()
-        return (time.perf_counter() - t0) / n
+    with _module(impl).ThreadPoolExecutor(1) as ex:
+        return _round_trips(ex, n)
 
 
 def thread_map(impl, n):
@@ -114,26 +120,14 @@ def as_completed_live(impl, n):
 
 def process_submit_result(impl, n):
     """submit + result of n no-op tasks on 2 worker processes (tasks per second)."""
-    futures = _module(impl)
-    with futures.ProcessPoolExecutor(2) as ex:
-        ex.submit(noop).result()
-        t0 = time.perf_counter()
-        fs = [ex.submit(noop) for _ in range(n)]
-        for f in fs:
-            f.result()
-        return n / (time.perf_counter() - t0)
+    with _module(impl).ProcessPoolExecutor(2) as ex:
+        return _submit_and_wait(ex, n)
 
 
 def process_round_trip(impl, n):
     """submit -> result latency on a 1-process pool (seconds per round trip)."""
-    futures = _module(impl)
-    with futures.ProcessPoolExecutor(1) as ex:
-        for _ in range(20):
-            ex.submit(noop).result()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            ex.submit(noop).result()
-        return (time.perf_counter() - t0) / n
+    with _module(impl).ProcessPoolExecutor(1) as ex:
+        return _round_trips(ex, n)
 
 
 def process_map_chunks(impl, n):

@@ -167,6 +167,7 @@ class _CallQueueView:
         pass
 
 
+@_base._stdlib_docstrings
 class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                           _std_process.ProcessPoolExecutor):
     """An Executor that runs calls in a pool of worker processes.
@@ -284,19 +285,6 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         return _flatten(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        """Clean-up the resources associated with the Executor.
-
-        It is safe to call this method several times. Otherwise, no other
-        methods can be called after this one.
-
-        Args:
-            wait: If True then shutdown will not return until all running
-                futures have finished executing and the resources used by the
-                executor have been reclaimed.
-            cancel_futures: If True then shutdown will cancel all pending
-                futures. Futures that are completed or running will not be
-                cancelled.
-        """
         self._handle.shutdown(cancel_futures)
         if wait and self._executor_manager_thread is not None:
             self._executor_manager_thread.join()

@@ -71,6 +71,7 @@ def _worker(handle, initializer, initargs):
     handle.run_worker()
 
 
+@_base._stdlib_docstrings
 class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.ThreadPoolExecutor):
     """An Executor that runs calls in a pool of threads.
 
@@ -116,19 +117,6 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         self._threads.add(t)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        """Clean-up the resources associated with the Executor.
-
-        It is safe to call this method several times. Otherwise, no other
-        methods can be called after this one.
-
-        Args:
-            wait: If True then shutdown will not return until all running
-                futures have finished executing and the resources used by the
-                executor have been reclaimed.
-            cancel_futures: If True then shutdown will cancel all pending
-                futures. Futures that are completed or running will not be
-                cancelled.
-        """
         self._handle.shutdown(cancel_futures)
         if wait:
             for t in list(self._threads):

@@ -145,13 +145,7 @@ PyFuture& view_future(ConditionView& v) { return checked(v.future); }
 
 }  // namespace
 
-PyFuture* as_future(PyObject* obj) {
-    if (!g_future_base || !PyObject_TypeCheck(obj, g_future_base)) return nullptr;
-    auto* inst = reinterpret_cast<py::detail::instance*>(obj);
-    void* p = inst->simple_layout ? inst->simple_value_holder[0]
-                                  : inst->get_value_and_holder().value_ptr();
-    return static_cast<PyFuture*>(p);
-}
+PyFuture* as_future(PyObject* obj) { return native_ptr<PyFuture>(obj, g_future_base); }
 
 py::object new_future() {
     PyTypeObject* type = g_future_type ? g_future_type : g_future_base;

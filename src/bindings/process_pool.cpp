@@ -254,14 +254,6 @@ struct PyProcessExecutor {
 
 PyTypeObject* g_process_executor_base = nullptr;
 
-PyProcessExecutor* as_process_executor(PyObject* obj) {
-    if (!PyObject_TypeCheck(obj, g_process_executor_base)) return nullptr;
-    auto* inst = reinterpret_cast<py::detail::instance*>(obj);
-    void* p = inst->simple_layout ? inst->simple_value_holder[0]
-                                  : inst->get_value_and_holder().value_ptr();
-    return static_cast<PyProcessExecutor*>(p);
-}
-
 PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     try {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -269,7 +261,7 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
             PyErr_SetString(PyExc_TypeError, "submit() missing 1 required positional argument: 'fn'");
             return nullptr;
         }
-        PyProcessExecutor* ex = as_process_executor(self);
+        PyProcessExecutor* ex = native_ptr<PyProcessExecutor>(self, g_process_executor_base);
         if (!ex) {
             PyErr_SetString(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
             return nullptr;

@@ -168,14 +168,6 @@ struct PyExecutor {
 
 PyTypeObject* g_executor_base = nullptr;
 
-PyExecutor* as_executor(PyObject* obj) {
-    if (!PyObject_TypeCheck(obj, g_executor_base)) return nullptr;
-    auto* inst = reinterpret_cast<py::detail::instance*>(obj);
-    void* p = inst->simple_layout ? inst->simple_value_holder[0]
-                                  : inst->get_value_and_holder().value_ptr();
-    return static_cast<PyExecutor*>(p);
-}
-
 // ThreadPoolExecutor.submit(fn, /, *args, **kwargs), as a vectorcall method: it is the hottest
 // call of the library, and `fn` must be positional-only like the stdlib's.
 PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
@@ -186,7 +178,7 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
                             "submit() missing 1 required positional argument: 'fn'");
             return nullptr;
         }
-        PyExecutor* ex = as_executor(self);
+        PyExecutor* ex = native_ptr<PyExecutor>(self, g_executor_base);
         if (!ex) {
             PyErr_SetString(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
             return nullptr;
