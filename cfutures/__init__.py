@@ -37,39 +37,33 @@ if _installed is not None:
     # Every submodule (and the compiled core) then comes from the installed copy.
     __path__[:] = [_installed]
 
-from ._base import (
-    ALL_COMPLETED,
-    FIRST_COMPLETED,
-    FIRST_EXCEPTION,
-    BrokenExecutor,
-    CancelledError,
-    Executor,
-    Future,
-    InvalidStateError,
-    TimeoutError,
-    as_completed,
-    wait,
-)
-
-from ._install import install, installed, uninstall
-
 __version__ = "0.1.0"
 
 # The same public names as the stdlib module on this Python.
 __all__ = tuple(_std_futures.__all__)
 
-# Executors load lazily, as in the stdlib; names cfutures does not implement natively (such as
-# 3.14's InterpreterPoolExecutor) come from the stdlib, and are listed in tests/deviations.py.
+# Everything loads on first use (PEP 562), as the stdlib's executors do: a worker process, which
+# imports cfutures only for its worker loop, does not pay for the rest. Names cfutures does not
+# implement natively (such as 3.14's InterpreterPoolExecutor) come from the stdlib, and are listed
+# in tests/deviations.py.
 _LAZY = {
     "ThreadPoolExecutor": ".thread",
     "ProcessPoolExecutor": ".process",
+    "install": "._install",
+    "uninstall": "._install",
+    "installed": "._install",
 }
+_BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
+               "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",
+               "as_completed", "wait")
 
 
 def __getattr__(name):
+    import importlib
     if name in _LAZY:
-        import importlib
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _BASE_NAMES:
+        value = getattr(importlib.import_module("._base", __name__), name)
     elif name in __all__:
         value = getattr(_std_futures, name)
     else:
@@ -79,4 +73,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_LAZY) | set(_BASE_NAMES))

@@ -152,14 +152,27 @@ def process_big_argument(impl, n):
         return time.perf_counter() - t0
 
 
+_STARTUP_SCRIPT = textwrap.dedent("""
+    import multiprocessing, time
+    import {module} as futures
+    from cfutures._bench import noop
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("{method}")
+        t0 = time.perf_counter()
+        with futures.ProcessPoolExecutor(2, mp_context=context) as ex:
+            ex.submit(noop).result()
+            print(time.perf_counter() - t0)
+""")
+
+
 def _startup(impl, method):
-    import multiprocessing
-    futures = _module(impl)
-    t0 = time.perf_counter()
-    with futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as ex:
-        ex.submit(noop).result()
-        elapsed = time.perf_counter() - t0
-    return elapsed
+    # In a fresh interpreter (imports done before the clock starts): forking from a process that
+    # already ran the other workloads would measure their leftovers, not the pool.
+    script = _STARTUP_SCRIPT.format(module=IMPLS[impl], method=method)
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True, env=dict(os.environ, CFUTURES_INSTALL="0"))
+    return float(out.stdout.strip())
 
 
 def process_startup_fork(impl, n):

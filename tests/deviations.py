@@ -40,9 +40,10 @@ NOTES = {
         "large contiguous memoryview argument works, where the stdlib cannot pickle memoryviews "
         "(small ones still fail as in the stdlib). Buffers nested in other objects still go "
         "through the pipe.",
-    "ProcessPoolExecutor dispatch": "A task is handed to one worker (up to 4 queued per worker "
-        "while all are busy) instead of a shared call queue: a task queued behind a long one on "
-        "the same worker waits for it even if another worker frees up first.",
+    "ProcessPoolExecutor dispatch": "A task is handed to one worker (up to 2-8 queued per "
+        "worker while all are busy, about 16 per pool) instead of a shared call queue: a task "
+        "queued behind a long one on the same worker waits for it even if another worker frees "
+        "up first.",
     "Future._condition": "Not a threading.Condition: a lock-like view (acquire/release/with/"
                          "notify/notify_all/wait) that makes direct edits of _state/_result/"
                          "_exception atomic for waiters. Code that reads CPython internals keeps "
@@ -91,5 +92,24 @@ def markdown():
     return "\n".join(lines)
 
 
+README_BEGIN = "<!-- deviations:begin (generated: python tests/deviations.py --write-readme) -->"
+README_END = "<!-- deviations:end -->"
+
+
+def write_readme(path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"{head}{README_BEGIN}\n{markdown()}\n{README_END}{tail}")
+
+
 if __name__ == "__main__":
-    print(markdown())
+    import os
+    import sys
+    if "--write-readme" in sys.argv:
+        write_readme(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "README.md"))
+    else:
+        print(markdown())

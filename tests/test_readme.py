@@ -5,8 +5,8 @@ import os
 import deviations
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-BEGIN = "<!-- deviations:begin (generated: python tests/deviations.py) -->"
-END = "<!-- deviations:end -->"
+BEGIN = deviations.README_BEGIN
+END = deviations.README_END
 
 
 def test_readme_deviations_match_the_registry():
@@ -15,4 +15,4 @@ def test_readme_deviations_match_the_registry():
     assert BEGIN in text and END in text
     section = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert section == deviations.markdown(), (
-        "README deviations are stale: regenerate with `python tests/deviations.py`")
+        "README deviations are stale: run `python tests/deviations.py --write-readme`")

@@ -11,11 +11,9 @@ namespace {
 void load_stdlib() {
     Stdlib& s = stdlib();
     py::module_ base = py::module_::import("concurrent.futures._base");
-    py::module_ thread = py::module_::import("concurrent.futures.thread");
     s.CancelledError = py::object(base.attr("CancelledError")).release().ptr();
     s.TimeoutError = py::object(base.attr("TimeoutError")).release().ptr();
     s.InvalidStateError = py::object(base.attr("InvalidStateError")).release().ptr();
-    s.BrokenThreadPool = py::object(thread.attr("BrokenThreadPool")).release().ptr();
     const char* names[5] = {"PENDING", "RUNNING", "CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"};
     py::dict descriptions = base.attr("_STATE_TO_DESCRIPTION_MAP");
     for (int i = 0; i < 5; ++i) {

@@ -158,7 +158,12 @@ struct PoolHandle {
 // The C++ object behind a ThreadPoolExecutor.
 struct PyExecutor {
     explicit PyExecutor(std::size_t max_workers)
-        : handle{std::make_shared<PoolShared>(max_workers)} {}
+        : handle{std::make_shared<PoolShared>(max_workers)} {
+        if (!stdlib().BrokenThreadPool) {
+            stdlib().BrokenThreadPool =
+                py::object(py::module_::import("concurrent.futures.thread").attr("BrokenThreadPool")).release().ptr();
+        }
+    }
     ~PyExecutor() {
         // The executor is gone: let its workers finish the queue and exit (stdlib semantics).
         if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);

@@ -80,12 +80,17 @@ public:
         std::size_t start_workers;  // how many workers the owner must start now
     };
 
-    // max_in_flight: jobs sent ahead to one worker. More hides the round trip of small tasks;
-    // fewer keeps long tasks from queueing behind each other while another worker idles.
-    ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child,
-                std::size_t max_in_flight = 4)
+    // Jobs sent ahead to one worker: about 16 per pool, 2 to 8 per worker. More hides the round
+    // trip of small tasks; fewer keeps long tasks from queueing behind each other while another
+    // worker idles, and keeps most of a backlog cancellable (the stdlib commits max_workers + 1).
+    static std::size_t default_in_flight(std::size_t max_workers) {
+        return std::clamp<std::size_t>(16 / std::max<std::size_t>(max_workers, 1), 2, 8);
+    }
+
+    ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child)
         : max_workers_(max_workers), start_all_(start_all_at_once),
-          max_tasks_per_child_(max_tasks_per_child), max_in_flight_(max_in_flight) {
+          max_tasks_per_child_(max_tasks_per_child),
+          max_in_flight_(default_in_flight(max_workers)) {
         wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
         epoll_event ev{};
@@ -249,6 +254,13 @@ public:
             ProcessBatch io;
             for (int i = 0; i < n; ++i) handle_event(events[i], io);
             poll_exits_without_pidfd(io);
+            // Refill the workers that just answered before delivering: delivering may wait for
+            // the GIL, and the workers should not wait with it.
+            {
+                std::lock_guard<std::mutex> g(mu_);
+                if (!broken_) dispatch_locked(io);
+            }
+            flush_writers(io);
             if (!io.empty()) hooks.deliver(io);
         }
     }
