@@ -56,6 +56,30 @@ T* native_ptr(PyObject* obj, PyTypeObject* base) {
     return static_cast<T*>(p);
 }
 
+// The body of a raw CPython function: C++ exceptions become Python errors, never escape.
+template <class Body>
+PyObject* guarded(Body&& body) noexcept {
+    try {
+        return body();
+    } catch (py::error_already_set& e) {
+        e.restore();
+    } catch (std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+    return nullptr;
+}
+
+// Adds a raw (vectorcall) method to a pybind11 class: for the hottest calls, where pybind11's
+// argument dispatch would cost more than the work, and where `fn` must be positional-only.
+inline void add_raw_method(py::handle cls, PyMethodDef* def) {
+    PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
+    if (!descr || PyObject_SetAttrString(cls.ptr(), def->ml_name, descr) < 0) {
+        Py_XDECREF(descr);
+        throw py::error_already_set();
+    }
+    Py_DECREF(descr);
+}
+
 // timeout=None -> no deadline; numbers -> now + timeout (negative means "already passed").
 std::optional<Clock::time_point> deadline_from(const py::object& timeout);
 

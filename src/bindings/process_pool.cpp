@@ -255,7 +255,7 @@ struct PyProcessExecutor {
 PyTypeObject* g_process_executor_base = nullptr;
 
 PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
-    try {
+    return guarded([&]() -> PyObject* {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
         if (nargs < 1) {
             PyErr_SetString(PyExc_TypeError, "submit() missing 1 required positional argument: 'fn'");
@@ -356,13 +356,7 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
             Py_DECREF(r);
         }
         return future.release().ptr();
-    } catch (py::error_already_set& e) {
-        e.restore();
-        return nullptr;
-    } catch (std::exception& e) {
-        PyErr_SetString(PyExc_RuntimeError, e.what());
-        return nullptr;
-    }
+    });
 }
 
 PyMethodDef g_process_submit_def = {
@@ -457,9 +451,7 @@ void register_process_pool(py::module_& m) {
             if (ex.handle.shared->broken_message) return ex.handle.shared->broken_message;
             return py::bool_(false);
         });
-    PyObject* descr = PyDescr_NewMethod(g_process_executor_base, &g_process_submit_def);
-    if (!descr || PyObject_SetAttrString(cls.ptr(), "submit", descr) < 0) throw py::error_already_set();
-    Py_DECREF(descr);
+    add_raw_method(cls, &g_process_submit_def);
 
     py::class_<WorkerChannel>(m, "WorkerChannel")
         .def(py::init<int, int, int>(), py::arg("task_fd"), py::arg("result_fd"), py::arg("parent_pid"))

@@ -176,7 +176,7 @@ PyTypeObject* g_executor_base = nullptr;
 // ThreadPoolExecutor.submit(fn, /, *args, **kwargs), as a vectorcall method: it is the hottest
 // call of the library, and `fn` must be positional-only like the stdlib's.
 PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
-    try {
+    return guarded([&]() -> PyObject* {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
         if (nargs < 1) {
             PyErr_SetString(PyExc_TypeError,
@@ -258,13 +258,7 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
             }
             default: Py_DECREF(result); return refuse(answer);
         }
-    } catch (py::error_already_set& e) {
-        e.restore();
-        return nullptr;
-    } catch (std::exception& e) {
-        PyErr_SetString(PyExc_RuntimeError, e.what());
-        return nullptr;
-    }
+    });
 }
 
 PyMethodDef g_submit_def = {
@@ -299,9 +293,7 @@ void register_thread_pool(py::module_& m) {
         .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
                                [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); });
-    PyObject* descr = PyDescr_NewMethod(g_executor_base, &g_submit_def);
-    if (!descr || PyObject_SetAttrString(cls.ptr(), "submit", descr) < 0) throw py::error_already_set();
-    Py_DECREF(descr);
+    add_raw_method(cls, &g_submit_def);
 
     m.def("_set_interpreter_shutdown", [] { g_interpreter_shutdown.store(true); });
     m.def("_after_fork_in_child", &after_fork_in_child);
