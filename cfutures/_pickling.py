@@ -11,6 +11,8 @@ import io
 import pickle
 from multiprocessing.reduction import ForkingPickler
 
+from . import _shm
+
 _table = None
 _sizes = None
 
@@ -25,7 +27,11 @@ def _dispatch_table():
     return _table
 
 
-def dumps(obj, protocol=5):
+def dumps(obj, protocol=5, segments=None):
+    """obj pickled as ForkingPickler would. With a list `segments`, large buffers go to shared
+    memory (see _shm) and the names of the segments made are appended to it."""
+    if segments is not None:
+        return _shm.dumps(obj, protocol, _dispatch_table(), segments)
     buf = io.BytesIO()
     pickler = pickle.Pickler(buf, protocol)
     pickler.dispatch_table = _dispatch_table()

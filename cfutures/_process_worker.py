@@ -48,10 +48,12 @@ def main(task_conn, result_conn, initializer, initargs, max_tasks, pool_pid):
             _send_exception(channel, tag, exc)
             del exc
         else:
+            segments = []
             try:
                 result, segments = _shm.prepare_result(result)
-                data = _dumps(result)
+                data = _dumps(result, 5, segments)
             except BaseException as exc:
+                _shm.unlink(segments)
                 _send_exception(channel, tag, exc)
                 del exc
             else:

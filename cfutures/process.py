@@ -28,7 +28,7 @@ import threading
 import weakref
 from concurrent.futures import process as _std_process
 
-from . import _base, _cfutures, _process_worker
+from . import _base, _cfutures, _process_worker, _shm
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
@@ -66,9 +66,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _run_manager(handle, ready):
+def _run_manager(handle, state, ready):
     ready.set()
     handle.run_manager()  # releases the GIL at once
+    # Every result has been read or abandoned now: drop segments a dead worker left unread.
+    _shm.sweep(state.started)
 
 
 def _default_max_workers():
@@ -86,6 +88,7 @@ class _PoolState:
         self.initargs = initargs
         self.max_tasks_per_child = max_tasks_per_child or 0
         self.processes = {}
+        self.started = []  # pids of every worker ever started
         self.lock = threading.Lock()
 
     def start_workers(self, handle, n):
@@ -120,6 +123,7 @@ class _PoolState:
         os.set_blocking(result_fd, False)
         with self.lock:
             self.processes[p.pid] = p
+            self.started.append(p.pid)
         handle.add_worker(p.pid, task_fd, result_fd)
 
     def reap(self, pids):
@@ -240,7 +244,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         self._pool_state.start_workers(self._handle, n)
         if self._executor_manager_thread is None:
             ready = threading.Event()
-            t = threading.Thread(target=_run_manager, args=(self._handle, ready),
+            t = threading.Thread(target=_run_manager, args=(self._handle, self._pool_state, ready),
                                  name=f"cfutures-process-pool-{next(_manager_ids)}")
             t.start()
             # The manager dispatches without the GIL, but it must first get the GIL once to

@@ -35,11 +35,18 @@ NOTES = {
     "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
         "(close/join_thread do nothing: each worker has its own pipe, there is no shared queue); "
         "_executor_manager_thread is the thread running the native manager loop.",
-    "ProcessPoolExecutor large buffers": "Top-level bytes/bytearray/memoryview arguments and "
-        "results of 1 MiB or more travel in POSIX shared memory (not the pipe). A side effect: a "
-        "large contiguous memoryview argument works, where the stdlib cannot pickle memoryviews "
-        "(small ones still fail as in the stdlib). Buffers nested in other objects still go "
-        "through the pipe.",
+    "ProcessPoolExecutor large buffers": "Buffers of 1 MiB or more in arguments and results "
+        "travel in POSIX shared memory, not the pipe: bytes and bytearray at any depth, "
+        "and protocol 5 out-of-band buffers (NumPy arrays and the like), which the receiver maps "
+        "without a copy. Side effects: a large contiguous memoryview argument or result "
+        "pickles, where the stdlib cannot pickle memoryviews (small ones still fail as in the "
+        "stdlib); a bare pickle.PickleBuffer of 1 MiB or more arrives as a PickleBuffer over "
+        "the shared memory instead of a bytearray copy (same bytes, same buffer protocol). "
+        "Bytes nested in objects of 4 GiB or more go through the pipe.",
+    "ProcessPoolExecutor pickle protocol": "Calls and results are pickled with protocol 5 on "
+        "every Python (the stdlib uses pickle.DEFAULT_PROTOCOL: 4 before 3.14, 5 from 3.14), for "
+        "out-of-band buffers. Objects that pickle differently by protocol behave as with 3.14's "
+        "stdlib: a read-only NumPy array arrives read-only (writable with the stdlib before 3.14).",
     "ProcessPoolExecutor dispatch": "A task is handed to one worker (up to 2-8 queued per "
         "worker while all are busy, about 16 per pool) instead of a shared call queue: a task "
         "queued behind a long one on the same worker waits for it even if another worker frees "

@@ -63,3 +63,21 @@ def crash_with(data):
 
 def make_bytes(n):
     return b"\x01" * n
+
+
+def describe_array(a):
+    """What a worker sees of a NumPy array: its sum, shape and flags."""
+    return float(a.sum()), a.shape, a.flags.writeable, a.flags.f_contiguous
+
+
+def make_arrays(n):
+    import numpy as np
+    return {"range": np.arange(n), "fortran": np.ones((n, 3), order="F")[:, :2]}
+
+
+def nested_buffers(n):
+    return {"b": [b"\x02" * n], "ba": (bytearray(b"\x03" * n),), "small": b"s"}
+
+
+def buffer_lengths(obj):
+    return {k: [len(x) for x in v] for k, v in obj.items() if isinstance(v, (list, tuple))}

@@ -17,8 +17,9 @@ BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
 
 
 from process_helpers import (  # noqa: E402  (importable by spawned workers, see conftest)
-    Unpicklable, crash_with, exits, fails, getpid, hard_exit, identity, init_fails, make_bytes, mul,
-    returns_unpicklable, segfault, sleep_and_return)
+    Unpicklable, buffer_lengths, crash_with, describe_array, exits, fails, getpid, hard_exit,
+    identity, init_fails, make_arrays, make_bytes, mul, nested_buffers, returns_unpicklable,
+    segfault, sleep_and_return)
 
 
 def test_is_a_stdlib_process_pool(process_executor):
@@ -155,6 +156,38 @@ def test_large_payloads_leave_no_shared_memory(process_executor):
     assert _shm_entries() == before
 
 
+def test_numpy_arrays_round_trip(process_executor):
+    np = pytest.importorskip("numpy")
+    before = _shm_entries()
+    ex = process_executor(1)
+    a = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: an out-of-band buffer
+    assert ex.submit(describe_array, a).result(timeout=60) == (a.sum(), a.shape, True, True)
+    assert ex.submit(describe_array, np.ones((1 << 16, 4), order="F")).result(timeout=60) == (
+        float(1 << 18), (1 << 16, 4), True, True)
+    assert ex.submit(describe_array, np.ones((1 << 16, 4))).result(timeout=60) == (
+        float(1 << 18), (1 << 16, 4), True, False)
+    arrays = ex.submit(make_arrays, 1 << 18).result(timeout=60)
+    assert arrays["range"][-1] == (1 << 18) - 1 and arrays["range"].flags.writeable
+    arrays["range"][0] = 7  # writable, as a copy through the pipe is
+    assert arrays["fortran"].shape == (1 << 18, 2) and arrays["fortran"].sum() == 2 * (1 << 18)
+    del arrays
+    assert _shm_entries() == before
+
+
+def test_large_buffers_nested_in_objects(process_executor):
+    before = _shm_entries()
+    ex = process_executor(1)
+    n = 2 << 20
+    shared = b"\x04" * n
+    call = {"list": [shared, shared, b"x"], "tuple": (bytearray(n),)}
+    assert ex.submit(buffer_lengths, call).result(timeout=60) == {"list": [n, n, 1], "tuple": [n]}
+    assert ex.submit(identity, call).result(timeout=60) == call
+    result = ex.submit(nested_buffers, n).result(timeout=60)
+    assert result == nested_buffers(n)
+    assert type(result["ba"][0]) is bytearray
+    assert _shm_entries() == before
+
+
 def test_terminate_and_kill_workers(extended_process_executor):
     for method in ("terminate_workers", "kill_workers"):
         ex = extended_process_executor(2)
@@ -206,3 +239,95 @@ def test_script_ending_without_shutdown_leaves_no_process(tmp_path, impl, method
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_workers_leave_when_the_pool_process_is_killed(tmp_path, method):
+    # cfutures only: the stdlib's workers may wait forever for a parent killed with SIGKILL (or
+    # by the OOM killer). Here an idle worker leaves at once, a busy one is sent SIGTERM.
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import multiprocessing, os, sys, time
+        import cfutures
+
+        if __name__ == "__main__":
+            ex = cfutures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("{method}"))
+            pids = {{ex.submit(os.getpid).result() for _ in range(20)}}
+            busy = ex.submit(time.sleep, 600)
+            while not busy.running():
+                time.sleep(0.01)
+            print(" ".join(map(str, pids)), flush=True)
+            time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert pids, "the script printed no worker pids"
+        time.sleep(0.3)  # the sleep(600) task is running in one of them
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
+def test_ctrl_c_while_waiting_then_shutdown(tmp_path, impl):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        import {impl} as futures
+
+        if __name__ == "__main__":
+            ex = futures.ProcessPoolExecutor(2)
+            f = ex.submit(time.sleep, 3)
+            ex.submit(time.sleep, 0).result()  # a worker is up
+            print("waiting", flush=True)
+            start = time.monotonic()
+            try:
+                f.result()
+            except KeyboardInterrupt:
+                print(f"interrupted {{time.monotonic() - start:.2f}}", flush=True)
+            ex.shutdown(wait=True, cancel_futures=True)
+            print("shut down", f.done(), flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "waiting\n"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("interrupted"), (out, err)
+    assert float(lines[0].split()[1]) < 2.0  # not at the end of the task
+    assert lines[1] == "shut down True"
+    assert proc.returncode == 0, err
+
+
+def test_asyncio_run_in_executor_and_cancellation(process_executor):
+    import asyncio
+    ex = process_executor(1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        value = await loop.run_in_executor(ex, mul, 6, 7)
+        blocker = ex.submit(sleep_and_return, 1.0, "done")
+        queued = [ex.submit(mul, 1, i) for i in range(40)]  # behind the blocker
+        wrapped = asyncio.wrap_future(queued[-1])
+        wrapped.cancel()
+        await asyncio.sleep(0.05)
+        return value, blocker, queued
+
+    value, blocker, queued = asyncio.run(main())
+    assert value == 42
+    assert queued[-1].cancelled()
+    assert blocker.result(timeout=60) == "done"
+    assert [f.result(timeout=60) for f in queued[:-1]] == list(range(39))

@@ -13,6 +13,7 @@
 #include <memory>
 #include <unordered_map>
 
+#include "../core/parent_watch.hpp"
 #include "../core/process_pool.hpp"
 #include "future.hpp"
 
@@ -303,14 +304,20 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
             segments = prepared[1];
         } else {
             call = py::make_tuple(py::reinterpret_borrow<py::object>(argv[0]), args, kwargs);
+            segments = py::list();
         }
-        PyObject* pickled = PyObject_CallFunction(pstd().dumps, "Oi", call.ptr(), 5);
+        // Out-of-band and nested large buffers add their segments to the same list.
+        PyObject* pickled = PyObject_CallFunction(pstd().dumps, "OiO", call.ptr(), 5, segments.ptr());
+        if (pickled && PyList_GET_SIZE(segments.ptr()) == 0) segments = py::object();
         if (!pickled) {
             // An unpicklable call fails its own future; the pool keeps working (as the stdlib).
-            if (segments) release_segments(segments.release().ptr());
-            if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             PyObject *type, *val, *tb;
             PyErr_Fetch(&type, &val, &tb);
+            if (segments) release_segments(segments.release().ptr());  // made before the error
+            if (!PyErr_GivenExceptionMatches(type, PyExc_Exception)) {
+                PyErr_Restore(type, val, tb);
+                return nullptr;
+            }
             PyErr_NormalizeException(&type, &val, &tb);
             if (tb) PyException_SetTraceback(val, tb);
             bool ok = future_set_exception(*state, future.ptr(), val);
@@ -371,7 +378,8 @@ PyMethodDef g_process_submit_def = {
 // The worker process's end of its channel.
 class WorkerChannel {
 public:
-    WorkerChannel(int task_fd, int result_fd, int parent_pid) : task_fd_(task_fd), result_fd_(result_fd) {
+    WorkerChannel(int task_fd, int result_fd, int parent_pid)
+        : task_fd_(task_fd), result_fd_(result_fd), watch_(parent_pid) {
         // The reader drains a descriptor until EAGAIN; the blocking helpers poll.
         for (int fd : {task_fd, result_fd}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 #ifdef SYS_pidfd_open
@@ -390,7 +398,9 @@ public:
         for (;;) {
             {
                 py::gil_scoped_release nogil;
+                watch_.set_idle(true);
                 st = core::recv_frame(task_fd_, parent_fd_, reader_, frame, &error);
+                watch_.set_idle(false);
             }
             if (st != core::RecvStatus::Error || error != std::strerror(EINTR)) break;
             if (PyErr_CheckSignals() != 0) throw py::error_already_set();
@@ -417,6 +427,7 @@ public:
 private:
     int task_fd_, result_fd_, parent_fd_ = -1;
     core::FrameReader reader_;
+    core::ParentWatch watch_;  // ends the process if the pool dies while a task runs
 };
 
 }  // namespace
