@@ -1,17 +1,90 @@
-"""python -m cfutures bench [options]: the side-by-side benchmark table."""
+"""python -m cfutures COMMAND: the command line.
 
+    bench [--repeat N] [--quick] [--only NAME] [--json PATH]
+                                 the side-by-side benchmark table against concurrent.futures
+    run script.py [args...]      run a program with cfutures installed in place of
+    run -m module [args...]      concurrent.futures (child Python processes included)
+    info                         version, Python, build, start methods
+"""
+
+import os
 import sys
+
+USAGE = __doc__.split("\n\n", 1)[1]
+
+
+def run(argv):
+    """Runs a script or module as __main__ with cfutures installed, as `python` would."""
+    import runpy
+    if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):
+        print("usage: python -m cfutures run script.py [args...]\n"
+              "       python -m cfutures run -m module [args...]", file=sys.stderr)
+        return 2
+    # Child Python processes (spawned workers, subprocesses) install it at start-up through
+    # cfutures-autoinstall.pth.
+    os.environ["CFUTURES_INSTALL"] = "1"
+    from cfutures._install import install
+    install()
+    if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]  # runpy puts the module's path in argv[0]
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(argv)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+        runpy.run_path(argv[0], run_name="__main__")
+    return 0
+
+
+def info():
+    import multiprocessing
+    import platform
+    import sysconfig
+
+    import cfutures
+    from cfutures import _cfutures
+    build = _cfutures._build_info()
+    gil = getattr(sys, "_is_gil_enabled", None)
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    rows = [
+        ("cfutures", f"{cfutures.__version__} ({os.path.dirname(cfutures.__file__)})"),
+        ("python", f"{platform.python_implementation()} {platform.python_version()} "
+                   f"({sys.executable})"),
+        ("platform", platform.platform()),
+        ("compiler", build["compiler"]),
+        ("flags", build["flags"]),
+        ("build type", build["build_type"]),
+        ("pybind11", build["pybind11"]),
+        ("free-threading", f"build {'yes' if free_threaded else 'no'}; GIL "
+                           f"{'enabled' if gil is None or gil() else 'disabled'}; the module "
+                           f"{'declares' if build['gil_not_used'] else 'does not declare'} "
+                           f"that it runs without the GIL"),
+        ("start methods", ", ".join(multiprocessing.get_all_start_methods())
+                          + f" (default: {multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_context().get_start_method()})"),
+        ("cpus", str(os.cpu_count())),
+        ("installed", "yes" if cfutures.installed() else "no"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m cfutures bench [--repeat N] [--quick] [--only NAME] [--json PATH]")
+        print("usage: python -m cfutures COMMAND\n" + USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
-    if argv[0] == "bench":
+    command, rest = argv[0], argv[1:]
+    if command == "bench":
         from cfutures import _bench
-        return _bench.main(argv[1:])
-    print(f"unknown command {argv[0]!r}; try: python -m cfutures bench", file=sys.stderr)
+        return _bench.main(rest)
+    if command == "run":
+        return run(rest)
+    if command == "info":
+        return info()
+    print(f"unknown command {command!r}\nusage: python -m cfutures COMMAND\n{USAGE}",
+          file=sys.stderr)
     return 2
 
 

@@ -2,9 +2,11 @@
 
 An opt-in monkeypatch for code that cannot be edited. It swaps the ``sys.modules`` entries of
 ``concurrent.futures`` and its submodules and the ``futures`` attribute of the ``concurrent``
-package, so both later imports and modules that imported concurrent.futures earlier (and look
-names up through it) get cfutures. Objects already bound by name elsewhere
-(``from concurrent.futures import Future`` done before) keep what they had.
+package, so later imports get cfutures; and it sets the public names of the stdlib's
+``concurrent.futures`` module object to cfutures' (Future, the executors, wait, ...), so code that
+kept a reference to that module (``import concurrent.futures as cf`` done earlier) looks them up
+to cfutures too. uninstall() puts every entry and attribute back as it was. Names already bound
+elsewhere (``from concurrent.futures import Future`` done before) keep what they had.
 """
 
 import sys
@@ -12,6 +14,7 @@ import sys
 _NAMES = ("concurrent.futures", "concurrent.futures._base", "concurrent.futures.thread",
           "concurrent.futures.process")
 _saved = None
+_MISSING = object()
 
 
 def _replacements():
@@ -30,7 +33,15 @@ def install():
     import concurrent.futures.process  # noqa: F401  (load the originals before replacing them)
     import concurrent.futures.thread  # noqa: F401
     replacements = _replacements()
-    _saved = ({name: sys.modules.get(name) for name in _NAMES}, concurrent.futures)
+    stdlib = concurrent.futures
+    patched = {}  # public name -> the stdlib module's own entry (_MISSING: a lazy one, not loaded)
+    for name in stdlib.__all__:
+        ours = getattr(replacements["concurrent.futures"], name)
+        if stdlib.__dict__.get(name, _MISSING) is not ours:
+            patched[name] = stdlib.__dict__.get(name, _MISSING)
+    _saved = ({name: sys.modules.get(name) for name in _NAMES}, stdlib, patched)
+    for name in patched:
+        setattr(stdlib, name, getattr(replacements["concurrent.futures"], name))
     sys.modules.update(replacements)
     concurrent.futures = replacements["concurrent.futures"]
 
@@ -41,13 +52,18 @@ def uninstall():
     if _saved is None:
         return
     import concurrent
-    modules, attribute = _saved
+    modules, stdlib, patched = _saved
     for name, module in modules.items():
         if module is None:
             sys.modules.pop(name, None)
         else:
             sys.modules[name] = module
-    concurrent.futures = attribute
+    for name, value in patched.items():
+        if value is _MISSING:
+            stdlib.__dict__.pop(name, None)  # lazily loaded again, from the stdlib's submodule
+        else:
+            setattr(stdlib, name, value)
+    concurrent.futures = stdlib
     _saved = None
 
 

@@ -1,4 +1,5 @@
 // _cfutures: wiring only. Each register_* lives with the code it exposes.
+#include "build_info.hpp"
 #include "common.hpp"
 
 namespace cfutures::bindings {
@@ -34,4 +35,14 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     register_wait(m);
     register_thread_pool(m);
     register_process_pool(m);
+    m.def("_build_info", [] {
+        py::dict info;
+        info["compiler"] = CFUTURES_CXX_COMPILER;
+        info["flags"] = CFUTURES_CXX_FLAGS;
+        info["build_type"] = CFUTURES_BUILD_TYPE;
+        info["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." + std::to_string(PYBIND11_VERSION_MINOR) +
+                           "." + std::to_string(PYBIND11_VERSION_PATCH);
+        info["gil_not_used"] = true;  // matches mod_gil_not_used() above
+        return info;
+    });
 }
