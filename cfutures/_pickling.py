@@ -30,10 +30,16 @@ def _dispatch_table():
 def dumps(obj, protocol=5, segments=None):
     """obj pickled as ForkingPickler would. With a list `segments`, large buffers go to shared
     memory (see _shm) and the names of the segments made are appended to it."""
-    if segments is not None:
-        return _shm.dumps(obj, protocol, _dispatch_table(), segments)
     buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol)
-    pickler.dispatch_table = _dispatch_table()
+    if segments is None:
+        pickler = pickle.Pickler(buf, protocol)
+    else:
+        buffers = []  # PickleBuffers, taken out of band at no Python cost (list.append)
+        pickler = pickle.Pickler(buf, protocol, buffer_callback=buffers.append)
+    table = _dispatch_table()
+    pickler.dispatch_table = table
     pickler.dump(obj)
-    return buf.getbuffer()
+    data = buf.getbuffer()
+    if segments is None or (not buffers and data.nbytes < _shm.THRESHOLD):
+        return data
+    return _shm.finish_dumps(obj, protocol, table, data, buffers, segments)

@@ -7,9 +7,10 @@ Three ways a large buffer (THRESHOLD bytes or more) is found, cheapest first:
   (prepare_call / prepare_result). Exact bytes cannot be intercepted by any pickler hook
   without slowing down every small call, hence the substitution.
 * Out of band: anything that pickles with protocol 5 PickleBuffers (NumPy arrays, pandas
-  blocks, pickle.PickleBuffer itself) hands its large buffers to dumps()'s buffer_callback;
-  they go to segments and the receiver gets them back through pickle's `buffers=`, mapped
-  without a copy (writable unless the sender's buffer was read-only, as pickle records).
+  blocks, pickle.PickleBuffer itself) has its buffers collected by dumps()'s buffer_callback;
+  the large ones go to segments, the small ones are copied into the outer pickle, and the
+  receiver gets them back through pickle's `buffers=`, a segment mapped without a copy
+  (writable unless the sender's buffer was read-only, as pickle records).
 * Nested: if the pickle still holds a bytes/bytearray of THRESHOLD bytes or more inside another
   object (its opcode is found by a regex scan), it is pickled again with a persistent_id hook
   that moves those to segments: a second pass, paid only by calls that carry such a buffer.
@@ -169,7 +170,7 @@ class _NestedUnpickler(pickle.Unpickler):
 
 def _unpack(data, out_of_band, nested):
     """Runs in the receiver: the object, with its segments mapped or copied back."""
-    buffers = [_map(name, size) for name, size in out_of_band]
+    buffers = [_map(*b) if type(b) is tuple else b for b in out_of_band]
     if nested:
         return _NestedUnpickler(io.BytesIO(data), buffers=buffers).load()
     return pickle.loads(data, buffers=buffers)
@@ -187,32 +188,19 @@ class _Packed:
         return _unpack, self.args
 
 
-class _OutOfBand:
-    """buffer_callback for dumps(): large contiguous buffers go to segments, in order."""
-
-    def __init__(self, names):
-        self.names = names
-        self.segments = []  # (name, size) of each out-of-band buffer, in pickle order
-        self.replay = None  # on a second pass: the first pass's segments, reused in order
-
-    def __call__(self, buffer):
-        try:
-            raw = buffer.raw()
-        except BufferError:  # not contiguous: pickle copies it in band
-            return True
-        if raw.nbytes < THRESHOLD:
-            return True
-        if self.replay:
-            name, size = self.replay.pop(0)
-            if size == raw.nbytes:
-                self.segments.append((name, size))
-                return False
-            unlink([name])  # the passes disagree (a reducer that is not deterministic)
-        name = _new_segment(raw, self.names)
-        if name is None:
-            return True
-        self.segments.append((name, raw.nbytes))
-        return False
+def _ship_buffer(buffer, names):
+    """How one out-of-band buffer travels: (segment name, size) if it is large and contiguous
+    and /dev/shm takes it, else a bytearray copy inside the outer pickle (writable, as pickle
+    would have made it in band; read-only ones are marked so by pickle itself)."""
+    try:
+        raw = buffer.raw()
+    except BufferError:  # not contiguous
+        return bytearray(memoryview(buffer).tobytes())
+    if raw.nbytes >= THRESHOLD:
+        name = _new_segment(raw, names)
+        if name is not None:
+            return (name, raw.nbytes)
+    return bytearray(raw)
 
 
 # Opcodes of a bytes/str payload, with the size of their length field. The pickler writes a
@@ -260,25 +248,21 @@ def _has_large_bytes(data):
     return False
 
 
-def dumps(obj, protocol, dispatch_table, names):
-    """Pickles obj, moving its large buffers to segments whose names are appended to names."""
-    out_of_band = _OutOfBand(names)
-    buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol, buffer_callback=out_of_band)
-    pickler.dispatch_table = dispatch_table
-    pickler.dump(obj)
-    nested = _has_large_bytes(buf.getbuffer())
+def finish_dumps(obj, protocol, dispatch_table, data, buffers, names):
+    """The rest of _pickling.dumps() for a pickle `data` of obj that took PickleBuffers out of
+    band (`buffers`) or is large: large buffers go to segments whose names are appended to
+    names, and the result is the outer pickle that brings everything back."""
+    nested = _has_large_bytes(data)
     if nested:
-        out_of_band.replay, out_of_band.segments = out_of_band.segments, []
+        buffers = []
         buf = io.BytesIO()
-        _NestedPickler(buf, protocol, dispatch_table, out_of_band, names).dump(obj)
-        # A first-pass segment that the second pass did not reuse is not needed.
-        unlink([name for name, _ in out_of_band.replay])
-    if not out_of_band.segments and not nested:
-        return buf.getbuffer()
+        _NestedPickler(buf, protocol, dispatch_table, buffers.append, names).dump(obj)
+        data = buf.getbuffer()
+    if not buffers and not nested:
+        return data
+    out_of_band = [_ship_buffer(b, names) for b in buffers]
     packed = io.BytesIO()
-    pickle.Pickler(packed, protocol).dump(
-        _Packed(buf.getvalue(), out_of_band.segments, nested))
+    pickle.Pickler(packed, protocol).dump(_Packed(bytes(data), out_of_band, nested))
     return packed.getbuffer()
 
 
