@@ -1,0 +1,64 @@
+import asyncio
+import concurrent.futures
+import multiprocessing
+
+import cfutures
+from cfutures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, BrokenExecutor,
+                      CancelledError, Executor, Future, InvalidStateError, ProcessPoolExecutor,
+                      ThreadPoolExecutor, TimeoutError, as_completed, wait)
+from cfutures.process import BrokenProcessPool
+from cfutures.thread import BrokenThreadPool
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def join(a: str, b: int) -> str:
+    return a * b
+
+
+def run(executor: Executor) -> int:
+    f: Future[int] = executor.submit(square, 3)
+    g: Future[str] = executor.submit(join, "a", b=2)
+    done, not_done = wait([f], timeout=1.0, return_when=FIRST_COMPLETED)
+    total: int = sum(x.result() for x in done) + len(not_done)
+    for h in as_completed([f], timeout=2):
+        total += h.result()
+    squares: list[int] = list(executor.map(square, range(5), buffersize=2))
+    pairs: list[str] = list(executor.map(join, ["x"], [3], timeout=None, chunksize=1))
+    return total + sum(squares) + len(pairs) + len(g.result())
+
+
+def main() -> None:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="t") as ex:
+        run(ex)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=10) as px:
+        run(px)
+        px.terminate_workers()
+        px.kill_workers()
+    plain: concurrent.futures.Future[int] = Future()
+    plain.set_result(1)
+    assert isinstance(plain, concurrent.futures.Future)
+    errors: tuple[type[BaseException], ...] = (BrokenExecutor, CancelledError, InvalidStateError,
+                                               TimeoutError, BrokenProcessPool, BrokenThreadPool)
+    assert len({ALL_COMPLETED, FIRST_EXCEPTION}) == 2 and errors
+
+    async def in_loop() -> int:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor() as ex:
+            loop.set_default_executor(ex)
+            return await loop.run_in_executor(ex, square, 4) + await asyncio.wrap_future(
+                ex.submit(square, 2))
+
+    asyncio.run(in_loop())
+    cfutures.install()
+    assert cfutures.installed()
+    cfutures.uninstall()
+    version: str = cfutures.__version__
+    print(version)
+
+
+if __name__ == "__main__":
+    main()
