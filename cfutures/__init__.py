@@ -22,14 +22,19 @@ def _installed_copy():
     module: ``python -m cfutures`` (or ``python -m pytest``) run in the repository's root puts the
     checkout first on sys.path. Returns its directory, or None when this copy is the real one."""
     here = _os.path.dirname(_os.path.abspath(__file__))
-    if any(name.startswith("_cfutures.") for name in _os.listdir(here)):
+    if _has_compiled_module(here):
         return None
     for entry in _sys.path:
         candidate = _os.path.join(_os.path.abspath(entry or _os.curdir), "cfutures")
         if (_os.path.isdir(candidate) and not _os.path.samefile(candidate, here)
-                and any(n.startswith("_cfutures.") for n in _os.listdir(candidate))):
+                and _has_compiled_module(candidate)):
             return candidate
     return None
+
+
+def _has_compiled_module(directory):
+    # _cfutures.<tag>.so, not the _cfutures.pyi stub that the source tree has too.
+    return any(n.startswith("_cfutures.") and n.endswith(".so") for n in _os.listdir(directory))
 
 
 _installed = _installed_copy()

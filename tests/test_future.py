@@ -115,9 +115,9 @@ def test_timeout_raises_stdlib_timeout_error(futures, method):
     with pytest.raises(concurrent.futures.TimeoutError):
         getattr(f, method)(timeout=0.05)
     assert time.monotonic() - t0 >= 0.04
-    with pytest.raises(TimeoutError):
+    with pytest.raises(concurrent.futures.TimeoutError):
         getattr(f, method)(timeout=0)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(concurrent.futures.TimeoutError):
         getattr(f, method)(timeout=-1)
 
 
@@ -152,7 +152,7 @@ def test_result_releases_the_gil(futures):
     t = threading.Thread(target=spin)
     t.start()
     try:
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):
             f.result(timeout=0.3)
         seen = counter[0]
     finally:

@@ -221,7 +221,7 @@ def test_map_order_timeout_and_errors(thread_executor):
     assert next(it) == (0, 1)
     with pytest.raises(ZeroDivisionError):
         next(it)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(concurrent.futures.TimeoutError):
         list(ex.map(time.sleep, [0, 0.5], timeout=0.1))
 
 
@@ -238,7 +238,7 @@ def test_map_cancels_the_rest_when_closed(thread_executor):
     gate = threading.Event()
     blocker = ex.submit(gate.wait)
     gen = ex.map(mul, [1, 2, 3], [1, 1, 1], timeout=0.05)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(concurrent.futures.TimeoutError):
         next(gen)
     gen.close()
     gate.set()
