@@ -1,15 +1,18 @@
 # Types of cfutures: the names of concurrent.futures, with cfutures' classes and functions.
-from concurrent.futures import (
+from ._base import (
     ALL_COMPLETED as ALL_COMPLETED,
     FIRST_COMPLETED as FIRST_COMPLETED,
     FIRST_EXCEPTION as FIRST_EXCEPTION,
     BrokenExecutor as BrokenExecutor,
     CancelledError as CancelledError,
+    Executor as Executor,
+    Future as Future,
     InvalidStateError as InvalidStateError,
     TimeoutError as TimeoutError,
+    as_completed as as_completed,
+    wait as wait,
 )
 
-from ._base import Executor as Executor, Future as Future, as_completed as as_completed, wait as wait
 from .process import ProcessPoolExecutor as ProcessPoolExecutor
 from .thread import ThreadPoolExecutor as ThreadPoolExecutor
 

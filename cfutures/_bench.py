@@ -142,28 +142,24 @@ def process_map_chunks(impl, n):
         return n / (time.perf_counter() - t0)
 
 
-def process_big_argument(impl, n):
-    """submit(len, <n bytes>).result() on a warm 1-process pool (seconds)."""
-    futures = _module(impl)
-    data = b"\x5a" * n
-    with futures.ProcessPoolExecutor(1) as ex:
+def _one_call(impl, fn, argument, expected):
+    """fn(argument) on a warm 1-process pool (seconds)."""
+    with _module(impl).ProcessPoolExecutor(1) as ex:
         ex.submit(noop).result()
         t0 = time.perf_counter()
-        assert ex.submit(len, data).result() == n
+        assert ex.submit(fn, argument).result() == expected
         return time.perf_counter() - t0
+
+
+def process_big_argument(impl, n):
+    """submit(len, <n bytes>).result() on a warm 1-process pool (seconds)."""
+    return _one_call(impl, len, b"\x5a" * n, n)
 
 
 def process_big_array(impl, n):
-    """submit(len, <NumPy array of n bytes>).result() on a warm 1-process pool (seconds): a
-    pickle protocol 5 out-of-band buffer."""
+    """The same with a NumPy array of n bytes: a pickle protocol 5 out-of-band buffer."""
     import numpy
-    futures = _module(impl)
-    data = numpy.full(n // 8, 0.5)
-    with futures.ProcessPoolExecutor(1) as ex:
-        ex.submit(noop).result()
-        t0 = time.perf_counter()
-        assert ex.submit(len, data).result() == n // 8
-        return time.perf_counter() - t0
+    return _one_call(impl, len, numpy.full(n // 8, 0.5), n // 8)
 
 
 _STARTUP_SCRIPT = textwrap.dedent("""

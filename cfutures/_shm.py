@@ -13,8 +13,8 @@ Three ways a large buffer (THRESHOLD bytes or more) is found, cheapest first:
   (writable unless the sender's buffer was read-only, as pickle records).
 * Nested: if the pickle still holds a bytes/bytearray of THRESHOLD bytes or more inside another
   object (found by walking the pickle's frames, see _has_large_bytes), it is pickled again with
-  a persistent_id hook
-  that moves those to segments: a second pass, paid only by calls that carry such a buffer.
+  a persistent_id hook that moves those to segments: a second pass, paid only by calls that
+  carry such a buffer.
 
 Segments are mode 0600 and named /cfutures-<pid>-<n>. The receiver unlinks a name as soon as it
 has opened it. The sender keeps the names it made for a job and unlinks them again when the job
