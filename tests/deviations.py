@@ -18,8 +18,6 @@ PARITY = {
 }
 
 PARITY_SKIPS = {
-    "*[[]stdlib-mixed[]]": "the stdlib's wait()/as_completed() do not accept cfutures futures "
-                           "yet: they need Future._waiters (issue 4)",
 }
 
 UPSTREAM_SKIPS = {
@@ -51,18 +49,17 @@ NOTES = {
         "worker while all are busy, about 16 per pool) instead of a shared call queue: a task "
         "queued behind a long one on the same worker waits for it even if another worker frees "
         "up first.",
-    "Future._condition": "Not a threading.Condition: a lock-like view (acquire/release/with/"
-                         "notify/notify_all/wait) that makes direct edits of _state/_result/"
-                         "_exception atomic for waiters. Code that reads CPython internals keeps "
-                         "working; code that relies on it being a real Condition may not.",
-    "Future._waiters, Future._done_callbacks": "Not exposed: waiters and callbacks live in the "
-                                               "native state. The stdlib's wait()/as_completed() "
-                                               "do not accept cfutures futures yet (issue 4).",
-    "ThreadPoolExecutor._work_queue, _idle_semaphore, _shutdown_lock": "Not exposed: the queue "
-                                                                       "and its locks are native.",
-    "executor inherited through fork()": "submit() on an executor created before fork() raises "
-                                         "RuntimeError in the child (the stdlib's may hang there); "
-                                         "executors created in the child work normally.",
+    "Future._condition": "Not a threading.Condition: a view of the future's lock (acquire/"
+                         "release/with/wait/notify/notify_all; re-entrant, like the stdlib's "
+                         "RLock) that keeps other threads' transitions out while held, and makes "
+                         "direct edits of _state/_result/_exception visible to waiters when "
+                         "released. A thread blocked acquiring it cannot be interrupted by "
+                         "Ctrl-C (the stdlib's can).",
+    "Future._waiters, Future._done_callbacks": "_waiters is a list-like view (append, remove, "
+                                               "len, iteration, in) of the stdlib waiter objects "
+                                               "registered by the stdlib's wait()/as_completed(); "
+                                               "remove() compares by identity. The native waiters "
+                                               "and the done-callbacks are not exposed.",
 }
 
 

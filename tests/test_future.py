@@ -289,6 +289,99 @@ def test_direct_state_edits_inside_condition(futures):
     assert f._state == "FINISHED"
 
 
+# `future._condition` is a lock: while one thread holds it, other threads' transitions wait.
+# The stdlib's own wait() and as_completed() rely on that when handed any future.
+def test_condition_keeps_other_threads_transitions_out(futures):
+    f = futures.Future()
+    finished = threading.Event()
+
+    def complete():
+        f.set_result(1)
+        finished.set()
+
+    with f._condition:
+        t = threading.Thread(target=complete)
+        t.start()
+        assert not finished.wait(0.2)
+        assert f._state == "PENDING"
+    assert finished.wait(10)
+    t.join()
+    assert f.result(timeout=0) == 1
+
+
+def test_condition_acquire_blocking_and_timeout(futures):
+    f = futures.Future()
+    cond = f._condition
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with f._condition:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(10)
+    try:
+        assert cond.acquire(False) is False
+        t0 = time.monotonic()
+        assert cond.acquire(True, 0.05) is False
+        assert time.monotonic() - t0 >= 0.04
+    finally:
+        release.set()
+        t.join()
+    assert cond.acquire(True, 10) is True
+    assert cond.acquire() is True  # re-entrant, like the stdlib's RLock
+    cond.release()
+    cond.release()
+    with pytest.raises(RuntimeError):
+        cond.release()
+
+
+def test_condition_wait_lets_the_transition_in(futures):
+    f = futures.Future()
+    with f._condition:
+        with f._condition:  # nested: wait() must release every level
+            threading.Timer(0.05, f.set_result, [7]).start()
+            assert f._condition.wait(10)
+            assert f._state == "FINISHED"
+    assert f.result(timeout=0) == 7
+
+
+def test_result_inside_own_condition(futures):
+    done = futures.Future()
+    done.set_exception(KeyError("x"))
+    with done._condition:
+        assert isinstance(done.exception(), KeyError)
+    pending = futures.Future()
+    with pending._condition:
+        with pytest.raises(futures.TimeoutError):
+            pending.result(timeout=0.01)
+        threading.Timer(0.05, pending.set_result, [3]).start()
+        assert pending.result(timeout=10) == 3
+
+
+def test_waiters_list(futures):
+    f = futures.Future()
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def add_result(self, fut):
+            self.calls.append(("result", fut))
+
+    r = Recorder()
+    f._waiters.append(r)
+    assert len(f._waiters) == 1 and list(f._waiters) == [r] and r in f._waiters
+    f.set_result(1)
+    assert r.calls == [("result", f)]
+    f._waiters.remove(r)
+    assert len(f._waiters) == 0
+    with pytest.raises(ValueError):
+        f._waiters.remove(r)
+
+
 def test_asyncio_wrap_future(futures):
     import asyncio
 

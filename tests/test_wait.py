@@ -10,6 +10,8 @@ import weakref
 
 import pytest
 
+import cfutures
+
 
 def done_future(futures, result=None, exception=None):
     f = futures.Future()
@@ -33,10 +35,10 @@ def later(delay, fn, *args):
     return t
 
 
-# cfutures.wait/as_completed must accept both kinds of futures; the stdlib's, its own.
+# Each implementation's wait()/as_completed() must accept futures of both kinds, in any mix.
 @pytest.fixture(params=["same", "mixed"])
 def make(request, futures):
-    kinds = [futures] if request.param == "same" else [futures, concurrent.futures]
+    kinds = [futures] if request.param == "same" else [cfutures, concurrent.futures]
     cycle = itertools.cycle(kinds)
     return lambda: next(cycle).Future()
 
@@ -187,3 +189,78 @@ def test_as_completed_with_executor(thread_executor):
     ex = thread_executor(4)
     fs = [ex.submit(time.sleep, 0.01 * (i % 3)) for i in range(20)]
     assert set(thread_executor.module.as_completed(fs, timeout=10)) == set(fs)
+
+
+# The stdlib's wait() and as_completed() on futures of cfutures' pools: they reach into
+# _condition, _state and _waiters, which cfutures futures provide.
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_stdlib_functions_on_cfutures_pool_futures(pool):
+    ex = (cfutures.ThreadPoolExecutor(2) if pool == "thread"
+          else cfutures.ProcessPoolExecutor(2))
+    with ex:
+        fs = [ex.submit(time.sleep, 0.01 * (i % 3)) for i in range(12)]
+        done, not_done = concurrent.futures.wait(fs, timeout=30)
+        assert done == set(fs) and not not_done
+        fs = [ex.submit(pow, 2, i) for i in range(12)]
+        got = sorted(f.result() for f in concurrent.futures.as_completed(fs, timeout=30))
+        assert got == [2 ** i for i in range(12)]
+        bad = ex.submit(divmod, 1, 0)
+        slow = ex.submit(time.sleep, 0.5)
+        done, not_done = concurrent.futures.wait([bad, slow], timeout=30,
+                                                 return_when=concurrent.futures.FIRST_EXCEPTION)
+        assert bad in done
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_stdlib_wait_hears_of_pool_cancellations(pool):
+    # A cancelled queued future is "notified" by the pool when its turn comes: the stdlib's
+    # waiters must hear of it, whichever thread sees it (the process pool's manager has no GIL).
+    ex = (cfutures.ThreadPoolExecutor(1) if pool == "thread"
+          else cfutures.ProcessPoolExecutor(1))
+    with ex:
+        ex.submit(time.sleep, 0.01).result(timeout=30)  # the worker is up
+        blocker = ex.submit(time.sleep, 0.3)
+        # The process pool hands a few tasks to a busy worker ahead of time; those run.
+        queued = [f for f in [ex.submit(time.sleep, 0) for _ in range(40)] if f.cancel()]
+        assert queued
+        done, not_done = concurrent.futures.wait(queued + [blocker], timeout=30)
+        assert done == set(queued + [blocker]) and not not_done
+
+
+@pytest.mark.parametrize("fn", ["wait", "as_completed"])
+def test_stdlib_functions_count_each_cfutures_completion_once(fn):
+    # Completions racing the stdlib's snapshot of the states: none lost, none counted twice.
+    for _ in range(20):
+        fs = [cfutures.Future() for _ in range(40)]
+
+        def complete(part):
+            for f in part:
+                f.set_result(None)
+
+        threads = [threading.Thread(target=complete, args=(fs[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        if fn == "wait":
+            done, not_done = concurrent.futures.wait(fs, timeout=30)
+            assert done == set(fs) and not not_done
+        else:
+            seen = list(concurrent.futures.as_completed(fs, timeout=30))
+            assert len(seen) == len(fs) and set(seen) == set(fs)
+        for t in threads:
+            t.join()
+        assert all(len(f._waiters) == 0 for f in fs)
+
+
+def test_process_future_inside_an_edit_starts_after_it():
+    with cfutures.ProcessPoolExecutor(1) as ex:
+        ex.submit(time.sleep, 0.01).result(timeout=30)
+        blocker = ex.submit(time.sleep, 0.2)
+        # Enough tasks ahead of f that it is still queued (not handed to the worker) below.
+        ahead = [ex.submit(pow, 1, 1) for _ in range(30)]
+        f = ex.submit(pow, 3, 3)
+        with f._condition:
+            assert f._state == "PENDING"
+            concurrent.futures.wait(ahead + [blocker], timeout=30)
+            time.sleep(0.1)  # the manager tries to start f meanwhile
+            assert f._state == "PENDING"
+        assert f.result(timeout=30) == 27

@@ -1,5 +1,6 @@
 // cfutures.Future's native half: _cfutures.FutureBase, plus _cfutures._ConditionView (what
-// `future._condition` returns). cfutures._base.Future inherits from FutureBase *and* the stdlib's
+// `future._condition` returns) and _cfutures._WaiterList (`future._waiters`), the internals the
+// stdlib's wait() and as_completed() use on the futures they are given. cfutures._base.Future inherits from FutureBase *and* the stdlib's
 // concurrent.futures.Future, so isinstance checks against the stdlib hold while every method
 // resolves here first.
 #include "future.hpp"
@@ -135,13 +136,23 @@ void replace_slot(PyFuture& f, PyObject* PyFuture::*slot, py::handle value, bool
     Py_XDECREF(old);
 }
 
-// What `future._condition` returns: a lock-like view that makes direct edits of `_state`,
-// `_result` and `_exception` atomic for waiters (they see the edit when the block closes).
+// What `future._condition` returns: a view of the future's edit lock (see core/future_state.hpp),
+// with threading.Condition's methods. Edits of `_state`, `_result` and `_exception` made inside
+// reach waiters when the block closes.
 struct ConditionView {
     py::object future;
 };
 
-PyFuture& view_future(ConditionView& v) { return checked(v.future); }
+// What `future._waiters` returns: the stdlib waiters registered on the future, as a list-like
+// view (append, remove, len, iteration: what the stdlib's wait() and as_completed() use).
+struct WaiterList {
+    py::object future;
+};
+
+template <class View>
+PyFuture& view_future(View& v) {
+    return checked(v.future);
+}
 
 }  // namespace
 
@@ -174,6 +185,7 @@ bool future_set_result(PyFuture& f, PyObject* self, PyObject* value) {
         raise_invalid_state(f, self);
     }
     Py_XDECREF(old);
+    tell_stdlib_waiters(f, self);
     return take_and_run_callbacks(f, self);
 }
 
@@ -186,6 +198,7 @@ bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc) {
         raise_invalid_state(f, self);
     }
     Py_XDECREF(old);
+    tell_stdlib_waiters(f, self);
     return take_and_run_callbacks(f, self);
 }
 
@@ -199,8 +212,61 @@ bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
     return take_and_run_callbacks(f, self);
 }
 
+core::StartOutcome future_start(PyFuture& f, PyObject* self) {
+    core::StartOutcome out = f.set_running_or_notify_cancel();
+    if (out == core::StartOutcome::Cancelled) tell_stdlib_waiters(f, self);
+    return out;
+}
+
+void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
+    if (f.stdlib_waiter_count.load(std::memory_order_acquire) == 0) return;
+    std::vector<PyObject*> due;
+    core::FutureState state = f.locked([&] {
+        std::uint32_t at = f.collective_at_locked();
+        for (StdlibWaiter& w : f.stdlib_waiters) {
+            if (w.told || w.stamp >= at) continue;
+            w.told = true;
+            Py_INCREF(w.waiter);
+            due.push_back(w.waiter);
+        }
+        return f.state();
+    });
+    const char* method = core::is_cancelled(state) ? "add_cancelled"
+                         : f.has_exception()       ? "add_exception"
+                                                   : "add_result";
+    for (PyObject* w : due) {
+        PyObject* r = PyObject_CallMethod(w, method, "O", self);
+        if (r) Py_DECREF(r);
+        else PyErr_WriteUnraisable(w);
+        Py_DECREF(w);
+    }
+}
+
+namespace {
+
+// The owner of an edit waits the way Condition.wait() does: the edit is closed (whatever its
+// depth) while it waits, so that the transition it waits for can happen, then reopened.
+bool wait_outside_own_edit(PyFuture& f, std::optional<Clock::time_point> deadline) {
+    std::uint32_t depth = f.suspend_edit();
+    try {
+        future_wait(f, deadline);
+    } catch (...) {
+        if (depth) f.begin_edit(std::nullopt, depth);
+        throw;
+    }
+    if (depth) f.begin_edit(std::nullopt, depth);
+    return core::is_done(f.state());
+}
+
+}  // namespace
+
 bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
     if (f.settled()) return true;
+    if (f.editing() && f.edit_open_here()) {
+        // Inside its own edit a thread reads through it, as an RLock's owner re-enters.
+        if (core::is_done(f.state())) return true;
+        return wait_outside_own_edit(f, deadline);
+    }
     if (!deadline || *deadline > Clock::now()) {
         py::gil_scoped_release nogil;
         auto until = Clock::now() + kResultSpin;
@@ -229,8 +295,21 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
     return f.settled();
 }
 
+// Threads that wait for another thread's edit release the GIL meanwhile: the edit's owner may
+// need it to close the edit.
+static void release_gil_around(void (*wait)(void*), void* arg) {
+    if (!PyGILState_Check()) {
+        wait(arg);
+        return;
+    }
+    PyThreadState* ts = PyEval_SaveThread();
+    wait(arg);
+    PyEval_RestoreThread(ts);
+}
+
 void register_future(py::module_& m) {
     g_empty_tuple = PyTuple_New(0);
+    core::edit_blocking_hook().store(&release_gil_around);
 
     auto traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
         Py_VISIT(Py_TYPE(self));
@@ -239,6 +318,7 @@ void register_future(py::module_& m) {
             Py_VISIT(f->result);
             Py_VISIT(f->exception);
             for (PyObject* cb : f->callbacks) Py_VISIT(cb);
+            for (StdlibWaiter& w : f->stdlib_waiters) Py_VISIT(w.waiter);
         }
         return 0;
     };
@@ -248,9 +328,12 @@ void register_future(py::module_& m) {
             PyObject* r = std::exchange(f->result, nullptr);
             PyObject* e = std::exchange(f->exception, nullptr);
             auto cbs = std::exchange(f->callbacks, {});
+            auto ws = std::exchange(f->stdlib_waiters, {});
+            f->stdlib_waiter_count.store(0, std::memory_order_release);
             Py_XDECREF(r);
             Py_XDECREF(e);
             for (PyObject* cb : cbs) Py_DECREF(cb);
+            for (StdlibWaiter& w : ws) Py_DECREF(w.waiter);
         }
         return 0;
     };
@@ -301,10 +384,11 @@ void register_future(py::module_& m) {
         .def("set_running_or_notify_cancel",
              [](py::handle self) {
                  PyFuture& f = checked(self);
-                 switch (f.set_running_or_notify_cancel()) {
+                 switch (future_start(f, self.ptr())) {
                      case core::StartOutcome::Running: return true;
                      case core::StartOutcome::Cancelled: return false;
-                     case core::StartOutcome::Invalid: break;
+                     case core::StartOutcome::Invalid:
+                     case core::StartOutcome::Busy: break;
                  }
                  py::module_::import("logging").attr("getLogger")("concurrent.futures")
                      .attr("critical")("Future %s in unexpected state: %s",
@@ -355,25 +439,31 @@ void register_future(py::module_& m) {
         .def_property_readonly("_condition", [](py::object self) {
             checked(self);
             return ConditionView{std::move(self)};
+        })
+        .def_property_readonly("_waiters", [](py::object self) {
+            checked(self);
+            return WaiterList{std::move(self)};
         });
 
     py::class_<ConditionView>(m, "_ConditionView")
         .def("acquire",
-             [](ConditionView& v, bool, double) {
-                 view_future(v).begin_edit();
-                 return true;
+             [](ConditionView& v, bool blocking, double timeout) {
+                 if (!blocking && timeout != -1.0)
+                     throw py::value_error("can't specify a timeout for a non-blocking call");
+                 std::optional<Clock::time_point> deadline;
+                 if (!blocking) deadline = Clock::now();
+                 else if (timeout >= 0) deadline = deadline_from(py::float_(timeout));
+                 else if (timeout != -1.0) throw py::value_error("timeout value must be a non-negative number");
+                 return view_future(v).begin_edit(deadline);
              },
              py::arg("blocking") = true, py::arg("timeout") = -1.0)
         .def("release",
              [](ConditionView& v) {
-                 if (!view_future(v).end_edit()) throw py::value_error("release of unacquired lock");
+                 if (!view_future(v).end_edit()) raise(PyExc_RuntimeError, "cannot release un-acquired lock");
              })
-        .def("__enter__", [](ConditionView& v) {
-            view_future(v).begin_edit();
-            return true;
-        })
+        .def("__enter__", [](ConditionView& v) { return view_future(v).begin_edit(); })
         .def("__exit__", [](ConditionView& v, py::args) {
-            view_future(v).end_edit();
+            if (!view_future(v).end_edit()) raise(PyExc_RuntimeError, "cannot release un-acquired lock");
             return false;
         })
         // Waiters are woken when the block closes; notifying inside it has nothing to add.
@@ -382,18 +472,65 @@ void register_future(py::module_& m) {
         .def("wait",
              [](ConditionView& v, py::object timeout) {
                  PyFuture& f = view_future(v);
-                 f.end_edit();
-                 bool done = false;
-                 try {
-                     done = future_wait(f, deadline_from(timeout));
-                 } catch (...) {
-                     f.begin_edit();
-                     throw;
-                 }
-                 f.begin_edit();
-                 return done;
+                 if (!f.edit_open_here()) raise(PyExc_RuntimeError, "cannot wait on un-acquired lock");
+                 return wait_outside_own_edit(f, deadline_from(timeout));
              },
              py::arg("timeout") = py::none());
+
+    py::class_<WaiterList>(m, "_WaiterList")
+        .def("append",
+             [](WaiterList& v, py::object waiter) {
+                 PyFuture& f = view_future(v);
+                 PyObject* w = waiter.release().ptr();
+                 f.locked([&] {
+                     f.stdlib_waiters.push_back({w, f.stamp_locked(), false});
+                     f.stdlib_waiter_count.store(static_cast<std::uint32_t>(f.stdlib_waiters.size()),
+                                                 std::memory_order_release);
+                 });
+             })
+        .def("remove",
+             [](WaiterList& v, py::handle waiter) {
+                 PyFuture& f = view_future(v);
+                 // By identity: comparing with == could run Python code under the lock (the
+                 // stdlib's waiters compare by identity anyway).
+                 PyObject* removed = f.locked([&]() -> PyObject* {
+                     auto& ws = f.stdlib_waiters;
+                     for (auto it = ws.begin(); it != ws.end(); ++it) {
+                         if (it->waiter != waiter.ptr()) continue;
+                         PyObject* w = it->waiter;
+                         ws.erase(it);
+                         f.stdlib_waiter_count.store(static_cast<std::uint32_t>(ws.size()),
+                                                     std::memory_order_release);
+                         return w;
+                     }
+                     return nullptr;
+                 });
+                 if (!removed) throw py::value_error("list.remove(x): x not in list");
+                 Py_DECREF(removed);
+             })
+        .def("__len__", [](WaiterList& v) { return view_future(v).stdlib_waiter_count.load(); })
+        .def("__iter__", [](WaiterList& v) {
+            PyFuture& f = view_future(v);
+            py::list out;
+            std::vector<PyObject*> ws = f.locked([&] {
+                std::vector<PyObject*> copy;
+                for (StdlibWaiter& w : f.stdlib_waiters) {
+                    Py_INCREF(w.waiter);
+                    copy.push_back(w.waiter);
+                }
+                return copy;
+            });
+            for (PyObject* w : ws) out.append(py::reinterpret_steal<py::object>(w));
+            return py::iter(out);
+        })
+        .def("__contains__", [](WaiterList& v, py::handle waiter) {
+            PyFuture& f = view_future(v);
+            return f.locked([&] {
+                for (StdlibWaiter& w : f.stdlib_waiters)
+                    if (w.waiter == waiter.ptr()) return true;
+                return false;
+            });
+        });
 
     m.def("_set_future_type", [](py::handle type, py::handle run_callback) {
         if (!PyType_Check(type.ptr()) ||

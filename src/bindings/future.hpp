@@ -6,6 +6,10 @@
 // under the core lock (FutureCore::finish / locked) and read under it too; Python objects are
 // never created or released while that lock is held (either may run arbitrary code through the
 // garbage collector or __del__, which could come back to the same future).
+//
+// `stdlib_waiters` are the stdlib's Python waiter objects (concurrent.futures._base._Waiter and
+// kin), appended to `future._waiters` by the stdlib's wait() and as_completed(); each carries the
+// stamp it was registered with (FutureCore's stamps) and whether it has been told.
 #pragma once
 
 #include <vector>
@@ -15,16 +19,27 @@
 
 namespace cfutures::bindings {
 
+struct StdlibWaiter {
+    PyObject* waiter;  // strong
+    std::uint32_t stamp;
+    bool told;
+};
+
 struct PyFuture final : core::FutureCore {
     PyObject* result = nullptr;     // strong
     PyObject* exception = nullptr;  // strong
     std::vector<PyObject*> callbacks;  // strong; cleared when they are run
+    std::vector<StdlibWaiter> stdlib_waiters;
+    // stdlib_waiters.size(), readable without the lock: transitions skip the Python waiters'
+    // bookkeeping when there are none.
+    std::atomic<std::uint32_t> stdlib_waiter_count{0};
 
     PyFuture() = default;
     ~PyFuture() {
         Py_CLEAR(result);
         Py_CLEAR(exception);
         for (PyObject* cb : callbacks) Py_DECREF(cb);
+        for (StdlibWaiter& w : stdlib_waiters) Py_DECREF(w.waiter);
     }
 };
 
@@ -39,6 +54,12 @@ py::object new_future();
 bool future_set_result(PyFuture& f, PyObject* self, PyObject* value);
 bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc);
 bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled);
+// set_running_or_notify_cancel() with the stdlib's side effects (its waiters told of a notified
+// cancellation). GIL held.
+core::StartOutcome future_start(PyFuture& f, PyObject* self);
+// Tells the stdlib waiters registered before the last collective transition (once each). Called
+// after every such transition, with the GIL held; cheap when there are none.
+void tell_stdlib_waiters(PyFuture& f, PyObject* self);
 
 // Waits (GIL released) until the future is done or the deadline passes; returns whether done.
 bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline);

@@ -140,7 +140,13 @@ struct Hooks final : core::ProcessPoolHooks {
     void deliver(core::ProcessBatch& batch) override {
         py::gil_scoped_acquire gil;
         batch.released.clear();  // drops the pickled task payloads
-        for (auto tag : batch.cancelled) Py_XDECREF(take_job(shared, tag));
+        for (auto tag : batch.cancelled) {
+            // The manager saw the cancellation (set_running_or_notify_cancel) without the GIL;
+            // the stdlib's waiters hear of it here.
+            PyObject* fut = take_job(shared, tag);
+            if (PyFuture* f = fut ? as_future(fut) : nullptr) tell_stdlib_waiters(*f, fut);
+            Py_XDECREF(fut);
+        }
         for (core::Frame& frame : batch.results) complete(frame);
         if (!batch.broken_reason.empty()) {
             if (!shared.broken_message)

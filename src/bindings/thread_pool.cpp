@@ -43,10 +43,11 @@ struct PyTask final : core::Task {
     }
 
     void run() noexcept override {
-        switch (state->set_running_or_notify_cancel()) {
+        switch (future_start(*state, future)) {
             case core::StartOutcome::Running: break;
             case core::StartOutcome::Cancelled: return;
             case core::StartOutcome::Invalid:
+            case core::StartOutcome::Busy:
                 // Someone completed the future by hand before it ran; the stdlib logs it too.
                 log_critical("Future %s in unexpected state: %s");
                 return;

@@ -245,7 +245,7 @@ public:
             flush_writers(batch);
             if (!batch.empty()) hooks.deliver(batch);
             if (finished) return;
-            int timeout_ms = any_worker_without_pidfd() ? 50 : -1;
+            int timeout_ms = retry_dispatch_ ? 1 : any_worker_without_pidfd() ? 50 : -1;
             int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout_ms);
             if (n < 0) {
                 if (errno == EINTR) continue;
@@ -317,8 +317,8 @@ private:
         }
         if (!idle) return false;
         ProcessBatch unused;
-        dispatch_to_locked(*idle, unused);
-        if (!unused.cancelled.empty()) return false;  // cannot happen for a fresh future
+        // A fresh future is neither cancelled nor inside an edit; if it were, the manager decides.
+        if (!dispatch_to_locked(*idle, unused) || !unused.cancelled.empty()) return false;
         return idle->writer.flush(idle->task_fd, released) == IoStatus::Ok;
     }
 
@@ -373,6 +373,7 @@ private:
     }
 
     void dispatch_locked(ProcessBatch& batch) {
+        retry_dispatch_ = false;
         while (!queue_.empty()) {
             Worker* best = nullptr;
             for (auto& [id, w] : live_) {
@@ -381,22 +382,36 @@ private:
                 if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
             }
             if (!best) return;
-            dispatch_to_locked(*best, batch);
+            if (!dispatch_to_locked(*best, batch)) {
+                retry_dispatch_ = true;
+                return;
+            }
         }
     }
 
     // Moves the first queued job to `w` (or drops it if its future was cancelled meanwhile).
-    void dispatch_to_locked(Worker& w, ProcessBatch& batch) {
+    // Returns false when the job's future is inside another thread's edit (`with
+    // future._condition:`): it cannot start now, and waiting for the edit while holding mu_ could
+    // deadlock, so the job stays first in line and the manager retries shortly.
+    bool dispatch_to_locked(Worker& w, ProcessBatch& batch) {
+        if (queue_.front().future) {
+            switch (queue_.front().future->set_running_or_notify_cancel(/*may_wait=*/false)) {
+                case StartOutcome::Running: break;
+                case StartOutcome::Busy: return false;
+                case StartOutcome::Cancelled:
+                case StartOutcome::Invalid:
+                    batch.cancelled.push_back(queue_.front().frame.tag);
+                    batch.released.push_back(std::move(queue_.front().frame));
+                    queue_.pop_front();
+                    return true;
+            }
+        }
         Job job = std::move(queue_.front());
         queue_.pop_front();
-        if (job.future && job.future->set_running_or_notify_cancel() != StartOutcome::Running) {
-            batch.cancelled.push_back(job.frame.tag);
-            batch.released.push_back(std::move(job.frame));
-            return;
-        }
         w.in_flight.push_back(job.frame.tag);
         if (w.tasks_left > 0) --w.tasks_left;
         w.writer.push(std::move(job.frame));
+        return true;
     }
 
     void send_stops_locked() {
@@ -574,6 +589,7 @@ private:
     std::condition_variable rounds_cv_;
 
     std::map<std::uint32_t, Worker> live_;  // the manager thread's (dispatch_locked too)
+    bool retry_dispatch_ = false;            // the manager thread's: a start was Busy
     std::uint32_t next_id_ = 0;
 };
 

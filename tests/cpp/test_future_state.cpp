@@ -1,4 +1,5 @@
 #include <string>
+#include <thread>
 
 #include "helpers.hpp"
 
@@ -89,6 +90,44 @@ TEST_SUITE("FutureState") {
         CHECK(f.settled());
         CHECK(f.has_exception());
         CHECK_FALSE(f.end_edit());  // unbalanced release is reported
+    }
+
+    TEST_CASE("an edit keeps other threads' transitions and edits out until it closes") {
+        IntFuture f;
+        REQUIRE(f.begin_edit());
+        REQUIRE(f.begin_edit());  // re-entrant
+        std::atomic<bool> set_done{false};
+        std::thread setter([&] {
+            CHECK(f.set(5));
+            set_done = true;
+        });
+        std::thread other([&] {
+            CHECK_FALSE(f.end_edit());  // not the owner
+            CHECK_FALSE(f.begin_edit(Clock::now() + std::chrono::milliseconds(20)));
+            CHECK(f.set_running_or_notify_cancel(/*may_wait=*/false) == StartOutcome::Busy);
+        });
+        other.join();
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        CHECK_FALSE(set_done);
+        CHECK(f.state() == FutureState::Pending);
+        CHECK(f.end_edit());
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        CHECK_FALSE(set_done);  // one level is still open
+        CHECK(f.suspend_edit() == 1);
+        setter.join();
+        CHECK(set_done);
+        CHECK(f.value == 5);
+    }
+
+    TEST_CASE("stamps order foreign registrations against the collective transition") {
+        IntFuture f;
+        std::uint32_t before = f.locked([&] { return f.stamp_locked(); });
+        CHECK(f.locked([&] { return f.collective_at_locked(); }) == 0);
+        REQUIRE(f.set(1));
+        std::uint32_t at = f.locked([&] { return f.collective_at_locked(); });
+        std::uint32_t after = f.locked([&] { return f.stamp_locked(); });
+        CHECK(before < at);
+        CHECK(at < after);
     }
 
     TEST_CASE("racing completions: exactly one wins") {
