@@ -235,6 +235,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         self._processes = self._pool_state.processes
         self._call_queue = _CallQueueView()
         self._executor_manager_thread = None
+        # Concurrent first submits must start one manager thread, not one each.
+        self._manager_start_lock = threading.Lock()
         self._handle = self._make_handle()
         self._handle.set_state(self._pool_state)
         _pools.add(self._handle)
@@ -242,7 +244,11 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
     def _start(self, n):
         # Called by the native submit(): start n workers, then (once) the manager thread.
         self._pool_state.start_workers(self._handle, n)
-        if self._executor_manager_thread is None:
+        if self._executor_manager_thread is not None:
+            return
+        with self._manager_start_lock:
+            if self._executor_manager_thread is not None:
+                return
             ready = threading.Event()
             t = threading.Thread(target=_run_manager, args=(self._handle, self._pool_state, ready),
                                  name=f"cfutures-process-pool-{next(_manager_ids)}")

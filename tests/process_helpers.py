@@ -28,6 +28,8 @@ def hard_exit():
 
 def segfault():
     import ctypes
+    import faulthandler
+    faulthandler.disable()  # a forked worker inherits pytest's handler: its dump is only noise
     ctypes.string_at(0)
 
 

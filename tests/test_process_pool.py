@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -103,6 +104,8 @@ def test_bad_arguments(process_executor):
 
 
 def test_max_tasks_per_child(process_executor):
+    if process_executor.module is concurrent.futures and sys.version_info < (3, 11):
+        pytest.skip("the stdlib has max_tasks_per_child from 3.11 on (cfutures on every Python)")
     if process_executor.method == "fork":
         with pytest.raises(ValueError, match="incompatible with the 'fork'"):
             process_executor(1, max_tasks_per_child=2)
@@ -110,6 +113,31 @@ def test_max_tasks_per_child(process_executor):
     ex = process_executor(1, max_tasks_per_child=2)
     pids = [ex.submit(getpid).result(timeout=60) for _ in range(4)]
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
+
+
+def test_concurrent_first_submits_start_one_manager(process_executor):
+    # Several threads submitting to a fresh pool at once once started a manager thread each
+    # (two managers drove one pool and corrupted the heap).
+    for _ in range(3):
+        ex = process_executor(2)
+        barrier = threading.Barrier(6)
+        submitted = []
+
+        def submit():
+            barrier.wait()
+            submitted.append(ex.submit(mul, 3, 4))
+
+        threads = [threading.Thread(target=submit) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [f.result(timeout=60) for f in submitted] == [12] * 6
+        if process_executor.module is not concurrent.futures:
+            managers = [t for t in threading.enumerate()
+                        if t.name.startswith("cfutures-process-pool-")]
+            assert managers == [ex._executor_manager_thread]
+        ex.shutdown(wait=True)
 
 
 def test_shutdown_cancel_futures_and_after_shutdown(process_executor):

@@ -9,6 +9,9 @@
 //     a worker keeps it across consecutive tasks instead of bouncing it per task.
 //  4. Blocking waits wake every kSignalTick on the main thread to run signal handlers, so Ctrl-C
 //     in result() raises KeyboardInterrupt promptly.
+//  5. The GIL is never the only guard of state that two Python threads can reach: the module
+//     declares Py_MOD_GIL_NOT_USED, so on a free-threaded build they run at once. Such state sits
+//     under a core lock (futures, pools) or a binding-level mutex (the process pool's job table).
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 
 #include "../core/parent_watch.hpp"
@@ -67,18 +68,41 @@ struct ProcShared {
     ProcShared(std::size_t max_workers, bool start_all, int max_tasks)
         : pool(max_workers, start_all, max_tasks) {}
     core::ProcessPool pool;
-    // Guarded by the GIL (submit and the manager's batches both hold it).
+    // `jobs`, `next_job` and `broken_message` are guarded by jobs_lock, not by the GIL alone:
+    // the module declares that it runs without the GIL (free-threaded builds), where submits from
+    // several threads and the manager's batches run at once. Nothing calls into Python with
+    // jobs_lock held.
     struct JobEntry {
         PyObject* future;    // the cfutures.Future (strong)
         PyObject* segments;  // shared-memory names of its large arguments (strong list), or null
     };
     std::unordered_map<std::uint64_t, JobEntry> jobs;  // job id -> entry
     std::uint64_t next_job = 1;
-    py::object broken_message;  // executor._broken once broken
+    std::mutex jobs_lock;
+    std::atomic<bool> manager_entered{false};  // run_manager() runs once per pool
+    py::object broken_message;  // executor._broken once broken (jobs_lock)
     py::object state;           // the Python _PoolState: start_workers(handle, n), reap(pids)
-    bool manager_started = false;
+    std::atomic<bool> manager_started{false};
     const unsigned generation = fork_generation();
     bool inherited() const { return generation != fork_generation(); }
+
+    // What executor._broken says: the message once the pool is broken (the default one while
+    // the manager has not yet recorded why), False before.
+    py::object broken() {
+        {
+            std::lock_guard<std::mutex> guard(jobs_lock);
+            if (broken_message) return broken_message;
+        }
+        if (!pool.is_broken()) return py::bool_(false);
+        return py::str(kAbruptExit);
+    }
+    void record_broken(const char* message) {
+        py::object text = py::str(message);  // made before the lock: it allocates
+        std::lock_guard<std::mutex> guard(jobs_lock);
+        if (!broken_message) broken_message = std::move(text);
+    }
+    static constexpr const char* kAbruptExit =
+        "A child process terminated abruptly, the process pool is not usable anymore";
 };
 
 void release_segments(PyObject* segments) {
@@ -91,10 +115,14 @@ void release_segments(PyObject* segments) {
 
 // Removes a job from the table, releases its shared memory, and returns its future (strong).
 PyObject* take_job(ProcShared& s, std::uint64_t tag) {
-    auto it = s.jobs.find(tag);
-    if (it == s.jobs.end()) return nullptr;
-    ProcShared::JobEntry entry = it->second;
-    s.jobs.erase(it);
+    ProcShared::JobEntry entry;
+    {
+        std::lock_guard<std::mutex> guard(s.jobs_lock);
+        auto it = s.jobs.find(tag);
+        if (it == s.jobs.end()) return nullptr;
+        entry = it->second;
+        s.jobs.erase(it);
+    }
     release_segments(entry.segments);
     return entry.future;
 }
@@ -149,9 +177,7 @@ struct Hooks final : core::ProcessPoolHooks {
         }
         for (core::Frame& frame : batch.results) complete(frame);
         if (!batch.broken_reason.empty()) {
-            if (!shared.broken_message)
-                shared.broken_message = py::str(
-                    "A child process terminated abruptly, the process pool is not usable anymore");
+            shared.record_broken(ProcShared::kAbruptExit);
         }
         for (auto tag : batch.lost) {
             if (PyObject* fut = take_job(shared, tag))
@@ -186,8 +212,11 @@ struct Hooks final : core::ProcessPoolHooks {
             PyErr_Fetch(&type, &val, &tb);
             PyErr_NormalizeException(&type, &val, &tb);
             if (tb) PyException_SetTraceback(val, tb);
-            py::object cause = py::str("").attr("join")(py::reinterpret_borrow<py::object>(
-                pstd().format_exception)(py::handle(val)));
+            // The three-argument form: format_exception(exc) alone is 3.10+.
+            py::object cause = py::str("").attr("join")(
+                py::reinterpret_borrow<py::object>(pstd().format_exception)(
+                    py::handle(reinterpret_cast<PyObject*>(Py_TYPE(val))), py::handle(val),
+                    tb ? py::handle(tb) : py::handle(Py_None)));
             Py_XDECREF(type);
             Py_XDECREF(val);
             Py_XDECREF(tb);
@@ -215,13 +244,19 @@ struct ProcessPoolHandle {
     std::shared_ptr<ProcShared> shared;
 
     void run_manager(py::object self) {
+        if (shared->manager_entered.exchange(true)) return;
         Hooks hooks(*shared, std::move(self));
         {
             py::gil_scoped_release nogil;
             shared->pool.run(hooks);
         }
         // Nothing can complete these any more (the pool is gone): they must not stay pending.
-        for (auto& [tag, entry] : std::exchange(shared->jobs, {})) {
+        std::unordered_map<std::uint64_t, ProcShared::JobEntry> left;
+        {
+            std::lock_guard<std::mutex> guard(shared->jobs_lock);
+            left = std::exchange(shared->jobs, {});
+        }
+        for (auto& [tag, entry] : left) {
             release_segments(entry.segments);
             fail_future(entry.future, broken_error("The process pool stopped before the future ran",
                                                    py::none()));
@@ -280,7 +315,7 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
             return nullptr;
         }
         if (shared.pool.is_broken()) {
-            PyErr_SetObject(pstd().BrokenProcessPool, shared.broken_message.ptr());
+            PyErr_SetObject(pstd().BrokenProcessPool, shared.broken().ptr());
             return nullptr;
         }
         if (shared.pool.is_shutdown()) {
@@ -345,20 +380,24 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
             return nullptr;
         }
         Py_DECREF(pickled);  // the buffer view holds what it needs
-        std::uint64_t tag = shared.next_job++;
+        std::uint64_t tag;
+        {
+            std::lock_guard<std::mutex> guard(shared.jobs_lock);
+            tag = shared.next_job++;
+            shared.jobs.emplace(tag, ProcShared::JobEntry{py::object(future).release().ptr(),
+                                                          segments ? segments.release().ptr() : nullptr});
+        }
         core::ProcessPool::Job job;
         job.frame = core::Frame::borrow(core::FrameKind::Task, tag, static_cast<const char*>(view->buf),
                                         static_cast<std::size_t>(view->len), keep_buffer(view));
         job.future = state;
-        shared.jobs.emplace(tag, ProcShared::JobEntry{py::object(future).release().ptr(),
-                                                      segments ? segments.release().ptr() : nullptr});
         std::vector<core::Frame> sent;  // released after the pool's lock, GIL held
         auto answer = shared.pool.submit(std::move(job), &sent);
         sent.clear();
         if (answer.status != core::ProcessPool::Submit::Queued) {
             Py_XDECREF(take_job(shared, tag));
             if (answer.status == core::ProcessPool::Submit::Broken)
-                PyErr_SetObject(pstd().BrokenProcessPool, shared.broken_message.ptr());
+                PyErr_SetObject(pstd().BrokenProcessPool, shared.broken().ptr());
             else
                 PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
             return nullptr;
@@ -450,12 +489,14 @@ void register_process_pool(py::module_& m) {
         })
         .def("set_state", [](ProcessPoolHandle& h, py::object state) { h.shared->state = std::move(state); })
         .def_property_readonly("broken", [](ProcessPoolHandle& h) -> py::object {
-            if (h.shared->broken_message) return h.shared->broken_message;
-            return py::bool_(false);
+            return h.shared->broken();
         })
         .def_property_readonly("shutdown_started",
                                [](ProcessPoolHandle& h) { return h.shared->pool.is_shutdown(); })
-        .def_property_readonly("pending_jobs", [](ProcessPoolHandle& h) { return h.shared->jobs.size(); });
+        .def_property_readonly("pending_jobs", [](ProcessPoolHandle& h) {
+            std::lock_guard<std::mutex> guard(h.shared->jobs_lock);
+            return h.shared->jobs.size();
+        });
 
     py::class_<PyProcessExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
@@ -465,8 +506,7 @@ void register_process_pool(py::module_& m) {
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"))
         .def("_make_handle", [](PyProcessExecutor& ex) { return std::make_shared<ProcessPoolHandle>(ex.handle); })
         .def_property_readonly("_broken", [](PyProcessExecutor& ex) -> py::object {
-            if (ex.handle.shared->broken_message) return ex.handle.shared->broken_message;
-            return py::bool_(false);
+            return ex.handle.shared->broken();
         });
     add_raw_method(cls, &g_process_submit_def);
 

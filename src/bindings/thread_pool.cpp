@@ -160,9 +160,13 @@ struct PoolHandle {
 struct PyExecutor {
     explicit PyExecutor(std::size_t max_workers)
         : handle{std::make_shared<PoolShared>(max_workers)} {
-        if (!stdlib().BrokenThreadPool) {
-            stdlib().BrokenThreadPool =
-                py::object(py::module_::import("concurrent.futures.thread").attr("BrokenThreadPool")).release().ptr();
+        std::atomic_ref<PyObject*> slot(stdlib().BrokenThreadPool);
+        if (!slot.load(std::memory_order_acquire)) {
+            // Two first pools may race here (free-threaded builds): one reference is kept.
+            PyObject* cls = py::object(py::module_::import("concurrent.futures.thread")
+                                           .attr("BrokenThreadPool")).release().ptr();
+            PyObject* expected = nullptr;
+            if (!slot.compare_exchange_strong(expected, cls, std::memory_order_acq_rel)) Py_DECREF(cls);
         }
     }
     ~PyExecutor() {
