@@ -12,6 +12,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "../core/parent_watch.hpp"
@@ -244,7 +245,9 @@ struct ProcessPoolHandle {
     std::shared_ptr<ProcShared> shared;
 
     void run_manager(py::object self) {
-        if (shared->manager_entered.exchange(true)) return;
+        // A second manager would drive the same pool and then sweep shared memory still in use.
+        if (shared->manager_entered.exchange(true))
+            throw std::logic_error("this process pool's manager is already running");
         Hooks hooks(*shared, std::move(self));
         {
             py::gil_scoped_release nogil;
