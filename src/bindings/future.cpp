@@ -1,8 +1,8 @@
 // cfutures.Future's native half: _cfutures.FutureBase, plus _cfutures._ConditionView (what
 // `future._condition` returns) and _cfutures._WaiterList (`future._waiters`), the internals the
-// stdlib's wait() and as_completed() use on the futures they are given. cfutures._base.Future inherits from FutureBase *and* the stdlib's
-// concurrent.futures.Future, so isinstance checks against the stdlib hold while every method
-// resolves here first.
+// stdlib's wait() and as_completed() use on the futures they are given. cfutures._base.Future
+// inherits from FutureBase *and* the stdlib's concurrent.futures.Future, so isinstance checks
+// against the stdlib hold while every method resolves here first.
 #include "future.hpp"
 
 #include <cstdio>
@@ -244,6 +244,10 @@ void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
 
 namespace {
 
+void release_condition(ConditionView& v) {
+    if (!view_future(v).end_edit()) raise(PyExc_RuntimeError, "cannot release un-acquired lock");
+}
+
 // The owner of an edit waits the way Condition.wait() does: the edit is closed (whatever its
 // depth) while it waits, so that the transition it waits for can happen, then reopened.
 bool wait_outside_own_edit(PyFuture& f, std::optional<Clock::time_point> deadline) {
@@ -329,7 +333,7 @@ void register_future(py::module_& m) {
             PyObject* e = std::exchange(f->exception, nullptr);
             auto cbs = std::exchange(f->callbacks, {});
             auto ws = std::exchange(f->stdlib_waiters, {});
-            f->stdlib_waiter_count.store(0, std::memory_order_release);
+            f->count_stdlib_waiters_locked();
             Py_XDECREF(r);
             Py_XDECREF(e);
             for (PyObject* cb : cbs) Py_DECREF(cb);
@@ -457,13 +461,10 @@ void register_future(py::module_& m) {
                  return view_future(v).begin_edit(deadline);
              },
              py::arg("blocking") = true, py::arg("timeout") = -1.0)
-        .def("release",
-             [](ConditionView& v) {
-                 if (!view_future(v).end_edit()) raise(PyExc_RuntimeError, "cannot release un-acquired lock");
-             })
+        .def("release", release_condition)
         .def("__enter__", [](ConditionView& v) { return view_future(v).begin_edit(); })
         .def("__exit__", [](ConditionView& v, py::args) {
-            if (!view_future(v).end_edit()) raise(PyExc_RuntimeError, "cannot release un-acquired lock");
+            release_condition(v);
             return false;
         })
         // Waiters are woken when the block closes; notifying inside it has nothing to add.
@@ -484,8 +485,7 @@ void register_future(py::module_& m) {
                  PyObject* w = waiter.release().ptr();
                  f.locked([&] {
                      f.stdlib_waiters.push_back({w, f.stamp_locked(), false});
-                     f.stdlib_waiter_count.store(static_cast<std::uint32_t>(f.stdlib_waiters.size()),
-                                                 std::memory_order_release);
+                     f.count_stdlib_waiters_locked();
                  });
              })
         .def("remove",
@@ -499,8 +499,7 @@ void register_future(py::module_& m) {
                          if (it->waiter != waiter.ptr()) continue;
                          PyObject* w = it->waiter;
                          ws.erase(it);
-                         f.stdlib_waiter_count.store(static_cast<std::uint32_t>(ws.size()),
-                                                     std::memory_order_release);
+                         f.count_stdlib_waiters_locked();
                          return w;
                      }
                      return nullptr;

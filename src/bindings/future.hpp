@@ -34,6 +34,12 @@ struct PyFuture final : core::FutureCore {
     // bookkeeping when there are none.
     std::atomic<std::uint32_t> stdlib_waiter_count{0};
 
+    // Call after changing stdlib_waiters, under the core lock.
+    void count_stdlib_waiters_locked() {
+        stdlib_waiter_count.store(static_cast<std::uint32_t>(stdlib_waiters.size()),
+                                  std::memory_order_release);
+    }
+
     PyFuture() = default;
     ~PyFuture() {
         Py_CLEAR(result);

@@ -108,9 +108,7 @@ public:
             lock_between_edits(g);
         } else {
             g.lock();
-            if (edit_depth_.load(std::memory_order_relaxed) != 0 &&
-                edit_owner_ != std::this_thread::get_id())
-                return StartOutcome::Busy;
+            if (edit_open_elsewhere_locked()) return StartOutcome::Busy;
         }
         switch (state_.load(std::memory_order_relaxed)) {
             case FutureState::Pending:
@@ -202,8 +200,7 @@ public:
     std::uint32_t suspend_edit() { return close_edit(true); }
     bool edit_open_here() {
         std::lock_guard<SmallMutex> g(mu_);
-        return edit_depth_.load(std::memory_order_relaxed) != 0 &&
-               edit_owner_ == std::this_thread::get_id();
+        return edit_depth_.load(std::memory_order_relaxed) != 0 && !edit_open_elsewhere_locked();
     }
 
 protected:
@@ -215,9 +212,7 @@ private:
     bool lock_between_edits(std::unique_lock<SmallMutex>& g,
                             std::optional<Clock::time_point> deadline = std::nullopt) {
         g.lock();
-        if (edit_depth_.load(std::memory_order_relaxed) == 0) return true;
-        const auto me = std::this_thread::get_id();
-        while (edit_depth_.load(std::memory_order_relaxed) != 0 && edit_owner_ != me) {
+        while (edit_open_elsewhere_locked()) {
             if (deadline && Clock::now() >= *deadline) {
                 g.unlock();
                 return false;
@@ -248,6 +243,11 @@ private:
         BlockingHook hook = edit_blocking_hook().load(std::memory_order_acquire);
         if (hook) hook(wait, &sleep);
         else wait(&sleep);
+    }
+
+    bool edit_open_elsewhere_locked() const {
+        return edit_depth_.load(std::memory_order_relaxed) != 0 &&
+               edit_owner_ != std::this_thread::get_id();
     }
 
     std::uint32_t close_edit(bool all) {
