@@ -333,6 +333,25 @@ def test_many_threads_submitting_concurrently(thread_executor):
     assert not errors
 
 
+def test_no_task_stays_queued_while_a_worker_sleeps(thread_executor):
+    # The pattern of a hang seen in dask's test suite: bursts of tiny tasks submitted one at a
+    # time (some waited for at once), then two tasks that need each other running. A worker
+    # woken for a task that the other worker took first must not miss the next wake-up.
+    ex = thread_executor(2)
+    deadline = time.monotonic() + 3
+    rounds = 0
+    while time.monotonic() < deadline or rounds < 50:
+        rounds += 1
+        for i in range(rounds % 7):
+            f = ex.submit(mul, i, 1)
+            if i % 3 == 0:
+                f.result(timeout=10)
+        barrier = threading.Barrier(2, timeout=10)
+        pair = [ex.submit(barrier.wait) for _ in range(2)]
+        for f in pair:
+            f.result(timeout=20)  # BrokenBarrierError here: one of them stayed queued
+
+
 def _run_python(futures_module, code):
     prelude = f"import {futures_module} as futures\n"
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],

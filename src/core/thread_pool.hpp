@@ -5,22 +5,43 @@
 // and the owner starts a thread that calls worker_loop() (Python threads in the bindings, so they
 // are real threading.Thread objects; std::thread in StdThreadPool and the C++ tests).
 //
-// `mu_` guards the queue (head_/tail_), shutdown_, broken_, release_idle_, workers_, idle_, claims_, sleepers_.
-// `queued_` mirrors the queue length for the lock-free spin in wait_for_task(). Nothing is called
-// out (no task, no hook) while `mu_` is held, so a hook may take any lock, the GIL included.
+// `mu_` guards the queue (head_/tail_), shutdown_, broken_, release_idle_, workers_, idle_ and
+// sleepers_. `queued_` mirrors the queue length for the lock-free spin in wait_for_task().
+// Nothing is called out (no task, no hook) while `mu_` is held, so a hook may take any lock, the
+// GIL included.
 //
-// Idle accounting: a worker that finds the queue empty counts itself idle (idle_) *before* it
-// lets go of the GIL, so that a caller woken by the task it just finished already sees it idle.
-// A submit that relies on an idle worker moves one unit from idle_ to claims_; a worker that
-// leaves the idle state with a task consumes a claim if there is one, otherwise an idle unit.
-// So idle_ + claims_ == workers currently waiting for work, and consecutive submits never count
-// the same idle worker twice.
+// Counters: workers_ counts workers started and not yet exited; idle_ the workers between finding
+// the queue empty and taking their next task (or exiting), spinning or asleep; sleepers_ the idle
+// workers blocked on cv_.
+//
+// Invariants (each kept under `mu_`; together they say that no task stays queued while a worker
+// sleeps):
+//   W1. A worker blocks on cv_ only in the same critical section in which it found the queue
+//       empty, and counts itself in sleepers_ there.
+//   W2. Every push made while sleepers_ > 0 is followed by a notify_one() (after the unlock).
+//   W3. A worker that wakes up (notified or not) looks at the queue again before it may block.
+//   From W1-W3: when a task is pushed, either no worker is blocked, or one is being woken and
+//   will pop (this task or an earlier one; a busy worker may have taken it first, then the woken
+//   worker finds the queue empty and blocks again, and a later push wakes it again by W2).
+//   No wake-up is owed to a particular worker, so none can be lost: there is no per-worker claim.
+//   S1. submit() asks for a new worker iff, after its push, the queue is longer than idle_ (the
+//       idle workers cannot take every queued task) and workers_ < max_workers. An idle worker
+//       is thus never counted for two tasks, without any bookkeeping that could go stale.
+// A worker counts itself idle before it lets go of its hooks (the GIL), so that a caller woken
+// by the task it just finished already sees it idle (the stdlib's idle semaphore is released
+// the same way, before the next get()).
+//
+// Forced unwinding: in the bindings, acquire() and Task::run() may unwind the thread (CPython
+// ends a thread that takes the GIL back during interpreter finalization). Neither is noexcept,
+// and worker_loop() keeps workers_ right on that path; the task being run is then leaked, on
+// purpose (releasing it would need the GIL the thread is being denied).
 //
 //     core::StdThreadPool pool(4);
 //     pool.submit(std::make_unique<MyTask>(...));
 //     pool.shutdown(/*cancel_pending=*/false, /*wait=*/true);
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -36,12 +57,13 @@ namespace cfutures::core {
 class Task {
 public:
     virtual ~Task() = default;
-    // Runs on a worker, with the worker's hooks acquired (the GIL, in the bindings).
-    virtual void run() noexcept = 0;
+    // Runs on a worker, with the worker's hooks acquired (the GIL, in the bindings). Reports the
+    // task's own failures itself; may unwind the thread (see the header), so it is not noexcept.
+    virtual void run() = 0;
     enum class Abandon { Cancelled, Broken };
     // The task will never run: shutdown(cancel_futures=True) or the pool broke. Called by whoever
     // drained it, outside the pool's lock.
-    virtual void abandon(Abandon why) noexcept = 0;
+    virtual void abandon(Abandon why) = 0;
 
 private:
     friend class ThreadPool;
@@ -62,6 +84,16 @@ public:
     }
 };
 
+// Where a test can hold a worker between two steps (see ThreadPool::set_probe).
+enum class ThreadPoolStep {
+    Woken,  // a worker blocked on the condition variable woke up, before it looks at the queue
+};
+class ThreadPoolProbe {
+public:
+    virtual ~ThreadPoolProbe() = default;
+    virtual void at(ThreadPoolStep step) = 0;
+};
+
 class ThreadPool {
 public:
     enum class Submit { Queued, NeedsWorker, Shutdown, Broken };
@@ -80,21 +112,18 @@ public:
     // Takes ownership of `task` unless the answer is Shutdown or Broken. On NeedsWorker the
     // caller must start a worker, or call worker_start_failed() if it cannot.
     Submit submit(std::unique_ptr<Task> task) {
-        bool wake = false;
+        bool wake;
         Submit answer = Submit::Queued;
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return Submit::Broken;
             if (shutdown_) return Submit::Shutdown;
             push_locked(task.release());
-            if (idle_ > 0) {
-                --idle_;
-                ++claims_;
-                wake = sleepers_ > 0;
-            } else if (workers_ < max_workers_) {
+            if (queued_.load(std::memory_order_relaxed) > idle_ && workers_ < max_workers_) {  // S1
                 ++workers_;
                 answer = Submit::NeedsWorker;
             }
+            wake = sleepers_ > 0;  // W2
         }
         if (wake) cv_.notify_one();
         return answer;
@@ -107,6 +136,14 @@ public:
 
     // The body of a worker thread. Returns once the pool is shut down (or broken) and drained.
     void worker_loop(WorkerHooks& hooks) {
+        // Counts the worker out however it leaves, an unwinding thread included.
+        struct Leave {
+            ThreadPool& pool;
+            ~Leave() {
+                std::lock_guard<std::mutex> g(pool.mu_);
+                --pool.workers_;
+            }
+        } leave{*this};
         bool held = true;
         auto held_since = std::chrono::steady_clock::now();
         std::size_t since_check = 0;
@@ -139,8 +176,6 @@ public:
             delete task;
         }
         if (!held) hooks.acquire();
-        std::lock_guard<std::mutex> g(mu_);
-        --workers_;
     }
 
     // Stops accepting tasks; workers finish what is queued, unless cancel_pending, in which case
@@ -194,9 +229,17 @@ public:
     }
     std::size_t idle_workers() const {
         std::lock_guard<std::mutex> g(mu_);
-        return idle_ + claims_;
+        return idle_;
+    }
+    std::size_t sleeping_workers() const {
+        std::lock_guard<std::mutex> g(mu_);
+        return sleepers_;
     }
     std::size_t max_workers() const { return max_workers_; }
+
+    // Test seam: `probe` (outliving the pool's workers) is called at each ThreadPoolStep. Set it
+    // before the first submit.
+    void set_probe(ThreadPoolProbe* probe) { probe_ = probe; }
 
 private:
     // Long enough to catch the next task of a submit/result loop (a few microseconds apart)
@@ -238,12 +281,7 @@ private:
         return nullptr;
     }
 
-    void leave_idle_locked() {
-        if (claims_ > 0) --claims_;
-        else if (idle_ > 0) --idle_;
-    }
-
-    // Called idle (counted in idle_/claims_); returns a task, or nullptr when the worker must exit.
+    // Called idle (counted in idle_); returns a task, or nullptr when the worker must exit.
     Task* wait_for_task() {
         auto spin_until = std::chrono::steady_clock::now() + kIdleSpin;
         unsigned n = 0;
@@ -254,16 +292,21 @@ private:
         std::unique_lock<std::mutex> lock(mu_);
         for (;;) {
             if (Task* t = pop_locked()) {
-                leave_idle_locked();
+                --idle_;
                 return t;
             }
             if (shutdown_ || broken_ || release_idle_) {
-                leave_idle_locked();
+                --idle_;
                 return nullptr;
             }
-            ++sleepers_;
+            ++sleepers_;  // W1: in the section that saw the queue empty
             cv_.wait(lock);
             --sleepers_;
+            if (probe_) {  // W3 holds whatever the probe does: the loop looks again
+                lock.unlock();
+                probe_->at(ThreadPoolStep::Woken);
+                lock.lock();
+            }
         }
     }
 
@@ -278,8 +321,8 @@ private:
     bool release_idle_ = false;
     std::size_t workers_ = 0;
     std::size_t idle_ = 0;
-    std::size_t claims_ = 0;
     std::size_t sleepers_ = 0;
+    ThreadPoolProbe* probe_ = nullptr;
 };
 
 // A ThreadPool whose workers are std::threads with no hooks: for C++ users and tests.

@@ -1,5 +1,9 @@
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <random>
 
 #include "core/thread_pool.hpp"
 #include "helpers.hpp"
@@ -13,12 +17,62 @@ struct CountingTask final : Task {
     std::atomic<int>* abandoned;
     std::chrono::microseconds work{0};
     CountingTask(std::atomic<int>* r, std::atomic<int>* a) : ran(r), abandoned(a) {}
-    void run() noexcept override {
+    void run() override {
         if (work.count()) std::this_thread::sleep_for(work);
         ran->fetch_add(1);
     }
-    void abandon(Abandon) noexcept override { abandoned->fetch_add(1); }
+    void abandon(Abandon) override { abandoned->fetch_add(1); }
 };
+
+// A task that runs a function.
+struct FnTask final : Task {
+    std::function<void()> fn;
+    explicit FnTask(std::function<void()> f) : fn(std::move(f)) {}
+    void run() override { fn(); }
+    void abandon(Abandon) override {}
+};
+std::unique_ptr<Task> task(std::function<void()> fn) { return std::make_unique<FnTask>(std::move(fn)); }
+
+// A one-shot gate: wait() blocks until open().
+class Gate {
+public:
+    void open() {
+        // Notifying under the lock: a waiter that sees the gate open may destroy it at once.
+        std::lock_guard<std::mutex> g(mu_);
+        open_ = true;
+        cv_.notify_all();
+    }
+    bool wait(std::chrono::milliseconds limit = 10s) {
+        std::unique_lock<std::mutex> lock(mu_);
+        return cv_.wait_for(lock, limit, [&] { return open_; });
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool open_ = false;
+};
+
+// Holds the first worker that wakes up at ThreadPoolStep::Woken once armed, until released.
+struct HoldFirstWake final : ThreadPoolProbe {
+    std::atomic<bool> armed{false};
+    Gate held, release;
+    void at(ThreadPoolStep) override {
+        if (!armed.exchange(false)) return;
+        held.open();
+        release.wait();
+    }
+};
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(100us);
+    }
+    return true;
+}
 }  // namespace
 
 TEST_SUITE("ThreadPool") {
@@ -104,5 +158,83 @@ TEST_SUITE("ThreadPool") {
         CHECK(pool.submit(std::make_unique<CountingTask>(&ran, &abandoned)) ==
               ThreadPool::Submit::NeedsWorker);
         for (Task* t : pool.shutdown(true)) delete t;
+    }
+
+    // The interleaving behind a lost wake-up seen in dask's test suite: a submit wakes the idle
+    // worker A, a busy worker B finishes first and takes the task, A finds the queue empty and
+    // sleeps again. A later submit must still wake A: a task may not stay queued while B is busy
+    // and A sleeps.
+    TEST_CASE("a worker woken for a task another worker took is woken again by the next submit") {
+        HoldFirstWake probe;
+        StdThreadPool pool(2);
+        pool.pool().set_probe(&probe);
+        Gate b_may_finish, t1_started, t1_may_finish, t2_ran;
+        pool.submit(task([&] { b_may_finish.wait(); }));  // worker B, busy
+        std::atomic<bool> a_ran{false};
+        pool.submit(task([&] { a_ran = true; }));         // worker A, then idle
+        REQUIRE(pool.threads_started() == 2);
+        REQUIRE(eventually([&] { return a_ran.load() && pool.pool().sleeping_workers() == 1; }));
+
+        probe.armed = true;
+        pool.submit(task([&] {  // T1: wakes A, whom the probe holds before it looks at the queue
+            t1_started.open();
+            t1_may_finish.wait();
+        }));
+        REQUIRE(probe.held.wait());
+        b_may_finish.open();     // B finishes and takes T1 itself
+        REQUIRE(t1_started.wait());
+        probe.release.open();    // A finds the queue empty and goes back to sleep
+        REQUIRE(eventually([&] { return pool.pool().sleeping_workers() == 1; }));
+
+        pool.submit(task([&] { t2_ran.open(); }));
+        CHECK(t2_ran.wait(5s));  // run by A while B is still busy with T1
+        CHECK(pool.pool().queued() == 0);
+        t1_may_finish.open();
+        pool.shutdown(false, true);
+    }
+
+    // The same family at random: bursts of tiny tasks, some waited for at once, then pairs of
+    // tasks that meet at a barrier (each needs the other running: a task left queued while a
+    // worker sleeps hangs the round). Run under ThreadSanitizer in CI.
+    TEST_CASE("random bursts and barrier pairs never strand a task") {
+        for (unsigned n : {2u, 3u, 4u}) {
+            CAPTURE(n);
+            StdThreadPool pool(n);
+            std::mt19937 rng(12345 + n);
+            const auto until = std::chrono::steady_clock::now() + 3s;
+            int rounds = 0;
+            while (std::chrono::steady_clock::now() < until) {
+                ++rounds;
+                // Shared with the tasks, which may outlive a failed round.
+                struct Round {
+                    std::atomic<int> done{0};
+                    std::atomic<unsigned> arrived{0}, left{0};
+                    Gate all_here, finished;
+                };
+                auto r = std::make_shared<Round>();
+                r->left = n;
+                int burst = static_cast<int>(rng() % 8);
+                for (int i = 0; i < burst; ++i) {
+                    auto ran = std::make_shared<Gate>();
+                    pool.submit(task([r, ran] { r->done.fetch_add(1); ran->open(); }));
+                    if (rng() % 3 == 0) REQUIRE(ran->wait());
+                }
+                // n tasks that each wait for all n to have started.
+                for (unsigned i = 0; i < n; ++i) {
+                    pool.submit(task([r, n] {
+                        if (r->arrived.fetch_add(1) + 1 == n) r->all_here.open();
+                        r->all_here.wait();
+                        if (r->left.fetch_sub(1) == 1) r->finished.open();
+                    }));
+                }
+                INFO("round " << rounds << ": queued=" << pool.pool().queued()
+                              << " idle=" << pool.pool().idle_workers()
+                              << " sleeping=" << pool.pool().sleeping_workers());
+                REQUIRE(r->finished.wait(10s));
+                REQUIRE(eventually([&] { return r->done.load() == burst; }));
+            }
+            MESSAGE(rounds << " rounds with " << n << " workers");
+            pool.shutdown(false, true);
+        }
     }
 }
