@@ -7,24 +7,22 @@ A call that cannot be unpickled ends the worker, as in the stdlib: the parent se
 breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
 """
 
-import pickle
 from concurrent.futures import _base
 from concurrent.futures.process import _ExceptionWithTraceback
 
-from . import _cfutures, _shm
-from ._pickling import dumps as _dumps
+from . import _cfutures, _pickling
 
 
 def _send_exception(channel, tag, exc):
     try:
-        payload = _dumps(_ExceptionWithTraceback(exc, exc.__traceback__))
+        payload, attachments = _pickling.dumps(_ExceptionWithTraceback(exc, exc.__traceback__))
     except BaseException as e:  # the exception itself cannot be pickled: say why
-        payload = _dumps(_ExceptionWithTraceback(e, e.__traceback__))
-    channel.send(_cfutures.FRAME_EXCEPTION, tag, payload)
+        payload, attachments = _pickling.dumps(_ExceptionWithTraceback(e, e.__traceback__))
+    channel.send(_cfutures.FRAME_EXCEPTION, tag, payload, attachments)
 
 
-def main(task_conn, result_conn, initializer, initargs, max_tasks, pool_pid):
-    channel = _cfutures.WorkerChannel(task_conn.fileno(), result_conn.fileno(), pool_pid)
+def main(conn, initializer, initargs, max_tasks, pool_pid):
+    channel = _cfutures.WorkerChannel(conn.fileno(), pool_pid)
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -37,32 +35,29 @@ def main(task_conn, result_conn, initializer, initargs, max_tasks, pool_pid):
         message = channel.recv()
         if message is None:
             return
-        kind, tag, payload = message
+        kind, tag, payload, attachments = message
         if kind != _cfutures.FRAME_TASK:
             return
-        fn, args, kwargs = pickle.loads(payload)
-        del payload, message
+        fn, args, kwargs = _pickling.loads(payload, attachments)
+        del payload, attachments, message
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             _send_exception(channel, tag, exc)
             del exc
         else:
-            segments = []
             try:
-                result, segments = _shm.prepare_result(result)
-                data = _dumps(result, 5, segments)
+                answer = _pickling.dumps(result)
             except BaseException as exc:
-                _shm.unlink(segments)
                 _send_exception(channel, tag, exc)
                 del exc
             else:
-                channel.send(_cfutures.FRAME_RESULT, tag, data)
-                del data
+                channel.send(_cfutures.FRAME_RESULT, tag, *answer)
+                del answer
             del result
         # Drop the call's objects now, not when the next task arrives.
         del fn, args, kwargs
         done += 1
         if max_tasks and done >= max_tasks:
-            channel.send(_cfutures.FRAME_EXITING, 0, b"")
+            channel.send(_cfutures.FRAME_EXITING, 0, b"", ())
             return

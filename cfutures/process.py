@@ -2,22 +2,24 @@
 
 Data flow (compare the diagram at the top of the stdlib's process.py):
 
-    submit() ---- pickles (fn, args, kwargs), queues the bytes ----+
-                                                                   v
-    manager thread (native loop, no GIL): dispatches to the least-loaded worker over its task
-        pipe, reads results from its result pipe, watches each worker's pidfd for its exit;
-        once per batch it takes the GIL to complete futures, reap exited workers and start
-        replacements.                                              |
-                                                                   v
+    submit() ---- pickles (fn, args, kwargs) through the host, queues the frame ----+
+                                                                                     v
+    manager thread (native loop, no GIL): dispatches to the least-loaded worker over its socket,
+        reads the answers, watches each worker's pidfd for its exit; once per batch it takes
+        the GIL to complete futures, reap exited workers and start replacements.   |
+                                                                                     v
     worker processes (multiprocessing.Process with the pool's mp_context): _process_worker.main
 
 Who does what:
-  * ProcessPoolBase (native): submit, the job table, the manager loop, crash detection.
-  * _PoolState: starts and reaps worker processes; the manager thread calls it, and it holds no
-    reference to the executor, so dropping the executor shuts the pool down.
-  * A worker that exits without being asked to (crash, os._exit, kill, failed initializer)
-    breaks the pool the stdlib's way: BrokenProcessPool on every pending future and on later
-    submits.
+  * ProcessPoolBase (native, src/bindings/process_pool.cpp): submit, the job table, the manager
+    loop, crash detection. It reaches Python only through the pool's host.
+  * _PoolHost: everything the native pool asks of Python, in one object made once per executor:
+    start a worker process, start the manager thread, reap exited workers, and (un)pickle calls
+    and answers (_pickling). It holds no reference to the executor, so dropping the executor
+    shuts the pool down.
+  * A worker that exits without being asked to (crash, os._exit, kill, failed initializer), or
+    sends what the protocol does not allow, breaks the pool the stdlib's way: BrokenProcessPool
+    on every pending future and on later submits.
 """
 
 import functools
@@ -28,14 +30,14 @@ import threading
 import weakref
 from concurrent.futures import process as _std_process
 
-from . import _base, _cfutures, _process_worker, _shm
+from . import _base, _cfutures, _pickling, _process_worker
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
 _ExceptionWithTraceback = _std_process._ExceptionWithTraceback
 _RemoteTraceback = _std_process._RemoteTraceback
 
-_pools = weakref.WeakSet()  # handles of live pools, for interpreter exit
+_pools = weakref.WeakSet()  # handles of pools whose manager runs, for interpreter exit
 _managers = weakref.WeakSet()
 
 
@@ -66,69 +68,87 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _run_manager(handle, state, ready):
-    ready.set()
-    handle.run_manager()  # releases the GIL at once
-    # Every result has been read or abandoned now: drop segments a dead worker left unread.
-    _shm.sweep(state.started)
-
-
 def _default_max_workers():
     cpus = os.process_cpu_count() if hasattr(os, "process_cpu_count") else os.cpu_count()
     return cpus or 1
 
 
-class _PoolState:
-    """Starts and reaps one pool's worker processes. Shared by the executor (submit) and its
-    manager thread; never references the executor."""
+_manager_ids = itertools.count()
+
+
+def _run_manager(handle, ready):
+    ready.set()
+    handle.run_manager()  # releases the GIL at once; returns once the pool has stopped
+
+
+class _PoolHost:
+    """What the native pool asks of Python (src/bindings/process_pool.cpp, struct Host).
+
+    The native side looks these up once, when the executor is made:
+      start_worker()        -> (pid, fd): one new worker process and the parent's end of its
+                               channel (a Unix stream socket, now the native pool's)
+      start_manager(handle) -> None: the manager thread, running handle.run_manager()
+      reap(pids)            -> None: join worker processes that have exited
+      dumps(obj), dumps_call(fn, args, kwargs) -> (payload, attachments); loads(payload,
+      attachments) -> obj; buffer_threshold: arguments this large go through dumps_call.
+    """
+
+    dumps = staticmethod(_pickling.dumps)
+    dumps_call = staticmethod(_pickling.dumps_call)
+    loads = staticmethod(_pickling.loads)
+    buffer_threshold = _pickling.THRESHOLD
 
     def __init__(self, mp_context, initializer, initargs, max_tasks_per_child):
         self.mp_context = mp_context
         self.initializer = initializer
         self.initargs = initargs
         self.max_tasks_per_child = max_tasks_per_child or 0
-        self.processes = {}
-        self.started = []  # pids of every worker ever started
-        self.lock = threading.Lock()
+        self.processes = {}  # pid -> multiprocessing.Process: executor._processes
+        self.manager_thread = None
+        self._lock = threading.Lock()
+        # Concurrent first submits must start one manager thread, not one each.
+        self._manager_lock = threading.Lock()
 
-    def start_workers(self, handle, n):
-        for _ in range(n):
-            try:
-                self._start_one(handle)
-            except BaseException:
-                handle.worker_start_failed()
-                raise
-
-    def _start_one(self, handle):
-        task_reader, task_writer = self.mp_context.Pipe(duplex=False)
-        result_reader, result_writer = self.mp_context.Pipe(duplex=False)
+    def start_worker(self):
+        parent_end, worker_end = self.mp_context.Pipe(duplex=True)  # a socketpair
         try:
             p = self.mp_context.Process(
                 target=_process_worker.main,
-                args=(task_reader, result_writer, self.initializer, self.initargs,
-                      self.max_tasks_per_child, os.getpid()))
+                args=(worker_end, self.initializer, self.initargs, self.max_tasks_per_child,
+                      os.getpid()))
             p.start()
         except BaseException:
-            for c in (task_reader, task_writer, result_reader, result_writer):
-                c.close()
+            parent_end.close()
+            worker_end.close()
             raise
-        # The child has its ends now; keep ours as plain non-blocking descriptors.
-        task_reader.close()
-        result_writer.close()
-        task_fd = os.dup(task_writer.fileno())
-        result_fd = os.dup(result_reader.fileno())
-        task_writer.close()
-        result_reader.close()
-        os.set_blocking(task_fd, False)
-        os.set_blocking(result_fd, False)
-        with self.lock:
+        # The worker has its end now; ours becomes a plain non-blocking descriptor.
+        worker_end.close()
+        fd = os.dup(parent_end.fileno())
+        parent_end.close()
+        os.set_blocking(fd, False)
+        with self._lock:
             self.processes[p.pid] = p
-            self.started.append(p.pid)
-        handle.add_worker(p.pid, task_fd, result_fd)
+        return p.pid, fd
+
+    def start_manager(self, handle):
+        with self._manager_lock:
+            if self.manager_thread is not None:
+                return
+            ready = threading.Event()
+            t = threading.Thread(target=_run_manager, args=(handle, ready),
+                                 name=f"cfutures-process-pool-{next(_manager_ids)}")
+            t.start()
+            # The manager dispatches without the GIL, but it must first get the GIL once to
+            # enter its loop; without this wait, a burst of submits holding the GIL would keep
+            # it out (and shutdown(cancel_futures=True) would cancel everything).
+            ready.wait()
+            self.manager_thread = t
+            _pools.add(handle)
+            _managers.add(t)
 
     def reap(self, pids):
         for pid in pids:
-            with self.lock:
+            with self._lock:
                 p = self.processes.pop(pid, None)
             if p is not None:
                 p.join()
@@ -224,42 +244,21 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         # Under 'fork', all workers start at once, before any thread of ours exists (forking a
         # process that has threads can deadlock the child), as in the stdlib.
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
-        super().__init__(max_workers, start_all, max_tasks_per_child or -1)
+        self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child)
+        super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host)
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
         self._safe_to_dynamically_spawn_children = not start_all
-        self._pool_state = _PoolState(mp_context, initializer, initargs, max_tasks_per_child)
-        self._processes = self._pool_state.processes
+        self._processes = self._host.processes
         self._call_queue = _CallQueueView()
-        self._executor_manager_thread = None
-        # Concurrent first submits must start one manager thread, not one each.
-        self._manager_start_lock = threading.Lock()
-        self._handle = self._make_handle()
-        self._handle.set_state(self._pool_state)
-        _pools.add(self._handle)
 
-    def _start(self, n):
-        # Called by the native submit(): start n workers, then (once) the manager thread.
-        self._pool_state.start_workers(self._handle, n)
-        if self._executor_manager_thread is not None:
-            return
-        with self._manager_start_lock:
-            if self._executor_manager_thread is not None:
-                return
-            ready = threading.Event()
-            t = threading.Thread(target=_run_manager, args=(self._handle, self._pool_state, ready),
-                                 name=f"cfutures-process-pool-{next(_manager_ids)}")
-            t.start()
-            # The manager dispatches without the GIL, but it must first get the GIL once to
-            # enter its loop; without this wait, a burst of submits holding the GIL would keep
-            # it out (and shutdown(cancel_futures=True) would cancel everything).
-            ready.wait()
-            self._handle.mark_manager_started()
-            self._executor_manager_thread = t
-            _managers.add(t)
+    @property
+    def _executor_manager_thread(self):
+        """The thread running the native manager loop (None until the first submit)."""
+        return self._host.manager_thread
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Returns an iterator equivalent to map(fn, iter).
@@ -295,9 +294,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         return _flatten(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        self._handle.shutdown(cancel_futures)
-        if wait and self._executor_manager_thread is not None:
-            self._executor_manager_thread.join()
+        self._shutdown_pool(cancel_futures)
+        manager = self._executor_manager_thread
+        if wait and manager is not None:
+            manager.join()
 
     def _force_shutdown(self, operation):
         processes = list(self._processes.values())
@@ -322,9 +322,6 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         """Attempts to kill all living worker processes immediately (SIGKILL), then shuts the
         executor down. Do not submit tasks afterwards."""
         self._force_shutdown("kill")
-
-
-_manager_ids = itertools.count()
 
 
 def __getattr__(name):

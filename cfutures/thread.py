@@ -9,8 +9,9 @@ Who does what:
     and takes the GIL only to run them.
   * Workers hold a ``PoolHandle``, never the executor: dropping the executor shuts the pool down,
     and the workers finish the queue and exit.
-  * At interpreter exit, ``_python_exit`` refuses new work and lets every pool drain; the workers
-    are non-daemon threads, joined by ``threading`` as in the stdlib.
+  * At interpreter exit, ``_python_exit`` refuses new work, lets every pool drain and joins every
+    worker, as the stdlib's exit hook does: workers started from a daemon thread are daemonic
+    (threading's rule), and the interpreter would not wait for them otherwise.
 """
 
 import itertools
@@ -23,7 +24,8 @@ from . import _base, _cfutures
 
 BrokenThreadPool = _std_thread.BrokenThreadPool
 
-_pools = weakref.WeakSet()
+_pools = weakref.WeakSet()     # handles of live pools
+_workers = weakref.WeakSet()   # every worker thread still running (threading keeps them alive)
 _interpreter_shutdown = False
 
 
@@ -31,9 +33,12 @@ def _python_exit():
     global _interpreter_shutdown
     _interpreter_shutdown = True
     _cfutures._set_interpreter_shutdown()
-    # As the stdlib: no new work anywhere, and every worker exits once its queue is empty.
+    # As the stdlib: no new work anywhere, every worker exits once its queue is empty, and the
+    # interpreter waits for all of them.
     for handle in list(_pools):
         handle.release_idle_workers()
+    for t in list(_workers):
+        t.join()
 
 
 try:
@@ -44,9 +49,10 @@ except AttributeError:  # pragma: no cover - every supported CPython has it
 
 
 def _after_fork_in_child():
-    global _pools
+    global _pools, _workers
     # Pools inherited from the parent belong to threads that do not exist here: forget them.
     _pools = weakref.WeakSet()
+    _workers = weakref.WeakSet()
     _cfutures._after_fork_in_child()
 
 
@@ -98,7 +104,7 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        super().__init__(max_workers)
+        super().__init__(max_workers, ThreadPoolExecutor._start_worker)
         self._max_workers = max_workers
         self._thread_name_prefix = (thread_name_prefix or
                                     ("ThreadPoolExecutor-%d" % self._counter()))
@@ -109,12 +115,13 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         _pools.add(self._handle)
 
     def _start_worker(self):
-        # Called by the native submit() when a new worker is needed.
+        # Called by the native submit() when a new worker is needed (given to it at __init__).
         thread_name = '%s_%d' % (self._thread_name_prefix or self, len(self._threads))
         t = threading.Thread(name=thread_name, target=_worker,
                              args=(self._handle, self._initializer, self._initargs))
         t.start()
         self._threads.add(t)
+        _workers.add(t)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._handle.shutdown(cancel_futures)

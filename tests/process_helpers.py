@@ -83,3 +83,50 @@ def nested_buffers(n):
 
 def buffer_lengths(obj):
     return {k: [len(x) for x in v] for k, v in obj.items() if isinstance(v, (list, tuple))}
+
+
+def _worker_loop_locals():
+    """The locals of the cfutures worker loop running this task (its channel, its job's tag)."""
+    import sys
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_name == "main" and frame.f_globals.get("__name__") == "cfutures._process_worker":
+            return frame.f_locals
+        frame = frame.f_back
+    raise RuntimeError("not in a cfutures worker")
+
+
+def write_to_own_channel(hex_bytes):
+    """A hostile task: writes raw bytes into its worker's channel to the pool."""
+    os.write(_worker_loop_locals()["conn"].fileno(), bytes.fromhex(hex_bytes))
+    return "written"
+
+
+def forge_own_answer(length, tail_hex):
+    """A hostile task: starts an answer to its own job announcing `length` bytes, sends a few."""
+    state = _worker_loop_locals()
+    os.write(state["conn"].fileno(), bytes.fromhex(frame_header(3, state["tag"], length) + tail_hex))
+    return "written"
+
+
+def frame_header(kind, tag, length, attachments=0, magic=0xCF5AF002):
+    """A header of cfutures' frame protocol (src/core/protocol.hpp), as hex."""
+    import struct
+    return struct.pack("=IHHQQ", magic, kind, attachments, tag, length).hex()
+
+
+def nested_list(depth):
+    x = []
+    for _ in range(depth):
+        x = [x]
+    return x
+
+
+def record_outcome(log, future):
+    """A done-callback: notes how the future ended."""
+    if future.cancelled():
+        log.append("cancelled")
+    elif future.exception() is not None:
+        log.append(type(future.exception()).__name__)
+    else:
+        log.append("result")

@@ -1,8 +1,10 @@
 """ProcessPoolExecutor behaviour, run against concurrent.futures and cfutures alike, under the
 fork, spawn and forkserver start methods (ids like ``cfutures-process-spawn``)."""
 
+import collections
 import concurrent.futures
 import concurrent.futures.process
+import functools
 import os
 import pickle
 import signal
@@ -18,9 +20,10 @@ BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
 
 
 from process_helpers import (  # noqa: E402  (importable by spawned workers, see conftest)
-    Unpicklable, buffer_lengths, crash_with, describe_array, exits, fails, getpid, hard_exit,
-    identity, init_fails, make_arrays, make_bytes, mul, nested_buffers, returns_unpicklable,
-    segfault, sleep_and_return)
+    Unpicklable, buffer_lengths, crash_with, describe_array, exits, fails, forge_own_answer,
+    frame_header, getpid,
+    hard_exit, identity, init_fails, make_arrays, make_bytes, mul, nested_buffers, nested_list,
+    record_outcome, returns_unpicklable, segfault, sleep_and_return, write_to_own_channel)
 
 
 def test_is_a_stdlib_process_pool(process_executor):
@@ -153,6 +156,66 @@ def test_shutdown_cancel_futures_and_after_shutdown(process_executor):
         ex.submit(mul, 1, 1)
 
 
+def test_shutdown_cancel_futures_fails_none_of_the_queued(process_executor):
+    # 942 of 1,000 queued futures with done-callbacks once ended with BrokenProcessPool: the
+    # manager failed the jobs that shutdown had taken from its queue but not yet cancelled.
+    ex = process_executor(2)
+    blockers = [ex.submit(sleep_and_return, 0.3, "blocker") for _ in range(2)]
+    outcomes = []
+    fs = [ex.submit(mul, i, 2) for i in range(1000)]
+    for f in fs:
+        f.add_done_callback(functools.partial(record_outcome, outcomes))
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert [b.result() for b in blockers] == ["blocker"] * 2
+    assert all(f.done() for f in fs)
+    assert len(outcomes) == 1000
+    assert set(outcomes) <= {"cancelled", "result"}, collections.Counter(outcomes)
+    assert outcomes.count("cancelled") > 900  # only what workers had already taken ran
+
+
+def test_argument_nested_too_deeply(process_executor):
+    f = process_executor(1).submit(identity, nested_list(100_000))
+    exc = f.exception(timeout=60)
+    assert type(exc) is RecursionError
+    # The stdlib's shape (its queue feeder's _on_queue_feeder_error): the traceback text as the
+    # cause, no context.
+    assert type(exc.__cause__).__name__ == "_RemoteTraceback"
+    assert "RecursionError" in str(exc.__cause__)
+    assert exc.__context__ is None
+
+
+def test_queued_large_arguments_hold_memory_in_flight_only(process_executor):
+    # Queued tasks sharing one 8 MiB argument, or each with its own: the memory that crosses
+    # processes is bounded by what is in flight, not by what is queued (86 copies of a shared
+    # argument were once held, one per queued task).
+    ex = process_executor(1)
+    ex.submit(mul, 1, 1).result(timeout=60)
+    gate = ex.submit(sleep_and_return, 1.0, None)
+    while not gate.running():
+        time.sleep(0.01)
+    shmem_before = _shmem_kib()
+    shared = os.urandom(8 << 20)
+    fs = [ex.submit(len, shared) for _ in range(100)]  # 800 MiB if copied per task
+    time.sleep(0.3)
+    assert _shmem_kib() - shmem_before < 150 << 10, "more than 150 MiB of shared memory"
+    assert [f.result(timeout=120) for f in fs] == [8 << 20] * 100
+    gate = ex.submit(sleep_and_return, 1.0, None)
+    while not gate.running():
+        time.sleep(0.01)
+    fs = [ex.submit(len, bytearray(8 << 20)) for _ in range(24)]  # 192 MiB queued
+    time.sleep(0.3)
+    assert _shmem_kib() - shmem_before < 150 << 10, "more than 150 MiB of shared memory"
+    assert [f.result(timeout=120) for f in fs] == [8 << 20] * 24
+
+
+def _shmem_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1])
+    return 0
+
+
 def test_no_worker_outlives_shutdown(process_executor):
     ex = process_executor(2)
     pids = {ex.submit(getpid).result(timeout=60) for _ in range(4)} | set(ex._processes)
@@ -170,7 +233,16 @@ def test_large_bytes_argument(process_executor):
 
 
 def _shm_entries():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("cfutures-")}
+    """What this process holds of memory shared with workers: memfds still open (and, from
+    before memfds, names in /dev/shm). Attachments are mapped, never kept open."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:cfutures"):
+                fds.add(fd)
+        except OSError:
+            pass
+    return fds | {n for n in os.listdir("/dev/shm") if n.startswith("cfutures-")}
 
 
 def test_large_payloads_leave_no_shared_memory(process_executor):
@@ -359,3 +431,53 @@ def test_asyncio_run_in_executor_and_cancellation(process_executor):
     assert queued[-1].cancelled()
     assert blocker.result(timeout=60) == "done"
     assert [f.result(timeout=60) for f in queued[:-1]] == list(range(39))
+
+
+# --- cfutures only: its frame protocol, attacked from inside a task ---------------------------
+
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
+def cfutures_process_executor(request):
+    import cfutures
+    from conftest import ProcessExecutorFactory
+    factory = ProcessExecutorFactory(cfutures, request.param)
+    yield factory
+    factory.close()
+
+
+def _rss_kib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+@pytest.mark.parametrize("hostile, cause", [
+    (frame_header(5, 0, 0), "an Exiting message it was not entitled to"),  # spoofed "exiting"
+    ("00" * 40, "wrong magic"),
+    (frame_header(3, 12345, 4) + "80044e2e", "a job it was not given"),
+    (frame_header(3, 12345, 0xFFFFFFF0), "a job it was not given"),  # judged by its header
+    (frame_header(3, 1, 16, attachments=2) + "00" * 16, "attachments did not arrive"),
+], ids=["spoofed-exiting", "garbage", "unknown-job", "unknown-job-huge", "missing-attachments"])
+def test_frames_a_task_forges_break_the_pool_naming_the_cause(cfutures_process_executor, hostile, cause):
+    ex = cfutures_process_executor(2)
+    assert ex.submit(mul, 2, 3).result(timeout=60) == 6
+    f = ex.submit(write_to_own_channel, hostile)
+    with pytest.raises(BrokenProcessPool, match=cause):
+        f.result(timeout=30)
+    with pytest.raises(BrokenProcessPool, match=cause):
+        ex.submit(mul, 1, 1)
+
+
+def test_a_header_announcing_4_gib_allocates_nothing_and_hangs_nothing(cfutures_process_executor):
+    # Once: the parent allocated 4 GiB, its manager thread died on bad_alloc, later submits hung.
+    # Here the header is even plausible (the task's own job), so only its bytes can tell.
+    ex = cfutures_process_executor(1)
+    assert ex.submit(mul, 2, 3).result(timeout=60) == 6
+    rss = _rss_kib()
+    f = ex.submit(forge_own_answer, 0xFFFFFFF0, "00" * 10)
+    time.sleep(0.5)
+    assert _rss_kib() - rss < 64 << 10  # not 4 GiB
+    assert not f.done()
+    # The forged header swallowed the real answer; shutdown stops the worker, and the half
+    # frame it leaves breaks the pool instead of leaving the future pending forever.
+    ex.shutdown(wait=True)
+    with pytest.raises(BrokenProcessPool, match="middle of a frame"):
+        f.result(timeout=0)

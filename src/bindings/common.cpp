@@ -2,6 +2,8 @@
 
 #include <pythread.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 
@@ -45,19 +47,44 @@ std::optional<Clock::time_point> deadline_from(const py::object& timeout) {
     return now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
+namespace {
+bool on_main_thread() {
+    return PyThread_get_thread_ident() == g_main_thread.load(std::memory_order_relaxed);
+}
+
+bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing();
+#else
+    return _Py_IsFinalizing();
+#endif
+}
+}  // namespace
+
+void park_forever() {
+    for (;;) ::pause();
+}
+
+void restore_gil(PyThreadState* saved) {
+    // The main thread is the one that finalizes: it always gets the GIL back.
+    if (interpreter_finalizing() && !on_main_thread()) park_forever();
+    try {
+        PyEval_RestoreThread(saved);
+    } catch (abi::__forced_unwind&) {
+        // Finalization began while this thread waited for the GIL (CPython < 3.14).
+        park_forever();
+    }
+}
+
 bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadline) {
-    const bool on_main = PyThread_get_thread_ident() == g_main_thread.load(std::memory_order_relaxed);
+    const bool on_main = on_main_thread();
     for (;;) {
         std::optional<Clock::time_point> slice = deadline;
         if (on_main) {
             auto tick = Clock::now() + kSignalTick;
             if (!slice || tick < *slice) slice = tick;
         }
-        bool fired;
-        {
-            py::gil_scoped_release nogil;
-            fired = w.wait_until(slice);
-        }
+        bool fired = without_gil([&] { return w.wait_until(slice); });
         if (fired) return true;
         if (deadline && Clock::now() >= *deadline) return false;
         if (on_main && PyErr_CheckSignals() != 0) throw py::error_already_set();

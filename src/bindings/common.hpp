@@ -12,12 +12,24 @@
 //  5. The GIL is never the only guard of state that two Python threads can reach: the module
 //     declares Py_MOD_GIL_NOT_USED, so on a free-threaded build they run at once. Such state sits
 //     under a core lock (futures, pools) or a binding-level mutex (the process pool's job table).
+//  6. Exit. While the interpreter finalizes, CPython ends any other thread that takes the GIL
+//     back: before 3.14 by unwinding it (pthread_exit), from 3.14 by hanging it. An unwind through
+//     our frames would call std::terminate at the first noexcept frame or destructor that re-takes
+//     the GIL, and release Python references without the GIL on the way. So the GIL is taken
+//     back only through restore_gil() (directly, or by without_gil()), which parks such a thread
+//     for good where it stands, as 3.14 does, and the process exits around it; and calls into
+//     Python on threads that can meet finalization (pool workers, the process pool's manager)
+//     go through call_python(), which does the same for an unwind that starts inside Python code.
+//     Nothing re-takes the GIL in a destructor, and no frame on such a thread is noexcept.
 #pragma once
 
 #include <pybind11/pybind11.h>
 
+#include <cxxabi.h>
+
 #include <chrono>
 #include <optional>
+#include <type_traits>
 
 #include "../core/waiter.hpp"
 
@@ -59,9 +71,10 @@ T* native_ptr(PyObject* obj, PyTypeObject* base) {
     return static_cast<T*>(p);
 }
 
-// The body of a raw CPython function: C++ exceptions become Python errors, never escape.
+// The body of a raw CPython function: C++ exceptions become Python errors. Not noexcept: a thread
+// ended by interpreter finalization may pass through (rule 6).
 template <class Body>
-PyObject* guarded(Body&& body) noexcept {
+PyObject* guarded(Body&& body) {
     try {
         return body();
     } catch (py::error_already_set& e) {
@@ -70,6 +83,47 @@ PyObject* guarded(Body&& body) noexcept {
         PyErr_SetString(PyExc_RuntimeError, e.what());
     }
     return nullptr;
+}
+
+// --- Rule 6: taking the GIL back -----------------------------------------------------------------
+
+// Blocks the calling thread until the process exits.
+[[noreturn]] void park_forever();
+
+// PyEval_RestoreThread(saved), unless the interpreter is ending this thread: then the thread
+// parks here for good (rule 6).
+void restore_gil(PyThreadState* saved);
+
+// Runs `f` with the GIL released, and takes it back (restore_gil) however `f` ends.
+template <class F>
+auto without_gil(F&& f) -> decltype(f()) {
+    PyThreadState* saved = PyEval_SaveThread();
+    try {
+        if constexpr (std::is_void_v<decltype(f())>) {
+            f();
+            restore_gil(saved);
+        } else {
+            decltype(f()) r = f();
+            restore_gil(saved);
+            return r;
+        }
+    } catch (abi::__forced_unwind&) {
+        park_forever();  // `f` took the GIL itself and is being ended: stay off the stack above
+    } catch (...) {
+        restore_gil(saved);
+        throw;
+    }
+}
+
+// Runs `f` (which calls Python code) on a thread that finalization may end: if it does, by
+// unwinding out of the Python code, the thread parks instead of unwinding our frames.
+template <class F>
+auto call_python(F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (abi::__forced_unwind&) {
+        park_forever();
+    }
 }
 
 // Adds a raw (vectorcall) method to a pybind11 class: for the hottest calls, where pybind11's

@@ -272,14 +272,15 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
         return wait_outside_own_edit(f, deadline);
     }
     if (!deadline || *deadline > Clock::now()) {
-        py::gil_scoped_release nogil;
-        auto until = Clock::now() + kResultSpin;
-        if (deadline && *deadline < until) until = *deadline;
-        unsigned n = 0;
-        while (!f.settled()) {
-            core::cpu_relax();
-            if ((++n & 63) == 0 && Clock::now() >= until) break;
-        }
+        without_gil([&] {
+            auto until = Clock::now() + kResultSpin;
+            if (deadline && *deadline < until) until = *deadline;
+            unsigned n = 0;
+            while (!f.settled()) {
+                core::cpu_relax();
+                if ((++n & 63) == 0 && Clock::now() >= until) break;
+            }
+        });
     }
     if (f.settled()) return true;
     core::Waiter w(core::WaitMode::AnyDone);
@@ -306,15 +307,15 @@ static void release_gil_around(void (*wait)(void*), void* arg) {
         wait(arg);
         return;
     }
-    PyThreadState* ts = PyEval_SaveThread();
-    wait(arg);
-    PyEval_RestoreThread(ts);
+    without_gil([&] { wait(arg); });
 }
 
-void register_future(py::module_& m) {
-    g_empty_tuple = PyTuple_New(0);
-    core::edit_blocking_hook().store(&release_gil_around);
+namespace {
 
+// FutureBase's slots for the garbage collector: results and callbacks may point back at the
+// future (a callback closing over it), so the collector must see them, as it sees the stdlib's
+// attributes.
+void make_collectable(PyHeapTypeObject* heap_type) {
     auto traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
         Py_VISIT(Py_TYPE(self));
         PyFuture* f = as_future(self);
@@ -341,16 +342,15 @@ void register_future(py::module_& m) {
         }
         return 0;
     };
+    auto* type = &heap_type->ht_type;
+    type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+    type->tp_traverse = traverse;
+    type->tp_clear = clear;
+}
 
-    py::class_<PyFuture> cls(
-        m, "FutureBase", py::custom_type_setup([=](PyHeapTypeObject* heap_type) {
-            auto* type = &heap_type->ht_type;
-            // Results and callbacks may point back at the future (a callback closing over it):
-            // the collector must see them, as it sees the stdlib's attributes.
-            type->tp_flags |= Py_TPFLAGS_HAVE_GC;
-            type->tp_traverse = traverse;
-            type->tp_clear = clear;
-        }));
+// _cfutures.FutureBase: the stdlib Future's methods, and the internals code reads and assigns.
+void register_future_base(py::module_& m) {
+    py::class_<PyFuture> cls(m, "FutureBase", py::custom_type_setup(&make_collectable));
     g_future_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
 
     cls.def(py::init<>())
@@ -448,7 +448,9 @@ void register_future(py::module_& m) {
             checked(self);
             return WaiterList{std::move(self)};
         });
+}
 
+void register_condition_view(py::module_& m) {
     py::class_<ConditionView>(m, "_ConditionView")
         .def("acquire",
              [](ConditionView& v, bool blocking, double timeout) {
@@ -477,7 +479,9 @@ void register_future(py::module_& m) {
                  return wait_outside_own_edit(f, deadline_from(timeout));
              },
              py::arg("timeout") = py::none());
+}
 
+void register_waiter_list(py::module_& m) {
     py::class_<WaiterList>(m, "_WaiterList")
         .def("append",
              [](WaiterList& v, py::object waiter) {
@@ -530,7 +534,16 @@ void register_future(py::module_& m) {
                 return false;
             });
         });
+}
 
+}  // namespace
+
+void register_future(py::module_& m) {
+    g_empty_tuple = PyTuple_New(0);
+    core::edit_blocking_hook().store(&release_gil_around);
+    register_future_base(m);
+    register_condition_view(m);
+    register_waiter_list(m);
     m.def("_set_future_type", [](py::handle type, py::handle run_callback) {
         if (!PyType_Check(type.ptr()) ||
             !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(type.ptr()), g_future_base))

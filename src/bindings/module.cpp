@@ -7,6 +7,8 @@ void register_future(py::module_& m);
 void register_wait(py::module_& m);
 void register_thread_pool(py::module_& m);
 void register_process_pool(py::module_& m);
+void register_process_worker(py::module_& m);
+void register_channel(py::module_& m);
 
 namespace {
 void load_stdlib() {
@@ -34,7 +36,9 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     register_future(m);
     register_wait(m);
     register_thread_pool(m);
+    register_channel(m);
     register_process_pool(m);
+    register_process_worker(m);
     m.def("_build_info", [] {
         py::dict info;
         info["compiler"] = CFUTURES_CXX_COMPILER;

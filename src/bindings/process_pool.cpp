@@ -1,146 +1,167 @@
-// _cfutures.ProcessPoolBase (the native half of cfutures.ProcessPoolExecutor), its ProcessPoolHandle
-// (what the manager thread holds), and _cfutures.WorkerChannel (the worker processes' end).
+// _cfutures.ProcessPoolBase, the native half of cfutures.ProcessPoolExecutor (the parent's side;
+// the worker's side is process_worker.cpp), and _cfutures.ProcessPoolHandle, what its manager
+// thread holds.
 //
-// submit() pickles (fn, args, kwargs) with the GIL it already holds and queues the bytes; the
-// manager thread (a threading.Thread running ProcessPoolHandle.run_manager, GIL released) moves
-// them to the workers and takes results back; it takes the GIL once per batch to unpickle
-// results, complete futures, reap exited workers and start replacements (through the Python
-// _PoolState, which never references the executor).
+// One submit, followed through:
+//   1. submit() (vectorcall, GIL held) checks that the pool takes work, has the host pickle the
+//      call (host.dumps_call when an argument is a large buffer, host.dumps otherwise) and
+//      records the job (its future, by job id) in the JobTable.
+//   2. The core queues the job, or writes it at once to an idle worker (core/process_pool.hpp),
+//      and says how many workers to start: the host starts them (host.start_worker), and the
+//      manager thread, once (host.start_manager).
+//   3. The manager thread runs ProcessPoolHandle.run_manager: the core loop, GIL released. Each
+//      batch it produces comes back through Hooks::deliver, which takes the GIL, unpickles the
+//      answers (host.loads) and completes their futures, fails the lost ones, reaps exited
+//      workers (host.reap) and starts replacements.
+//
+// The host (cfutures.process._PoolHost) is the only seam to the Python package: one object per
+// executor, whose methods are looked up once, into Host, when the executor is made. The host
+// never references the executor, so dropping the executor shuts the pool down.
+//
+// Locks: JobTable::mu guards the job table, the shared attachment copies and the broken message;
+// nothing calls into Python while holding it, and it is never held while the pool's own lock is
+// taken except in submit (job table first, then the pool), never the other way round.
 #include <fcntl.h>
-#include <signal.h>
 
 #include <atomic>
+#include <exception>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
 
-#include "../core/parent_watch.hpp"
 #include "../core/process_pool.hpp"
+#include "channel.hpp"
+#include "executor.hpp"
 #include "future.hpp"
 
 namespace cfutures::bindings {
 
 namespace {
 
-std::atomic<bool> g_interpreter_shutdown{false};
-
-// Looked up on first use: importing multiprocessing costs thread-pool users nothing that way.
+// The stdlib objects the process pool raises, looked up on first use: importing multiprocessing
+// costs thread-pool users nothing that way.
 struct ProcessStdlib {
     PyObject* BrokenProcessPool;
-    PyObject* RemoteTraceback;  // concurrent.futures.process._RemoteTraceback
-    PyObject* dumps;            // cfutures._pickling.dumps (ForkingPickler's reducers)
-    PyObject* loads;            // pickle.loads
-    PyObject* format_exception; // traceback.format_exception
-    PyObject* prepare_call;     // cfutures._shm.prepare_call(fn, args, kwargs) -> (call, names)
-    PyObject* unlink;           // cfutures._shm.unlink(names)
-    Py_ssize_t shm_threshold;   // cfutures._shm.THRESHOLD
+    PyObject* RemoteTraceback;   // concurrent.futures.process._RemoteTraceback
+    PyObject* format_exception;  // traceback.format_exception
 };
 
 ProcessStdlib& pstd() {
     static ProcessStdlib s = [] {
         py::module_ process = py::module_::import("concurrent.futures.process");
-        py::module_ pickling = py::module_::import("cfutures._pickling");
         return ProcessStdlib{
             py::object(process.attr("BrokenProcessPool")).release().ptr(),
             py::object(process.attr("_RemoteTraceback")).release().ptr(),
-            py::object(pickling.attr("dumps")).release().ptr(),
-            py::object(py::module_::import("pickle").attr("loads")).release().ptr(),
             py::object(py::module_::import("traceback").attr("format_exception")).release().ptr(),
-            py::object(py::module_::import("cfutures._shm").attr("prepare_call")).release().ptr(),
-            py::object(py::module_::import("cfutures._shm").attr("unlink")).release().ptr(),
-            py::module_::import("cfutures._shm").attr("THRESHOLD").cast<Py_ssize_t>(),
         };
     }();
     return s;
 }
 
-// Keeps a Python buffer alive for a frame that borrows it; released with the GIL.
-std::shared_ptr<void> keep_buffer(Py_buffer* view) {
-    return std::shared_ptr<void>(view, [](void* p) {
-        PyGILState_STATE g = PyGILState_Ensure();
-        PyBuffer_Release(static_cast<Py_buffer*>(p));
-        delete static_cast<Py_buffer*>(p);
-        PyGILState_Release(g);
-    });
-}
+// What the native pool asks of Python (see cfutures/process.py, _PoolHost).
+struct Host {
+    py::object start_worker;   // () -> (pid, channel_fd): one new worker process
+    py::object start_manager;  // (handle) -> None: the manager thread, running handle.run_manager()
+    py::object reap;           // (pids) -> None: join exited worker processes
+    py::object dumps;          // (obj) -> (payload, attachments)
+    py::object dumps_call;     // (fn, args, kwargs) -> (payload, attachments); large buffers out of band
+    py::object loads;          // (payload, attachments) -> obj
+    Py_ssize_t buffer_threshold;  // arguments this large go through dumps_call
 
-struct ProcShared {
-    ProcShared(std::size_t max_workers, bool start_all, int max_tasks)
-        : pool(max_workers, start_all, max_tasks) {}
-    core::ProcessPool pool;
-    // `jobs`, `next_job` and `broken_message` are guarded by jobs_lock, not by the GIL alone:
-    // the module declares that it runs without the GIL (free-threaded builds), where submits from
-    // several threads and the manager's batches run at once. Nothing calls into Python with
-    // jobs_lock held.
-    struct JobEntry {
-        PyObject* future;    // the cfutures.Future (strong)
-        PyObject* segments;  // shared-memory names of its large arguments (strong list), or null
-    };
-    std::unordered_map<std::uint64_t, JobEntry> jobs;  // job id -> entry
-    std::uint64_t next_job = 1;
-    std::mutex jobs_lock;
-    std::atomic<bool> manager_entered{false};  // run_manager() runs once per pool
-    py::object broken_message;  // executor._broken once broken (jobs_lock)
-    py::object state;           // the Python _PoolState: start_workers(handle, n), reap(pids)
-    std::atomic<bool> manager_started{false};
-    const unsigned generation = fork_generation();
-    bool inherited() const { return generation != fork_generation(); }
-
-    // What executor._broken says: the message once the pool is broken (the default one while
-    // the manager has not yet recorded why), False before.
-    py::object broken() {
-        {
-            std::lock_guard<std::mutex> guard(jobs_lock);
-            if (broken_message) return broken_message;
-        }
-        if (!pool.is_broken()) return py::bool_(false);
-        return py::str(kAbruptExit);
+    static Host of(py::handle host) {
+        return Host{host.attr("start_worker"), host.attr("start_manager"), host.attr("reap"),
+                    host.attr("dumps"),        host.attr("dumps_call"),    host.attr("loads"),
+                    host.attr("buffer_threshold").cast<Py_ssize_t>()};
     }
-    void record_broken(const char* message) {
-        py::object text = py::str(message);  // made before the lock: it allocates
-        std::lock_guard<std::mutex> guard(jobs_lock);
-        if (!broken_message) broken_message = std::move(text);
-    }
-    static constexpr const char* kAbruptExit =
-        "A child process terminated abruptly, the process pool is not usable anymore";
 };
 
-void release_segments(PyObject* segments) {
-    if (!segments) return;
-    PyObject* r = PyObject_CallOneArg(pstd().unlink, segments);
-    if (!r) PyErr_WriteUnraisable(segments);
-    Py_XDECREF(r);
-    Py_DECREF(segments);
-}
-
-// Removes a job from the table, releases its shared memory, and returns its future (strong).
-PyObject* take_job(ProcShared& s, std::uint64_t tag) {
-    ProcShared::JobEntry entry;
-    {
-        std::lock_guard<std::mutex> guard(s.jobs_lock);
-        auto it = s.jobs.find(tag);
-        if (it == s.jobs.end()) return nullptr;
-        entry = it->second;
-        s.jobs.erase(it);
+// Pending jobs: job id -> its future (a strong reference), until the job is reported.
+class JobTable {
+public:
+    std::uint64_t add(const py::object& future) {
+        PyObject* f = future.inc_ref().ptr();
+        std::lock_guard<std::mutex> g(mu);
+        std::uint64_t tag = next_++;
+        jobs_.emplace(tag, f);
+        return tag;
     }
-    release_segments(entry.segments);
-    return entry.future;
-}
-
-// Whether any argument is a buffer large enough to travel in shared memory.
-bool has_large_buffer(PyObject* const* items, Py_ssize_t n, Py_ssize_t threshold) {
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject* o = items[i];
-        if ((PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) >= threshold) ||
-            (PyByteArray_CheckExact(o) && PyByteArray_GET_SIZE(o) >= threshold) ||
-            (PyMemoryView_Check(o) && PyMemoryView_GET_BUFFER(o)->len >= threshold))
-            return true;
+    // The job's future (strong), or nullptr if it was reported already.
+    PyObject* take(std::uint64_t tag) {
+        std::lock_guard<std::mutex> g(mu);
+        auto it = jobs_.find(tag);
+        if (it == jobs_.end()) return nullptr;
+        PyObject* f = it->second;
+        jobs_.erase(it);
+        return f;
     }
-    return false;
-}
+    std::vector<PyObject*> take(const std::vector<std::uint64_t>& tags) {
+        std::vector<PyObject*> out;
+        std::lock_guard<std::mutex> g(mu);
+        for (auto tag : tags) {
+            auto it = jobs_.find(tag);
+            if (it == jobs_.end()) continue;
+            out.push_back(it->second);
+            jobs_.erase(it);
+        }
+        return out;
+    }
+    std::vector<PyObject*> take_all() {
+        std::vector<PyObject*> out;
+        std::lock_guard<std::mutex> g(mu);
+        for (auto& [tag, f] : jobs_) out.push_back(f);
+        jobs_.clear();
+        return out;
+    }
+    std::size_t size() {
+        std::lock_guard<std::mutex> g(mu);
+        return jobs_.size();
+    }
 
-py::object broken_error(const char* message, const py::object& cause_text) {
+    std::mutex mu;          // also guards `copies` and ProcShared::broken_text
+    SharedCopies copies;    // one memfd copy per shared unchanging argument buffer
+
+private:
+    std::unordered_map<std::uint64_t, PyObject*> jobs_;
+    std::uint64_t next_ = 1;
+};
+
+// The stdlib's words for a pool whose worker died (executor._broken, and later submits).
+constexpr const char* kAbruptExit =
+    "A child process terminated abruptly, the process pool is not usable anymore";
+
+struct ProcShared : ForkOwned {
+    ProcShared(std::size_t max_workers, bool start_all, int max_tasks, Host h)
+        : pool(max_workers, start_all, max_tasks), host(std::move(h)) {}
+    core::ProcessPool pool;
+    Host host;
+    JobTable jobs;
+    py::object broken_text;                  // executor._broken once broken (jobs.mu)
+    std::atomic<bool> manager_started{false};
+    std::atomic<bool> manager_entered{false};  // run_manager() runs once per pool
+
+    // What check_submittable() reads.
+    bool broken() const { return pool.is_broken(); }
+    bool shut_down() const { return pool.is_shutdown(); }
+    // executor._broken: the message once broken (the stdlib's default one while the manager has
+    // not yet recorded why).
+    py::object broken_message() {
+        {
+            std::lock_guard<std::mutex> g(jobs.mu);
+            if (broken_text) return broken_text;
+        }
+        return py::str(kAbruptExit);
+    }
+    void record_broken(core::BreakCause cause, const std::string& reason) {
+        py::object text = py::str(cause == core::BreakCause::WorkerDied ? std::string(kAbruptExit) : reason);
+        std::lock_guard<std::mutex> g(jobs.mu);
+        if (!broken_text) broken_text = std::move(text);
+    }
+};
+
+// BrokenProcessPool(message), with the remote traceback text as __cause__ when there is one.
+py::object broken_error(const std::string& message, const py::object& cause_text = py::none()) {
     py::object exc = py::reinterpret_borrow<py::object>(pstd().BrokenProcessPool)(message);
     if (!cause_text.is_none()) {
         exc.attr("__cause__") = py::reinterpret_borrow<py::object>(pstd().RemoteTraceback)(
@@ -149,6 +170,14 @@ py::object broken_error(const char* message, const py::object& cause_text) {
     return exc;
 }
 
+// The formatted traceback of `exc` (the three-argument form: format_exception(exc) is 3.10+).
+py::object traceback_text(const py::object& exc) {
+    py::object tb = exc.attr("__traceback__");
+    return py::str("").attr("join")(py::reinterpret_borrow<py::object>(pstd().format_exception)(
+        py::type::handle_of(exc), exc, tb));
+}
+
+// Fails a future (strong reference, consumed) unless it is done already.
 void fail_future(PyObject* fut, const py::object& exc) {
     PyFuture* f = as_future(fut);
     if (f && !core::is_done(f->state())) {
@@ -161,136 +190,156 @@ void fail_future(PyObject* fut, const py::object& exc) {
     Py_DECREF(fut);
 }
 
+// Starts `n` worker processes through the host. On an error, the workers not started are given
+// back to the pool's count and the error propagates.
+void start_workers(ProcShared& shared, std::size_t n) {
+    for (std::size_t started = 0; started < n; ++started) {
+        try {
+            py::tuple worker = shared.host.start_worker();
+            shared.pool.add_worker(worker[0].cast<int>(), worker[1].cast<int>());
+        } catch (...) {
+            for (std::size_t i = started; i < n; ++i) shared.pool.worker_start_failed();
+            throw;
+        }
+    }
+}
+
+// How the manager thread hands each batch to Python.
 struct Hooks final : core::ProcessPoolHooks {
-    explicit Hooks(ProcShared& s, py::object handle) : shared(s), handle(std::move(handle)) {}
+    Hooks(ProcShared& s, PyThreadState* manager) : shared(s), saved(manager) {}
     ProcShared& shared;
-    py::object handle;
+    PyThreadState* saved;  // the manager thread's state, between GIL holds
 
     void deliver(core::ProcessBatch& batch) override {
-        py::gil_scoped_acquire gil;
-        batch.released.clear();  // drops the pickled task payloads
-        for (auto tag : batch.cancelled) {
+        restore_gil(saved);
+        std::exception_ptr failure;  // goes on to the core, which breaks the pool
+        call_python([&] {
+            try {
+                deliver_with_gil(batch);
+            } catch (py::error_already_set& e) {
+                e.discard_as_unraisable("cfutures process pool manager");
+            } catch (abi::__forced_unwind&) {
+                throw;
+            } catch (...) {
+                failure = std::current_exception();
+            }
+        });
+        saved = PyEval_SaveThread();
+        if (failure) std::rethrow_exception(failure);
+    }
+
+    void deliver_with_gil(core::ProcessBatch& batch) {
+        batch.released.clear();  // drops the pickled calls (their Python buffers)
+        for (PyObject* fut : shared.jobs.take(batch.cancelled)) {
             // The manager saw the cancellation (set_running_or_notify_cancel) without the GIL;
             // the stdlib's waiters hear of it here.
-            PyObject* fut = take_job(shared, tag);
-            if (PyFuture* f = fut ? as_future(fut) : nullptr) tell_stdlib_waiters(*f, fut);
-            Py_XDECREF(fut);
+            if (PyFuture* f = as_future(fut)) tell_stdlib_waiters(*f, fut);
+            Py_DECREF(fut);
         }
-        for (core::Frame& frame : batch.results) complete(frame);
-        if (!batch.broken_reason.empty()) {
-            shared.record_broken(ProcShared::kAbruptExit);
+        for (auto& u : batch.unsendable) {
+            if (PyObject* fut = shared.jobs.take(u.frame.tag)) {
+                py::object exc = py::reinterpret_borrow<py::object>(PyExc_OSError)(
+                    "cannot hand the call's large buffers to a worker: " + u.error);
+                fail_future(fut, exc);
+            }
         }
-        for (auto tag : batch.lost) {
-            if (PyObject* fut = take_job(shared, tag))
-                fail_future(fut, broken_error(batch.broken_reason.c_str(), py::none()));
-        }
+        batch.unsendable.clear();
+        for (core::IncomingFrame& answer : batch.answers) complete(answer);
+        if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
+        for (PyObject* fut : shared.jobs.take(batch.lost)) fail_future(fut, broken_error(batch.broken_reason));
         if (!batch.exited.empty()) {
             py::list pids;
             for (int pid : batch.exited) pids.append(pid);
-            call_state("reap", pids);
+            shared.host.reap(pids);
         }
-        if (batch.start_workers) call_state("start_workers", handle, batch.start_workers);
+        if (batch.start_workers) start_workers(shared, batch.start_workers);
     }
 
-    template <class... A>
-    void call_state(const char* method, A&&... args) {
-        try {
-            shared.state.attr(method)(std::forward<A>(args)...);
-        } catch (py::error_already_set& e) {
-            e.discard_as_unraisable(shared.state.attr(method));
-        }
-    }
-
-    void complete(core::Frame& frame) {
-        PyObject* fut = take_job(shared, frame.tag);
+    void complete(core::IncomingFrame& answer) {
+        PyObject* fut = shared.jobs.take(answer.tag);
         if (!fut) return;
-        py::object view = py::reinterpret_steal<py::object>(PyMemoryView_FromMemory(
-            const_cast<char*>(frame.data), static_cast<Py_ssize_t>(frame.size), PyBUF_READ));
-        PyObject* value = view ? PyObject_CallOneArg(pstd().loads, view.ptr()) : nullptr;
-        if (!value) {
-            // As the stdlib: a result that cannot be unpickled breaks the pool.
-            PyObject *type, *val, *tb;
-            PyErr_Fetch(&type, &val, &tb);
-            PyErr_NormalizeException(&type, &val, &tb);
-            if (tb) PyException_SetTraceback(val, tb);
-            // The three-argument form: format_exception(exc) alone is 3.10+.
-            py::object cause = py::str("").attr("join")(
-                py::reinterpret_borrow<py::object>(pstd().format_exception)(
-                    py::handle(reinterpret_cast<PyObject*>(Py_TYPE(val))), py::handle(val),
-                    tb ? py::handle(tb) : py::handle(Py_None)));
-            Py_XDECREF(type);
-            Py_XDECREF(val);
-            Py_XDECREF(tb);
-            fail_future(fut, broken_error("A result could not be unpickled; the process pool "
-                                          "is not usable anymore", cause));
+        // Read while the frame lives: the memoryview never outlives this call.
+        py::object payload = py::reinterpret_steal<py::object>(PyMemoryView_FromMemory(
+            const_cast<char*>(answer.payload.data()), static_cast<Py_ssize_t>(answer.payload.size()),
+            PyBUF_READ));
+        py::object value;
+        try {
+            value = shared.host.loads(payload, attachment_objects(answer));
+        } catch (py::error_already_set& e) {
+            // As the stdlib: an answer that cannot be unpickled breaks the pool.
+            py::object exc = exception_of(e);
+            fail_future(fut, broken_error("A result could not be unpickled; the process pool is "
+                                          "not usable anymore",
+                                          traceback_text(exc)));
             shared.pool.break_pool("A result could not be unpickled");
             return;
         }
         PyFuture* f = as_future(fut);
         bool ok = true;
         try {
-            ok = frame.kind == core::FrameKind::Result ? future_set_result(*f, fut, value)
-                                                       : future_set_exception(*f, fut, value);
+            ok = answer.kind == core::FrameKind::Result ? future_set_result(*f, fut, value.ptr())
+                                                        : future_set_exception(*f, fut, value.ptr());
         } catch (py::error_already_set& e) {
-            // InvalidStateError: the future was completed by hand meanwhile; drop the result.
+            // InvalidStateError: the future was completed by hand meanwhile; drop the answer.
             e.discard_as_unraisable(py::reinterpret_borrow<py::object>(fut));
         }
         if (!ok) PyErr_WriteUnraisable(fut);
-        Py_DECREF(value);
         Py_DECREF(fut);
     }
 };
 
+// What the manager thread holds: the pool, never the executor.
 struct ProcessPoolHandle {
     std::shared_ptr<ProcShared> shared;
 
-    void run_manager(py::object self) {
-        // A second manager would drive the same pool and then sweep shared memory still in use.
+    // The manager thread's body; returns once the pool has stopped.
+    void run_manager() {
+        // A second manager would drive the same pool.
         if (shared->manager_entered.exchange(true))
             throw std::logic_error("this process pool's manager is already running");
-        Hooks hooks(*shared, std::move(self));
-        {
-            py::gil_scoped_release nogil;
-            shared->pool.run(hooks);
+        PyThreadState* saved = PyEval_SaveThread();
+        Hooks hooks(*shared, saved);
+        try {
+            shared->pool.run(hooks);  // hands the GIL back and forth through `hooks.saved`
+        } catch (abi::__forced_unwind&) {
+            park_forever();  // (run() lets only these through; they are parked in deliver)
+        } catch (...) {
+            restore_gil(hooks.saved);
+            fail_leftovers();
+            throw;
         }
-        // Nothing can complete these any more (the pool is gone): they must not stay pending.
-        std::unordered_map<std::uint64_t, ProcShared::JobEntry> left;
-        {
-            std::lock_guard<std::mutex> guard(shared->jobs_lock);
-            left = std::exchange(shared->jobs, {});
-        }
-        for (auto& [tag, entry] : left) {
-            release_segments(entry.segments);
-            fail_future(entry.future, broken_error("The process pool stopped before the future ran",
-                                                   py::none()));
-        }
+        restore_gil(hooks.saved);
+        fail_leftovers();
     }
 
-    void add_worker(int pid, int task_fd, int result_fd) { shared->pool.add_worker(pid, task_fd, result_fd); }
-    void worker_start_failed() { shared->pool.worker_start_failed(); }
+    // Nothing can complete these any more (the pool is gone): they must not stay pending.
+    void fail_leftovers() {
+        for (PyObject* fut : shared->jobs.take_all())
+            fail_future(fut, broken_error("The process pool stopped before the future ran"));
+    }
 
     void shutdown(bool cancel_futures) {
         if (shared->inherited()) return;
         if (cancel_futures) {
             // Cancel what is still pending *after* idle workers got what they can take, as the
             // stdlib's manager would have moved those to its call queue already.
-            py::gil_scoped_release nogil;
-            shared->pool.sync_dispatch();
+            without_gil([&] { shared->pool.sync_dispatch(); });
         }
-        for (auto& job : shared->pool.shutdown(cancel_futures)) {
-            PyObject* fut = take_job(*shared, job.frame.tag);
-            if (!fut) continue;
+        std::vector<std::uint64_t> tags;
+        for (auto& job : shared->pool.shutdown(cancel_futures)) tags.push_back(job.frame.tag);
+        // Out of the table in one step, before any callback runs: the manager, which fails
+        // whatever is left in the table when it stops, must never see these.
+        for (PyObject* fut : shared->jobs.take(tags)) {
             bool cancelled;
-            PyFuture* f = as_future(fut);
-            if (!future_cancel(*f, fut, &cancelled)) PyErr_WriteUnraisable(fut);
+            if (!future_cancel(*as_future(fut), fut, &cancelled)) PyErr_WriteUnraisable(fut);
             Py_DECREF(fut);
         }
     }
 };
 
 struct PyProcessExecutor {
-    PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks)
-        : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks)} {}
+    PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks, Host host)
+        : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks, std::move(host))} {}
     ~PyProcessExecutor() {
         if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);  // the executor is gone
     }
@@ -299,117 +348,105 @@ struct PyProcessExecutor {
 
 PyTypeObject* g_process_executor_base = nullptr;
 
+// --- submit, step by step --------------------------------------------------------------------
+
+// Whether any argument is a buffer large enough to travel out of band.
+bool has_large_buffer(const CallArguments& call, Py_ssize_t threshold) {
+    auto large = [&](PyObject* o) {
+        return (PyBytes_CheckExact(o) && PyBytes_GET_SIZE(o) >= threshold) ||
+               (PyByteArray_CheckExact(o) && PyByteArray_GET_SIZE(o) >= threshold) ||
+               (PyMemoryView_Check(o) && PyMemoryView_GET_BUFFER(o)->len >= threshold);
+    };
+    for (py::handle a : call.args)
+        if (large(a.ptr())) return true;
+    for (auto item : call.kwargs)
+        if (large(item.second.ptr())) return true;
+    return false;
+}
+
+// (payload, attachments) for the call, or nullopt with the pickling error set on `future`
+// (as the stdlib: the future fails, the pool keeps working). BaseExceptions propagate.
+std::optional<py::tuple> pickle_call(ProcShared& shared, const CallArguments& call, py::handle future) {
+    try {
+        py::handle fn(call.fn);
+        if (has_large_buffer(call, shared.host.buffer_threshold))
+            return py::tuple(shared.host.dumps_call(fn, call.args, call.kwargs));
+        return py::tuple(shared.host.dumps(py::make_tuple(fn, call.args, call.kwargs)));
+    } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_Exception)) throw;
+        // The stdlib pickles in its queue feeder thread and chains the traceback text as the
+        // cause (_on_queue_feeder_error); the same shape here.
+        py::object exc = exception_of(e);
+        exc.attr("__cause__") = py::reinterpret_borrow<py::object>(pstd().RemoteTraceback)(
+            py::str("\n\"\"\"\n{}\"\"\"").format(traceback_text(exc)));
+        if (!future_set_exception(*as_future(future.ptr()), future.ptr(), exc.ptr()))
+            throw py::error_already_set();
+        return std::nullopt;
+    }
+}
+
+// The job for a pickled call: its payload and attachments borrow the Python buffers.
+core::ProcessPool::Job make_job(ProcShared& shared, std::uint64_t tag, const py::tuple& pickled,
+                                PyFuture* future) {
+    auto payload = std::make_unique<BufferView>(py::object(pickled[0]));
+    core::ProcessPool::Job job;
+    job.future = future;
+    job.frame.kind = core::FrameKind::Task;
+    job.frame.tag = tag;
+    job.frame.data = payload->data();
+    job.frame.size = payload->size();
+    job.frame.keep = keep_view(std::move(payload));
+    py::object attachments = pickled[1];
+    if (py::len(attachments)) {
+        std::lock_guard<std::mutex> g(shared.jobs.mu);
+        job.frame.attachments = outgoing_attachments(attachments, &shared.jobs.copies);
+    }
+    return job;
+}
+
+// Starts what the pool asked for, and the manager thread once.
+void start_what_is_needed(ProcShared& shared, const std::shared_ptr<ProcShared>& owner, std::size_t workers) {
+    start_workers(shared, workers);
+    if (shared.manager_started.load()) return;
+    shared.host.start_manager(std::make_shared<ProcessPoolHandle>(ProcessPoolHandle{owner}));
+    shared.manager_started = true;
+    shared.pool.manager_started();
+}
+
 PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     return guarded([&]() -> PyObject* {
-        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-        if (nargs < 1) {
-            PyErr_SetString(PyExc_TypeError, "submit() missing 1 required positional argument: 'fn'");
-            return nullptr;
-        }
+        CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
         PyProcessExecutor* ex = native_ptr<PyProcessExecutor>(self, g_process_executor_base);
-        if (!ex) {
-            PyErr_SetString(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
-            return nullptr;
-        }
-        ProcShared& shared = *ex->handle.shared;
-        if (shared.inherited()) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "cannot schedule new futures on an executor inherited through fork()");
-            return nullptr;
-        }
-        if (shared.pool.is_broken()) {
-            PyErr_SetObject(pstd().BrokenProcessPool, shared.broken().ptr());
-            return nullptr;
-        }
-        if (shared.pool.is_shutdown()) {
-            PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
-            return nullptr;
-        }
-        if (g_interpreter_shutdown.load()) {
-            PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after interpreter shutdown");
-            return nullptr;
-        }
-        py::tuple args(nargs - 1);
-        for (Py_ssize_t i = 1; i < nargs; ++i) args[i - 1] = py::reinterpret_borrow<py::object>(argv[i]);
-        py::dict kwargs;
-        if (kwnames)
-            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i)
-                kwargs[PyTuple_GET_ITEM(kwnames, i)] = py::reinterpret_borrow<py::object>(argv[nargs + i]);
+        if (!ex) raise(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
+        const std::shared_ptr<ProcShared>& owner = ex->handle.shared;
+        ProcShared& shared = *owner;
+        check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
 
         py::object future = new_future();
-        PyFuture* state = as_future(future.ptr());
-        py::object call, segments;
-        // argv holds the positional arguments, then the keyword values.
-        Py_ssize_t n_values = nargs - 1 + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-        if (has_large_buffer(argv + 1, n_values, pstd().shm_threshold)) {
-            py::tuple prepared = py::reinterpret_borrow<py::object>(pstd().prepare_call)(
-                py::reinterpret_borrow<py::object>(argv[0]), args, kwargs);
-            call = prepared[0];
-            segments = prepared[1];
-        } else {
-            call = py::make_tuple(py::reinterpret_borrow<py::object>(argv[0]), args, kwargs);
-            segments = py::list();
-        }
-        // Out-of-band and nested large buffers add their segments to the same list.
-        PyObject* pickled = PyObject_CallFunction(pstd().dumps, "OiO", call.ptr(), 5, segments.ptr());
-        if (pickled && PyList_GET_SIZE(segments.ptr()) == 0) segments = py::object();
+        std::optional<py::tuple> pickled = pickle_call(shared, call, future);
         if (!pickled) {
-            // An unpicklable call fails its own future; the pool keeps working (as the stdlib).
-            PyObject *type, *val, *tb;
-            PyErr_Fetch(&type, &val, &tb);
-            if (segments) release_segments(segments.release().ptr());  // made before the error
-            if (!PyErr_GivenExceptionMatches(type, PyExc_Exception)) {
-                PyErr_Restore(type, val, tb);
-                return nullptr;
-            }
-            PyErr_NormalizeException(&type, &val, &tb);
-            if (tb) PyException_SetTraceback(val, tb);
-            bool ok = future_set_exception(*state, future.ptr(), val);
-            Py_XDECREF(type);
-            Py_XDECREF(val);
-            Py_XDECREF(tb);
-            if (!ok) return nullptr;
-            if (std::size_t n = shared.pool.submit_without_job()) {
-                PyObject* r = PyObject_CallMethod(self, "_start", "n", static_cast<Py_ssize_t>(n));
-                if (!r) return nullptr;
-                Py_DECREF(r);
-            }
+            // The stdlib starts its workers at submit even when the call cannot be pickled.
+            start_what_is_needed(shared, owner, shared.pool.submit_without_job());
             return future.release().ptr();
         }
-        auto* view = new Py_buffer;
-        if (PyObject_GetBuffer(pickled, view, PyBUF_SIMPLE) < 0) {
-            delete view;
-            Py_DECREF(pickled);
-            return nullptr;
-        }
-        Py_DECREF(pickled);  // the buffer view holds what it needs
-        std::uint64_t tag;
-        {
-            std::lock_guard<std::mutex> guard(shared.jobs_lock);
-            tag = shared.next_job++;
-            shared.jobs.emplace(tag, ProcShared::JobEntry{py::object(future).release().ptr(),
-                                                          segments ? segments.release().ptr() : nullptr});
-        }
+        std::uint64_t tag = shared.jobs.add(future);
         core::ProcessPool::Job job;
-        job.frame = core::Frame::borrow(core::FrameKind::Task, tag, static_cast<const char*>(view->buf),
-                                        static_cast<std::size_t>(view->len), keep_buffer(view));
-        job.future = state;
-        std::vector<core::Frame> sent;  // released after the pool's lock, GIL held
+        try {
+            job = make_job(shared, tag, *pickled, as_future(future.ptr()));
+        } catch (...) {
+            Py_XDECREF(shared.jobs.take(tag));
+            throw;
+        }
+        std::vector<core::OutgoingFrame> sent;  // released after the pool's lock, GIL held
         auto answer = shared.pool.submit(std::move(job), &sent);
         sent.clear();
         if (answer.status != core::ProcessPool::Submit::Queued) {
-            Py_XDECREF(take_job(shared, tag));
+            Py_XDECREF(shared.jobs.take(tag));
             if (answer.status == core::ProcessPool::Submit::Broken)
-                PyErr_SetObject(pstd().BrokenProcessPool, shared.broken().ptr());
-            else
-                PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
-            return nullptr;
+                refuse_submit(Refusal::Broken, pstd().BrokenProcessPool, shared.broken_message());
+            refuse_submit(Refusal::Shutdown, nullptr, py::handle());
         }
-        if (answer.start_workers || !shared.manager_started) {
-            PyObject* r = PyObject_CallMethod(self, "_start", "n", static_cast<Py_ssize_t>(answer.start_workers));
-            if (!r) return nullptr;
-            Py_DECREF(r);
-        }
+        start_what_is_needed(shared, owner, answer.start_workers);
         return future.release().ptr();
     });
 }
@@ -423,107 +460,33 @@ PyMethodDef g_process_submit_def = {
     "process and returns a Future instance representing the execution of the\n"
     "callable.\n\nReturns:\n    A Future representing the given call.\n"};
 
-// The worker process's end of its channel.
-class WorkerChannel {
-public:
-    WorkerChannel(int task_fd, int result_fd, int parent_pid)
-        : task_fd_(task_fd), result_fd_(result_fd), watch_(parent_pid) {
-        // The reader drains a descriptor until EAGAIN; the blocking helpers poll.
-        for (int fd : {task_fd, result_fd}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-#ifdef SYS_pidfd_open
-        if (parent_pid > 0) parent_fd_ = static_cast<int>(::syscall(SYS_pidfd_open, parent_pid, 0));
-#endif
-    }
-    ~WorkerChannel() {
-        if (parent_fd_ >= 0) ::close(parent_fd_);
-    }
-
-    // (kind, tag, payload) or None when the parent is gone or closed the channel.
-    py::object recv() {
-        core::Frame frame;
-        core::RecvStatus st;
-        std::string error;
-        for (;;) {
-            {
-                py::gil_scoped_release nogil;
-                watch_.set_idle(true);
-                st = core::recv_frame(task_fd_, parent_fd_, reader_, frame, &error);
-                watch_.set_idle(false);
-            }
-            if (st != core::RecvStatus::Error || error != std::strerror(EINTR)) break;
-            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-        }
-        if (st == core::RecvStatus::Eof || st == core::RecvStatus::ParentGone) return py::none();
-        if (st == core::RecvStatus::Error) throw std::runtime_error("channel error: " + error);
-        py::bytes payload(frame.data, frame.size);
-        return py::make_tuple(static_cast<int>(frame.kind), frame.tag, payload);
-    }
-
-    void send(int kind, std::uint64_t tag, py::buffer data) {
-        py::buffer_info info = data.request();
-        bool ok;
-        {
-            py::gil_scoped_release nogil;
-            ok = core::send_frame(result_fd_, core::Frame::borrow(static_cast<core::FrameKind>(kind), tag,
-                                                                   static_cast<const char*>(info.ptr),
-                                                                   static_cast<std::size_t>(info.size * info.itemsize),
-                                                                   nullptr));
-        }
-        if (!ok) throw std::runtime_error("the parent closed the channel");
-    }
-
-private:
-    int task_fd_, result_fd_, parent_fd_ = -1;
-    core::FrameReader reader_;
-    core::ParentWatch watch_;  // ends the process if the pool dies while a task runs
-};
-
 }  // namespace
 
 void register_process_pool(py::module_& m) {
     py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")
-        .def("run_manager", [](py::object self) { self.cast<ProcessPoolHandle&>().run_manager(self); })
-        .def("add_worker", &ProcessPoolHandle::add_worker)
-        .def("worker_start_failed", &ProcessPoolHandle::worker_start_failed)
+        .def("run_manager", &ProcessPoolHandle::run_manager)
         .def("shutdown", &ProcessPoolHandle::shutdown, py::arg("cancel_futures"))
-        .def("mark_manager_started", [](ProcessPoolHandle& h) {
-            h.shared->manager_started = true;
-            h.shared->pool.manager_started();
-        })
-        .def("set_state", [](ProcessPoolHandle& h, py::object state) { h.shared->state = std::move(state); })
-        .def_property_readonly("broken", [](ProcessPoolHandle& h) -> py::object {
-            return h.shared->broken();
-        })
-        .def_property_readonly("shutdown_started",
-                               [](ProcessPoolHandle& h) { return h.shared->pool.is_shutdown(); })
-        .def_property_readonly("pending_jobs", [](ProcessPoolHandle& h) {
-            std::lock_guard<std::mutex> guard(h.shared->jobs_lock);
-            return h.shared->jobs.size();
-        });
+        .def_property_readonly("pending_jobs", [](ProcessPoolHandle& h) { return h.shared->jobs.size(); });
 
     py::class_<PyProcessExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks) {
-                return new PyProcessExecutor(max_workers, start_all, max_tasks);
+    cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host) {
+                return new PyProcessExecutor(max_workers, start_all, max_tasks, Host::of(host));
             }),
-            py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"))
-        .def("_make_handle", [](PyProcessExecutor& ex) { return std::make_shared<ProcessPoolHandle>(ex.handle); })
+            py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
+            py::arg("host"))
+        .def("_shutdown_pool", [](PyProcessExecutor& ex, bool cancel_futures) {
+            ex.handle.shutdown(cancel_futures);
+        }, py::arg("cancel_futures"))
         .def_property_readonly("_broken", [](PyProcessExecutor& ex) -> py::object {
-            return ex.handle.shared->broken();
+            ProcShared& s = *ex.handle.shared;
+            if (!s.pool.is_broken()) return py::bool_(false);
+            return s.broken_message();
         });
     add_raw_method(cls, &g_process_submit_def);
 
-    py::class_<WorkerChannel>(m, "WorkerChannel")
-        .def(py::init<int, int, int>(), py::arg("task_fd"), py::arg("result_fd"), py::arg("parent_pid"))
-        .def("recv", &WorkerChannel::recv)
-        .def("send", &WorkerChannel::send, py::arg("kind"), py::arg("tag"), py::arg("data"));
-    m.attr("FRAME_TASK") = static_cast<int>(core::FrameKind::Task);
-    m.attr("FRAME_STOP") = static_cast<int>(core::FrameKind::Stop);
-    m.attr("FRAME_RESULT") = static_cast<int>(core::FrameKind::Result);
-    m.attr("FRAME_EXCEPTION") = static_cast<int>(core::FrameKind::Exception);
-    m.attr("FRAME_EXITING") = static_cast<int>(core::FrameKind::Exiting);
-
-    m.def("_set_process_interpreter_shutdown", [] { g_interpreter_shutdown.store(true); });
+    m.def("_set_process_interpreter_shutdown",
+          [] { interpreter_exiting(PoolKind::Process).store(true); });
 }
 
 }  // namespace cfutures::bindings

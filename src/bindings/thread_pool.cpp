@@ -12,6 +12,7 @@
 #include <memory>
 #include <thread>
 
+#include "executor.hpp"
 #include "future.hpp"
 #include "../core/thread_pool.hpp"
 
@@ -19,19 +20,20 @@ namespace cfutures::bindings {
 
 namespace {
 
-std::atomic<bool> g_interpreter_shutdown{false};
-
-struct PoolShared {
+struct PoolShared : ForkOwned {
     explicit PoolShared(std::size_t max_workers) : pool(max_workers) {}
     core::ThreadPool pool;
-    py::object broken_message;  // set (GIL held) before the pool is marked broken
-    const unsigned generation = fork_generation();
-    bool inherited() const { return generation != fork_generation(); }
+    py::object broken_text;  // set (GIL held) before the pool is marked broken
+
+    // What check_submittable() reads.
+    bool broken() const { return pool.is_broken(); }
+    bool shut_down() const { return pool.is_shutdown(); }
+    py::handle broken_message() const { return broken_text; }
 };
 
 struct PyTask final : core::Task {
-    PyTask(py::object fut, PyFuture* st, PyObject* callable, PyObject* args_tuple, PyObject* kw)
-        : future(fut.release().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw) {
+    PyTask(const py::object& fut, PyFuture* st, PyObject* callable, PyObject* args_tuple, PyObject* kw)
+        : future(fut.inc_ref().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw) {
         Py_INCREF(fn);
     }
     ~PyTask() override {
@@ -42,7 +44,7 @@ struct PyTask final : core::Task {
         Py_XDECREF(kwargs);
     }
 
-    void run() noexcept override {
+    void run() override {
         switch (future_start(*state, future)) {
             case core::StartOutcome::Running: break;
             case core::StartOutcome::Cancelled: return;
@@ -58,19 +60,12 @@ struct PyTask final : core::Task {
             ok = future_set_result(*state, future, r);
             Py_DECREF(r);
         } else {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            if (tb) PyException_SetTraceback(value, tb);
-            ok = future_set_exception(*state, future, value);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
+            ok = future_set_exception(*state, future, fetch_exception().ptr());
         }
         if (!ok) PyErr_WriteUnraisable(future);  // a done-callback raised a BaseException
     }
 
-    void abandon(Abandon why) noexcept override {
+    void abandon(Abandon why) override {
         bool ok = true;
         if (why == Abandon::Cancelled) {
             bool cancelled;
@@ -82,7 +77,7 @@ struct PyTask final : core::Task {
         if (!ok) PyErr_WriteUnraisable(future);
     }
 
-    void fail(PyObject* exc) noexcept {
+    void fail(PyObject* exc) {
         try {
             if (!future_set_exception(*state, future, exc)) PyErr_WriteUnraisable(future);
         } catch (py::error_already_set& e) {
@@ -90,7 +85,7 @@ struct PyTask final : core::Task {
         }
     }
 
-    void log_critical(const char* fmt) noexcept {
+    void log_critical(const char* fmt) {
         PyObject* logging = PyImport_ImportModule("logging");
         PyObject* logger = logging ? PyObject_CallMethod(logging, "getLogger", "s", "concurrent.futures") : nullptr;
         PyObject* r = logger ? PyObject_CallMethod(logger, "critical", "snO", fmt,
@@ -113,7 +108,7 @@ struct PyTask final : core::Task {
 struct GilHooks final : core::WorkerHooks {
     PyThreadState* saved = nullptr;
     void release() override { saved = PyEval_SaveThread(); }
-    void acquire() override { PyEval_RestoreThread(saved); }
+    void acquire() override { restore_gil(saved); }
     // Releasing and at once re-taking the GIL is not a hand-over: the waiter, just woken, finds
     // it taken again, and since the GIL did change hands meanwhile it never asks for a forced
     // switch, so it starves. Pausing briefly lets the woken waiter in.
@@ -127,9 +122,12 @@ struct GilHooks final : core::WorkerHooks {
 struct PoolHandle {
     std::shared_ptr<PoolShared> shared;
 
+    // A worker thread's body. Tasks may run into interpreter finalization (rule 6).
     void run_worker() {
-        GilHooks hooks;
-        shared->pool.worker_loop(hooks);
+        call_python([&] {
+            GilHooks hooks;
+            shared->pool.worker_loop(hooks);
+        });
     }
 
     void shutdown(bool cancel_futures) {
@@ -142,7 +140,7 @@ struct PoolHandle {
 
     void break_pool(py::str message) {
         if (shared->inherited()) return;
-        shared->broken_message = message;
+        shared->broken_text = message;
         for (core::Task* t : shared->pool.break_pool()) {
             std::unique_ptr<PyTask> owned(static_cast<PyTask*>(t));
             py::object exc = py::reinterpret_borrow<py::object>(stdlib().BrokenThreadPool)(message);
@@ -151,15 +149,16 @@ struct PoolHandle {
     }
 
     py::object broken() const {
-        if (shared->broken_message) return shared->broken_message;
+        if (shared->broken_text) return shared->broken_text;
         return py::bool_(false);
     }
 };
 
-// The C++ object behind a ThreadPoolExecutor.
+// The C++ object behind a ThreadPoolExecutor. `start_worker(executor)` is how it asks the Python
+// class for a worker thread (a plain function, not a bound method: no reference cycle).
 struct PyExecutor {
-    explicit PyExecutor(std::size_t max_workers)
-        : handle{std::make_shared<PoolShared>(max_workers)} {
+    PyExecutor(std::size_t max_workers, py::object start_worker_fn)
+        : handle{std::make_shared<PoolShared>(max_workers)}, start_worker(std::move(start_worker_fn)) {
         std::atomic_ref<PyObject*> slot(stdlib().BrokenThreadPool);
         if (!slot.load(std::memory_order_acquire)) {
             // Two first pools may race here (free-threaded builds): one reference is kept.
@@ -174,6 +173,7 @@ struct PyExecutor {
         if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);
     }
     PoolHandle handle;
+    py::object start_worker;
 };
 
 PyTypeObject* g_executor_base = nullptr;
@@ -182,87 +182,34 @@ PyTypeObject* g_executor_base = nullptr;
 // call of the library, and `fn` must be positional-only like the stdlib's.
 PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     return guarded([&]() -> PyObject* {
-        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-        if (nargs < 1) {
-            PyErr_SetString(PyExc_TypeError,
-                            "submit() missing 1 required positional argument: 'fn'");
-            return nullptr;
-        }
+        CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
         PyExecutor* ex = native_ptr<PyExecutor>(self, g_executor_base);
-        if (!ex) {
-            PyErr_SetString(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
-            return nullptr;
-        }
+        if (!ex) raise(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
         PoolShared& shared = *ex->handle.shared;
-        auto refuse = [&](core::ThreadPool::Submit why) -> PyObject* {
-            if (why == core::ThreadPool::Submit::Broken) {
-                PyErr_SetObject(stdlib().BrokenThreadPool, shared.broken_message.ptr());
-            } else {
-                PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
-            }
-            return nullptr;
-        };
-        if (shared.pool.is_broken()) return refuse(core::ThreadPool::Submit::Broken);
-        if (shared.pool.is_shutdown()) return refuse(core::ThreadPool::Submit::Shutdown);
-        if (g_interpreter_shutdown.load(std::memory_order_relaxed)) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "cannot schedule new futures after interpreter shutdown");
-            return nullptr;
-        }
-        if (shared.inherited()) {
-            PyErr_SetString(PyExc_RuntimeError,
-                            "cannot schedule new futures on an executor inherited through fork()");
-            return nullptr;
-        }
+        check_submittable(PoolKind::Thread, shared, shared, stdlib().BrokenThreadPool);
 
-        PyObject* args = PyTuple_New(nargs - 1);
-        if (!args) return nullptr;
-        for (Py_ssize_t i = 1; i < nargs; ++i) {
-            Py_INCREF(argv[i]);
-            PyTuple_SET_ITEM(args, i - 1, argv[i]);
-        }
-        PyObject* kwargs = nullptr;
-        if (kwnames && PyTuple_GET_SIZE(kwnames) > 0) {
-            kwargs = PyDict_New();
-            if (!kwargs) {
-                Py_DECREF(args);
-                return nullptr;
-            }
-            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); ++i) {
-                if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), argv[nargs + i]) < 0) {
-                    Py_DECREF(args);
-                    Py_DECREF(kwargs);
-                    return nullptr;
-                }
-            }
-        }
-        py::object future;
-        try {
-            future = new_future();
-        } catch (...) {
-            Py_DECREF(args);
-            Py_XDECREF(kwargs);
-            throw;
-        }
-        PyObject* result = future.ptr();
-        Py_INCREF(result);
-        PyFuture* state = as_future(result);
-        auto answer = shared.pool.submit(
-            std::make_unique<PyTask>(std::move(future), state, argv[0], args, kwargs));
+        py::object future = new_future();
+        PyFuture* state = as_future(future.ptr());
+        PyObject* kwargs = PyDict_GET_SIZE(call.kwargs.ptr()) ? call.kwargs.release().ptr() : nullptr;
+        auto answer = shared.pool.submit(std::make_unique<PyTask>(
+            future, state, call.fn, call.args.release().ptr(), kwargs));
         switch (answer) {
-            case core::ThreadPool::Submit::Queued: return result;
+            case core::ThreadPool::Submit::Queued: break;
             case core::ThreadPool::Submit::NeedsWorker: {
-                PyObject* r = PyObject_CallMethod(self, "_start_worker", nullptr);
+                PyObject* r = PyObject_CallOneArg(ex->start_worker.ptr(), self);
                 if (!r) {
                     shared.pool.worker_start_failed();
-                    Py_DECREF(result);
                     return nullptr;
                 }
                 Py_DECREF(r);
-                return result;
+                break;
             }
-            default: Py_DECREF(result); return refuse(answer);
+            case core::ThreadPool::Submit::Broken:
+                refuse_submit(Refusal::Broken, stdlib().BrokenThreadPool, shared.broken_text);
+            case core::ThreadPool::Submit::Shutdown:
+                refuse_submit(Refusal::Shutdown, nullptr, py::handle());
         }
+        return future.release().ptr();
     });
 }
 
@@ -292,15 +239,17 @@ void register_thread_pool(py::module_& m) {
 
     py::class_<PyExecutor> cls(m, "ThreadPoolBase");
     g_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    cls.def(py::init([](std::size_t max_workers) { return new PyExecutor(max_workers); }),
-            py::arg("max_workers"))
+    cls.def(py::init([](std::size_t max_workers, py::object start_worker) {
+                return new PyExecutor(max_workers, std::move(start_worker));
+            }),
+            py::arg("max_workers"), py::arg("start_worker"))
         .def("_make_handle", [](PyExecutor& ex) { return std::make_shared<PoolHandle>(ex.handle); })
         .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
                                [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); });
     add_raw_method(cls, &g_submit_def);
 
-    m.def("_set_interpreter_shutdown", [] { g_interpreter_shutdown.store(true); });
+    m.def("_set_interpreter_shutdown", [] { interpreter_exiting(PoolKind::Thread).store(true); });
     m.def("_after_fork_in_child", &after_fork_in_child);
 }
 

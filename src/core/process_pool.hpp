@@ -1,77 +1,95 @@
 // ProcessPool: the parent side of a pool of worker processes: the job queue, dispatch to the
-// workers over their channels, collection of results, and crash detection, all driven by one
-// manager thread that never needs the GIL.
+// workers over their channels (protocol.hpp), collection of answers, crash detection, all driven
+// by one manager thread that never needs the GIL.
 //
 //   owner (submit, GIL held)          manager thread (run(), no GIL)              worker process
 //   ------------------------          ------------------------------              --------------
 //   pickle (fn, args, kwargs)
-//   submit(job) --queue_--+--wake-->  dispatch: future -> RUNNING, frame to the
-//                                     least-loaded worker (<= max_in_flight) --> task pipe --> run
-//                                     results  <---------------------------------- result pipe <-+
+//   submit(job) --queue_--+--wake-->  dispatch: future -> RUNNING, Task frame to the
+//                                     least-loaded worker (<= max_in_flight) ---> socket --> run
+//                                     answers <----------------------------------- socket <--+
 //                                     pidfd readable: the worker exited
-//                                     -> hooks.deliver(batch): results, exits, losses (GIL there)
+//                                     -> hooks.deliver(batch): answers, exits, losses (GIL there)
 //
-// Workers are started by the owner (multiprocessing.Process in the bindings) when submit() or a
-// batch asks for them, then handed over with add_worker(). A worker's exit is seen at once
-// through its pidfd (not by a timeout, not by EOF, which siblings forked from the same parent
-// could hold open). An exit the pool did not ask for breaks the pool: every queued and in-flight
-// job is reported lost, and the other workers are sent SIGTERM.
+// Workers are started by the owner when submit() or a batch asks for them, then handed over
+// with add_worker(). A worker's exit is seen at once through its pidfd (not by a timeout, not by
+// EOF, which siblings forked from the same parent could hold open).
 //
-// `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, and in the Worker records
-// everything but the reader: live_ itself (changed only by the manager thread, which may
-// therefore read it without the lock), writers, in-flight lists, stop/leaving flags. submit()
-// writes to an idle worker's pipe itself, under `mu_`. A reader belongs to the manager thread
-// alone, so pipe reads happen without the lock. Nothing is called out while `mu_` is held,
-// except FutureCore::set_running_or_notify_cancel (whose own locks never wait on this one).
+// Breaking. The pool breaks when a worker exits unasked (BreakCause::WorkerDied), sends a frame
+// the protocol or the pool does not allow (Protocol: a malformed frame, an answer to a job it
+// was not given, an Exiting it was not entitled to), when the owner asks (Owner: an answer that
+// cannot be unpickled), or when the manager itself fails (Internal: an exception in its loop).
+// Then every queued and in-flight job is reported lost, with the reason, and later submits
+// answer Broken; the workers get SIGTERM, and SIGKILL kKillGrace later if still there (a task
+// may ignore SIGTERM; nothing outlives its pool). run() returns once every worker is gone. The
+// manager thread never dies silently: whatever ends it has been reported through deliver().
+//
+// Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, and in the
+// Worker records everything but the reader; live_ itself changes only on the manager thread,
+// which may therefore read it without the lock. submit() may write a job without attachments to
+// an idle worker's socket itself, under `mu_`. A reader belongs to the manager thread alone, so
+// socket reads happen without the lock. Nothing is called out while `mu_` is held, except
+// FutureCore::set_running_or_notify_cancel(may_wait=false), which never waits on another lock.
+// Outgoing frames are never destroyed here while the pool runs: they go back to the owner in
+// ProcessBatch::released, to be dropped where the owner may (their payloads are Python objects).
 #pragma once
 
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <vector>
 
-#include "channel.hpp"
 #include "future_state.hpp"
+#include "pidfd.hpp"
+#include "protocol.hpp"
 
 namespace cfutures::core {
 
+enum class BreakCause { None, WorkerDied, Protocol, Owner, Internal };
+
 // What one round of the manager loop hands to the owner, in one call (one GIL acquisition).
 struct ProcessBatch {
-    std::vector<Frame> results;            // Result / Exception frames, tag = job id
-    std::vector<Frame> released;           // outgoing frames done with (sent or dropped)
-    std::vector<std::uint64_t> cancelled;  // jobs dropped at dispatch: their future was cancelled
-    std::vector<int> exited;               // pids of workers that exited (to reap)
-    std::vector<std::uint64_t> lost;       // jobs that will never complete: the pool broke
-    std::string broken_reason;             // set in the batch where the pool broke
-    std::size_t start_workers = 0;         // workers to start (replacing ones that left)
+    std::vector<IncomingFrame> answers;        // Result / Exception frames, tag = job id
+    std::vector<OutgoingFrame> released;       // outgoing frames done with (sent or dropped)
+    std::vector<std::uint64_t> cancelled;      // jobs dropped at dispatch: their future was cancelled
+    std::vector<FrameWriter::Unsendable> unsendable;  // jobs whose attachments could not be made
+    std::vector<int> exited;                   // pids of workers that exited (to reap)
+    std::vector<std::uint64_t> lost;           // jobs that will never complete: the pool broke
+    BreakCause broken = BreakCause::None;      // set in the batch where the pool broke
+    std::string broken_reason;                 // ... and why, in words
+    std::size_t start_workers = 0;             // workers to start (replacing ones that left)
     bool empty() const {
-        return results.empty() && released.empty() && cancelled.empty() && exited.empty() &&
-               lost.empty() && broken_reason.empty() && start_workers == 0;
+        return answers.empty() && released.empty() && cancelled.empty() && unsendable.empty() &&
+               exited.empty() && lost.empty() && broken == BreakCause::None && start_workers == 0;
     }
 };
 
 class ProcessPoolHooks {
 public:
     virtual ~ProcessPoolHooks() = default;
+    // Runs on the manager thread. May unwind the thread (the bindings' GIL acquisition during
+    // interpreter finalization); any other exception breaks the pool (BreakCause::Internal).
     virtual void deliver(ProcessBatch& batch) = 0;
 };
 
 class ProcessPool {
 public:
     struct Job {
-        Frame frame;                    // kind Task, tag = job id
+        OutgoingFrame frame;            // kind Task, tag = job id
         FutureCore* future = nullptr;   // kept alive by the owner until the job is reported
     };
     enum class Submit { Queued, Shutdown, Broken };
@@ -86,6 +104,8 @@ public:
     static std::size_t default_in_flight(std::size_t max_workers) {
         return std::clamp<std::size_t>(16 / std::max<std::size_t>(max_workers, 1), 2, 8);
     }
+    // How long a worker of a broken pool has to leave after SIGTERM before SIGKILL.
+    static constexpr std::chrono::milliseconds kKillGrace{2000};
 
     ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child)
         : max_workers_(max_workers), start_all_(start_all_at_once),
@@ -93,6 +113,7 @@ public:
           max_in_flight_(default_in_flight(max_workers)) {
         wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+        if (wake_fd_ < 0 || epoll_fd_ < 0) throw std::system_error(errno, std::generic_category());
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = kWakeTag;
@@ -102,24 +123,26 @@ public:
     ProcessPool& operator=(const ProcessPool&) = delete;
     ~ProcessPool() {
         for (auto& [id, w] : live_) close_worker(w);
-        for (auto& nw : new_workers_) close_fds(nw);
+        for (auto& nw : new_workers_) close_new_worker(nw);
         ::close(wake_fd_);
         ::close(epoll_fd_);
     }
 
     // --- owner side (any thread) ---------------------------------------------------------------
 
-    // When a worker is idle and nothing is queued ahead, the job is written to that worker's pipe
-    // right here: the manager thread's wake-up is not on the round trip of a lone task. Frames
-    // that are done with come back in `released` (to be dropped without the lock).
-    SubmitAnswer submit(Job job, std::vector<Frame>* released = nullptr) {
+    // When a worker is idle and nothing is queued ahead, a job without attachments is written to
+    // that worker's socket right here: the manager thread's wake-up is not on the round trip of
+    // a lone small task. Frames that are done with come back in `released` (to be dropped
+    // without the lock). A job with attachments always goes through the manager thread, which
+    // copies them into memfds without the GIL.
+    SubmitAnswer submit(Job job, std::vector<OutgoingFrame>* released = nullptr) {
         SubmitAnswer answer{Submit::Queued, 0};
         bool need_wake = true;
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return {Submit::Broken, 0};
             if (shutdown_) return {Submit::Shutdown, 0};
-            bool direct = queue_.empty() && new_workers_.empty();
+            bool direct = queue_.empty() && new_workers_.empty() && job.frame.attachments.empty();
             queue_.push_back(std::move(job));
             answer.start_workers = workers_to_start_locked();
             if (direct && released) need_wake = !dispatch_directly_locked(released);
@@ -144,9 +167,9 @@ public:
         wake();
     }
 
-    // Takes ownership of the parent's ends of a started worker's pipes.
-    void add_worker(int pid, int task_fd, int result_fd) {
-        NewWorker nw{pid, open_pidfd(pid), task_fd, result_fd};
+    // Takes ownership of the parent's end of a started worker's channel (a Unix stream socket).
+    void add_worker(int pid, int channel_fd) {
+        NewWorker nw{pid, open_pidfd(pid), channel_fd};
         {
             std::lock_guard<std::mutex> g(mu_);
             new_workers_.push_back(nw);
@@ -188,7 +211,7 @@ public:
         manager_running_ = true;
     }
 
-    // Breaks the pool from the owner's side (a result that could not be unpickled).
+    // Breaks the pool from the owner's side (an answer that could not be unpickled).
     void break_pool(std::string reason) {
         {
             std::lock_guard<std::mutex> g(mu_);
@@ -212,13 +235,58 @@ public:
 
     // --- manager thread --------------------------------------------------------------------------
 
-    // Returns when the pool is shut down (or broken) and every worker has exited.
+    // Returns when the pool is shut down (or broken) and every worker has exited. Never throws
+    // but for a thread being unwound (see ProcessPoolHooks::deliver).
     void run(ProcessPoolHooks& hooks) {
-        std::vector<epoll_event> events(64);
         {
             std::lock_guard<std::mutex> g(mu_);
             manager_running_ = true;
         }
+        try {
+            loop(hooks);
+        } catch (const std::exception& e) {
+            give_up(hooks, std::string("the process pool's manager failed: ") + e.what());
+        }
+        std::lock_guard<std::mutex> g(mu_);
+        manager_running_ = false;
+        rounds_cv_.notify_all();
+    }
+
+private:
+    static constexpr std::uint64_t kWakeTag = ~std::uint64_t{0};
+    enum EventKind : std::uint64_t { kChannel = 0, kExit = 1 };
+
+    struct NewWorker {
+        int pid, pidfd, fd;
+    };
+    struct Worker {
+        int pid = -1, pidfd = -1, fd = -1;
+        FrameReader reader{Direction::FromWorker};
+        FrameWriter writer;
+        std::deque<std::uint64_t> in_flight;
+        int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
+        bool stop_sent = false;
+        bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
+        bool want_out = false;  // EPOLLOUT registered
+        bool reading = true;    // EPOLLIN registered
+    };
+
+    static void close_new_worker(NewWorker& nw) {
+        for (int fd : {nw.pidfd, nw.fd})
+            if (fd >= 0) ::close(fd);
+    }
+    void close_worker(Worker& w) {
+        for (int* fd : {&w.pidfd, &w.fd}) {
+            if (*fd >= 0) {
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, *fd, nullptr);
+                ::close(*fd);
+                *fd = -1;
+            }
+        }
+    }
+
+    void loop(ProcessPoolHooks& hooks) {
+        std::vector<epoll_event> events(64);
         for (;;) {
             ProcessBatch batch;
             bool finished;
@@ -228,27 +296,24 @@ public:
                 adopt_new_workers_locked();
                 if (!break_request_.empty() && !broken_) {
                     std::string why = std::move(break_request_);
-                    break_locked(why, batch);
+                    break_locked(BreakCause::Owner, why, batch);
                 }
                 if (!broken_) dispatch_locked(batch);
                 if ((shutdown_ || broken_) && queue_.empty()) send_stops_locked();
-                finished = (shutdown_ || broken_) && workers_ == 0 && workers_by_id_empty();
+                if (broken_) kill_stragglers_locked();
+                finished = (shutdown_ || broken_) && workers_ == 0 && live_.empty();
                 if (rounds_done_ != round) {
                     rounds_done_ = round;
-                    rounds_cv_.notify_all();
-                }
-                if (finished) {
-                    manager_running_ = false;
                     rounds_cv_.notify_all();
                 }
             }
             flush_writers(batch);
             if (!batch.empty()) hooks.deliver(batch);
             if (finished) return;
-            int timeout_ms = retry_dispatch_ ? 1 : any_worker_without_pidfd() ? 50 : -1;
-            int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), timeout_ms);
+            int n = ::epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()),
+                                 wait_timeout_ms());
             if (n < 0) {
-                if (errno == EINTR) continue;
+                if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "epoll_wait");
                 n = 0;
             }
             ProcessBatch io;
@@ -265,52 +330,52 @@ public:
         }
     }
 
-private:
-    static constexpr std::uint64_t kWakeTag = ~std::uint64_t{0};
-    enum EventKind : std::uint64_t { kResults = 0, kTasks = 1, kExit = 2 };
-
-    struct NewWorker {
-        int pid, pidfd, task_fd, result_fd;
-    };
-    struct Worker {
-        int pid = -1, pidfd = -1, task_fd = -1, result_fd = -1;
-        FrameReader reader;
-        FrameWriter writer;
-        std::deque<std::uint64_t> in_flight;
-        int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
-        bool stop_sent = false;
-        bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
-        bool want_out = false;  // EPOLLOUT registered on task_fd
-    };
-
-    static int open_pidfd(int pid) {
-#ifdef SYS_pidfd_open
-        long fd = ::syscall(SYS_pidfd_open, pid, 0);
-        if (fd >= 0) return static_cast<int>(fd);
-#endif
-        return -1;
-    }
-    static void close_fds(NewWorker& nw) {
-        for (int fd : {nw.pidfd, nw.task_fd, nw.result_fd})
-            if (fd >= 0) ::close(fd);
-    }
-    void close_worker(Worker& w) {
-        for (int* fd : {&w.pidfd, &w.task_fd, &w.result_fd}) {
-            if (*fd >= 0) {
-                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, *fd, nullptr);
-                ::close(*fd);
-                *fd = -1;
-            }
+    int wait_timeout_ms() {
+        if (retry_dispatch_) return 1;
+        int ms = -1;
+        for (auto& [id, w] : live_)
+            if (w.pidfd < 0) ms = 50;  // no pidfd: exits are polled
+        std::lock_guard<std::mutex> g(mu_);
+        if (broken_ && !live_.empty()) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                kill_at_ - std::chrono::steady_clock::now()).count();
+            int until_kill = static_cast<int>(std::clamp<long long>(left + 1, 1, 60000));
+            ms = ms < 0 ? until_kill : std::min(ms, until_kill);
         }
+        return ms;
+    }
+
+    // The manager cannot go on (an exception in its own loop): break the pool, kill and reap
+    // what is left, and report it all in one last batch.
+    void give_up(ProcessPoolHooks& hooks, const std::string& why) {
+        ProcessBatch batch;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (!broken_) break_locked(BreakCause::Internal, why, batch);
+            for (auto& [id, w] : live_) {
+                ::kill(w.pid, SIGKILL);
+                batch.exited.push_back(w.pid);
+                for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+                close_worker(w);
+            }
+            live_.clear();
+            for (auto& nw : new_workers_) {
+                ::kill(nw.pid, SIGKILL);
+                batch.exited.push_back(nw.pid);
+                close_new_worker(nw);
+            }
+            new_workers_.clear();
+            workers_ = 0;
+        }
+        hooks.deliver(batch);
     }
 
     // Sends the (only) queued job to an idle worker from the submitting thread. Returns false
     // when the manager must take over (no idle worker, or the write did not complete).
-    bool dispatch_directly_locked(std::vector<Frame>* released) {
+    bool dispatch_directly_locked(std::vector<OutgoingFrame>* released) {
         Worker* idle = nullptr;
         for (auto& [id, w] : live_) {
-            if (!w.stop_sent && !w.leaving && w.tasks_left != 0 && w.in_flight.empty() &&
-                w.writer.empty() && !w.want_out) {
+            if (can_take_locked(w) && w.in_flight.empty() && w.writer.empty() && !w.want_out) {
                 idle = &w;
                 break;
             }
@@ -319,10 +384,14 @@ private:
         ProcessBatch unused;
         // A fresh future is neither cancelled nor inside an edit; if it were, the manager decides.
         if (!dispatch_to_locked(*idle, unused) || !unused.cancelled.empty()) return false;
-        return idle->writer.flush(idle->task_fd, released) == IoStatus::Ok;
+        return idle->writer.flush(idle->fd, released) == IoStatus::Ok;
     }
 
-    // The stdlib's policy: reuse an idle worker if there is one (one token per result
+    bool can_take_locked(const Worker& w) const {
+        return !w.stop_sent && !w.leaving && w.tasks_left != 0 && w.reading;
+    }
+
+    // The stdlib's policy: reuse an idle worker if there is one (one token per answer
     // received), otherwise start one, up to max_workers (all at once under 'fork').
     std::size_t workers_to_start_locked() {
         if (idle_tokens_ > 0) {
@@ -340,18 +409,10 @@ private:
         [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
     }
 
-    bool workers_by_id_empty() const { return live_.empty(); }
-
-    bool any_worker_without_pidfd() const {
-        for (auto& [id, w] : live_)
-            if (w.pidfd < 0) return true;
-        return false;
-    }
-
     void watch(int fd, std::uint32_t events, std::uint32_t id, EventKind kind, int op) {
         epoll_event ev{};
         ev.events = events;
-        ev.data.u64 = (std::uint64_t{id} << 2) | kind;
+        ev.data.u64 = (std::uint64_t{id} << 1) | kind;
         ::epoll_ctl(epoll_fd_, op, fd, &ev);
     }
 
@@ -361,11 +422,9 @@ private:
             Worker& w = live_[id];
             w.pid = nw.pid;
             w.pidfd = nw.pidfd;
-            w.task_fd = nw.task_fd;
-            w.result_fd = nw.result_fd;
+            w.fd = nw.fd;
             w.tasks_left = max_tasks_per_child_;
-            watch(w.result_fd, EPOLLIN, id, kResults, EPOLL_CTL_ADD);
-            watch(w.task_fd, 0, id, kTasks, EPOLL_CTL_ADD);  // EPOLLOUT only while a write waits
+            watch(w.fd, EPOLLIN, id, kChannel, EPOLL_CTL_ADD);  // EPOLLOUT only while a write waits
             if (w.pidfd >= 0) watch(w.pidfd, EPOLLIN, id, kExit, EPOLL_CTL_ADD);
             if (broken_) ::kill(w.pid, SIGTERM);
         }
@@ -377,8 +436,7 @@ private:
         while (!queue_.empty()) {
             Worker* best = nullptr;
             for (auto& [id, w] : live_) {
-                if (w.stop_sent || w.leaving || w.tasks_left == 0) continue;
-                if (w.in_flight.size() >= max_in_flight_) continue;
+                if (!can_take_locked(w) || w.in_flight.size() >= max_in_flight_) continue;
                 if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
             }
             if (!best) return;
@@ -414,10 +472,12 @@ private:
         return true;
     }
 
+    // Once nothing more will be dispatched: Stop follows the tasks a worker already has, so a
+    // worker whose answers are lost in its socket (a task wrote into it) still leaves.
     void send_stops_locked() {
         for (auto& [id, w] : live_) {
-            if (!w.stop_sent && !w.leaving && w.in_flight.empty()) {
-                w.writer.push(Frame::make(FrameKind::Stop, 0, ""));
+            if (!w.stop_sent && !w.leaving) {
+                w.writer.push(OutgoingFrame::make(FrameKind::Stop, 0, ""));
                 w.stop_sent = true;
             }
         }
@@ -426,18 +486,30 @@ private:
     void flush_writers(ProcessBatch& batch) {
         std::lock_guard<std::mutex> g(mu_);
         for (auto& [id, w] : live_) {
-            if (w.writer.empty() || w.task_fd < 0) continue;
-            IoStatus s = w.writer.flush(w.task_fd, &batch.released);
+            if (w.writer.empty() || w.fd < 0) continue;
+            std::size_t failed_before = batch.unsendable.size();
+            IoStatus s = w.writer.flush(w.fd, &batch.released, &batch.unsendable);
+            for (std::size_t i = failed_before; i < batch.unsendable.size(); ++i) {
+                // Never sent: the worker does not expect it, and it still may take another.
+                auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), batch.unsendable[i].frame.tag);
+                if (pos != w.in_flight.end()) w.in_flight.erase(pos);
+                if (w.tasks_left >= 0) ++w.tasks_left;
+            }
             bool want_out = s == IoStatus::WouldBlock;
             if (s == IoStatus::Eof || s == IoStatus::Error) {
                 // The worker is going away; its exit (pidfd) decides what that means.
-                for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+                for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
             }
             if (want_out != w.want_out) {
-                watch(w.task_fd, want_out ? std::uint32_t{EPOLLOUT} : 0u, id, kTasks, EPOLL_CTL_MOD);
                 w.want_out = want_out;
+                update_watch(id, w);
             }
         }
+    }
+
+    void update_watch(std::uint32_t id, Worker& w) {
+        std::uint32_t events = (w.reading ? EPOLLIN : 0u) | (w.want_out ? EPOLLOUT : 0u);
+        watch(w.fd, events, id, kChannel, EPOLL_CTL_MOD);
     }
 
     void handle_event(const epoll_event& ev, ProcessBatch& batch) {
@@ -447,54 +519,80 @@ private:
             }
             return;
         }
-        auto id = static_cast<std::uint32_t>(ev.data.u64 >> 2);
-        auto kind = static_cast<EventKind>(ev.data.u64 & 3);
+        auto id = static_cast<std::uint32_t>(ev.data.u64 >> 1);
         auto it = live_.find(id);
         if (it == live_.end()) return;
-        Worker& w = it->second;
-        if (kind == kResults) {
-            IoStatus s = w.reader.fill(w.result_fd);  // the reader is this thread's alone
-            std::size_t got = 0;
-            std::unique_lock<std::mutex> lock(mu_);
-            while (auto f = w.reader.pop()) {
-                if (f->kind == FrameKind::Exiting) {
-                    w.leaving = true;
-                    continue;
-                }
-                if (f->kind != FrameKind::Result && f->kind != FrameKind::Exception) {
-                    fail_protocol_locked(w, "unexpected frame kind from a worker", batch);
-                    return;
-                }
-                auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), f->tag);
-                if (pos == w.in_flight.end()) {
-                    fail_protocol_locked(w, "a worker answered a job it was not given", batch);
-                    return;
-                }
-                w.in_flight.erase(pos);
-                batch.results.push_back(std::move(*f));
-                ++got;
-            }
-            idle_tokens_ += got;
-            if (s == IoStatus::Error) {
-                fail_protocol_locked(w, "bad frame from a worker: " + w.reader.error(), batch);
-                return;
-            }
-            if (s == IoStatus::Eof) {
-                // The worker closed its end: stop watching; its exit (pidfd) will follow.
-                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.result_fd, nullptr);
-            }
-        } else if (kind == kTasks) {
-            // flush_writers() does the writing at the top of the next round.
-        } else {
+        if ((ev.data.u64 & 1) == kExit) {
             worker_exited(id, batch);
+            return;
+        }
+        Worker& w = it->second;
+        // EPOLLOUT: flush_writers() does the writing at the top of the next round.
+        if (!(ev.events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || !w.reading) return;
+        IoStatus s = w.reader.fill(w.fd);  // the reader is this thread's alone
+        std::lock_guard<std::mutex> g(mu_);
+        take_answers_locked(id, w, batch);
+        if (s == IoStatus::Error && !broken_) {
+            fail_protocol_locked(id, w, "a malformed message: " + w.reader.error(), batch);
+        } else if (s == IoStatus::Eof || s == IoStatus::Error) {
+            // The worker closed its end: stop reading; its exit (pidfd) will follow.
+            w.reading = false;
+            update_watch(id, w);
         }
     }
 
-    // A malformed stream means the worker (or its pipe) cannot be trusted: break the pool.
-    void fail_protocol_locked(Worker& w, const std::string& why, ProcessBatch& batch) {
-        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.result_fd, nullptr);
-        if (!broken_) break_locked("A process in the process pool sent a malformed message (" +
-                                   why + "); the process pool is not usable anymore", batch);
+    // Moves the worker's complete frames into the batch, checking that each is allowed now, and
+    // judges the frame still arriving by its header: an answer to a job the worker was not
+    // given is refused before its payload comes (a forged header could announce any length).
+    void take_answers_locked(std::uint32_t id, Worker& w, ProcessBatch& batch) {
+        std::size_t got = 0;
+        while (w.reading) {
+            auto f = w.reader.pop();
+            if (!f) break;
+            std::string why = illegal_locked(w, f->kind, f->tag);
+            if (!why.empty()) {
+                fail_protocol_locked(id, w, why, batch);
+                break;
+            }
+            if (f->kind == FrameKind::Exiting) {
+                w.leaving = true;
+                continue;
+            }
+            w.in_flight.erase(std::find(w.in_flight.begin(), w.in_flight.end(), f->tag));
+            batch.answers.push_back(std::move(*f));
+            ++got;
+        }
+        idle_tokens_ += got;
+        if (const IncomingFrame* next = w.reading ? w.reader.frame_in_progress() : nullptr) {
+            std::string why = illegal_locked(w, next->kind, next->tag);
+            if (!why.empty()) fail_protocol_locked(id, w, why, batch);
+        }
+    }
+
+    // Why the worker may not send a frame of this kind and tag now ("" if it may).
+    std::string illegal_locked(const Worker& w, FrameKind kind, std::uint64_t tag) const {
+        if (w.leaving) return "a message after its Exiting message";
+        if (kind == FrameKind::Exiting) {
+            // Only a worker whose max_tasks_per_child allowance is spent, and which has
+            // answered everything, may leave on its own.
+            if (w.tasks_left != 0 || !w.in_flight.empty()) return "an Exiting message it was not entitled to";
+            return "";
+        }
+        if (std::find(w.in_flight.begin(), w.in_flight.end(), tag) == w.in_flight.end())
+            return "an answer to a job it was not given";
+        return "";
+    }
+
+    // A worker that breaks the protocol cannot be trusted: stop listening to it, break the pool.
+    void fail_protocol_locked(std::uint32_t id, Worker& w, const std::string& what, ProcessBatch& batch) {
+        w.reading = false;
+        update_watch(id, w);
+        if (!broken_) {
+            break_locked(BreakCause::Protocol,
+                         "A process in the process pool sent " + what +
+                             "; the process pool is not usable anymore",
+                         batch);
+        }
     }
 
     void poll_exits_without_pidfd(ProcessBatch& batch) {
@@ -512,48 +610,38 @@ private:
 
     void worker_exited(std::uint32_t id, ProcessBatch& batch) {
         Worker& w = live_[id];
-        // Results it wrote just before exiting are still in the pipe: take them first.
-        if (w.result_fd >= 0) w.reader.fill(w.result_fd);
+        // Answers it wrote just before exiting are still in the socket: take them first.
+        IoStatus s = w.reading ? w.reader.fill(w.fd) : IoStatus::Eof;
         std::lock_guard<std::mutex> g(mu_);
-        {
-            while (auto f = w.reader.pop()) {
-                if (f->kind == FrameKind::Exiting) {
-                    w.leaving = true;
-                    continue;
-                }
-                auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), f->tag);
-                if (pos != w.in_flight.end()) {
-                    w.in_flight.erase(pos);
-                    batch.results.push_back(std::move(*f));
-                }
-            }
+        take_answers_locked(id, w, batch);
+        if (s == IoStatus::Error && !broken_) {
+            fail_protocol_locked(id, w, "a malformed message: " + w.reader.error(), batch);
         }
         bool expected = (w.stop_sent || w.leaving) && w.in_flight.empty();
         int pid = w.pid;
-        for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+        for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
         std::deque<std::uint64_t> orphans = std::move(w.in_flight);
-        bool replace = false;
         close_worker(w);
         live_.erase(id);
         batch.exited.push_back(pid);
         if (workers_ > 0) --workers_;
         if (!expected && !broken_) {
             for (auto tag : orphans) batch.lost.push_back(tag);
-            break_locked("A process in the process pool was terminated abruptly while the future "
-                         "was running or pending.", batch);
+            break_locked(BreakCause::WorkerDied,
+                         "A process in the process pool was terminated abruptly while the future "
+                         "was running or pending.",
+                         batch);
         } else if (!broken_ && (!shutdown_ || !queue_.empty()) && workers_ < max_workers_) {
             // It left on its own (max_tasks_per_child): replace it, and during shutdown only
             // while queued work remains.
-            replace = true;
-        }
-        if (replace) {
             ++workers_;
             ++batch.start_workers;
         }
     }
 
-    void break_locked(const std::string& why, ProcessBatch& batch) {
+    void break_locked(BreakCause cause, const std::string& why, ProcessBatch& batch) {
         broken_ = true;
+        batch.broken = cause;
         batch.broken_reason = why;
         for (Job& job : queue_) {
             batch.lost.push_back(job.frame.tag);
@@ -563,10 +651,17 @@ private:
         for (auto& [id, w] : live_) {
             for (auto tag : w.in_flight) batch.lost.push_back(tag);
             w.in_flight.clear();
-            for (Frame& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+            for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
             w.stop_sent = true;
             ::kill(w.pid, SIGTERM);
         }
+        kill_at_ = std::chrono::steady_clock::now() + kKillGrace;
+    }
+
+    // Workers of a broken pool still there kKillGrace after their SIGTERM.
+    void kill_stragglers_locked() {
+        if (std::chrono::steady_clock::now() < kill_at_) return;
+        for (auto& [id, w] : live_) ::kill(w.pid, SIGKILL);
     }
 
     const std::size_t max_workers_;
@@ -582,6 +677,7 @@ private:
     bool shutdown_ = false;
     bool broken_ = false;
     std::string break_request_;
+    std::chrono::steady_clock::time_point kill_at_{};
     std::size_t workers_ = 0;      // started or being started, not yet exited
     std::size_t idle_tokens_ = 0;
     bool manager_running_ = false;

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <thread>
 
-#include "core/parent_watch.hpp"
+#include "core/worker_channel.hpp"
 #include "helpers.hpp"
 
 using namespace cfutures::core;

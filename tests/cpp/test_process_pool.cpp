@@ -1,52 +1,82 @@
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
 #include "core/process_pool.hpp"
+#include "core/worker_channel.hpp"
 #include "helpers.hpp"
 
 using namespace cfutures::core;
+using namespace std::chrono_literals;
 
 namespace {
 
-enum class Behaviour { Echo, CrashOnFirstTask, MalformedReply };
+enum class Behaviour {
+    Echo,
+    CrashOnFirstTask,
+    MalformedReply,        // junk instead of a frame
+    UnaskedExiting,        // announces Exiting with its allowance unspent, then idles
+    AnswersUnknownJob,     // answers a tag it was never given
+    HugeHeader,            // a header announcing 4 GiB, then a few bytes, then idles
+    IgnoresSigterm,        // crashes the pool via junk, and ignores the SIGTERM that follows
+};
+
+void worker_main(int fd, Behaviour behaviour) {
+    // (doctest's own handler, inherited through fork, would report SIGTERM as a crash.)
+    ::signal(SIGTERM, behaviour == Behaviour::IgnoresSigterm ? SIG_IGN : SIG_DFL);
+    WorkerEnd end(fd, 0);
+    IncomingFrame f;
+    std::string err;
+    while (end.recv(f, err) == WorkerEnd::Recv::Frame) {
+        if (f.kind == FrameKind::Stop) ::_exit(0);
+        switch (behaviour) {
+            case Behaviour::Echo: break;
+            case Behaviour::CrashOnFirstTask: ::_exit(3);
+            case Behaviour::MalformedReply:
+            case Behaviour::IgnoresSigterm: {
+                const char junk[32] = "this is not a frame header....";
+                [[maybe_unused]] ssize_t n = ::write(fd, junk, sizeof junk);
+                for (;;) ::pause();  // until killed
+            }
+            case Behaviour::UnaskedExiting:
+                end.send(OutgoingFrame::make(FrameKind::Exiting, 0, ""), err);
+                for (;;) ::pause();
+            case Behaviour::AnswersUnknownJob: f.tag += 1000; break;
+            case Behaviour::HugeHeader: {
+                // As a task writing into its worker's socket: the real answer follows, swallowed.
+                FrameHeader h{kFrameMagic, 3, 0, f.tag, std::uint64_t{0xFFFFFFF0}};
+                [[maybe_unused]] ssize_t n = ::write(fd, &h, sizeof h);
+                n = ::write(fd, "0123456789", 10);
+                break;
+            }
+        }
+        end.send(OutgoingFrame::make(FrameKind::Result, f.tag, std::string(f.payload.view())), err);
+    }
+    ::_exit(0);
+}
 
 // Forks a worker process that serves one channel with `behaviour`; returns its pid and hands
-// back the parent's ends (task write, result read).
-int fork_worker(Behaviour behaviour, int* task_fd, int* result_fd) {
-    int task[2], result[2];
-    REQUIRE(::pipe2(task, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(result, O_CLOEXEC) == 0);
+// back the parent's end.
+int fork_worker(Behaviour behaviour, int* parent_end) {
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
     int pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-        ::close(task[1]);
-        ::close(result[0]);
-        ::fcntl(task[0], F_SETFL, O_NONBLOCK);
-        FrameReader reader;
-        Frame f;
-        while (recv_frame(task[0], -1, reader, f, nullptr) == RecvStatus::Frame) {
-            if (f.kind == FrameKind::Stop) ::_exit(0);
-            if (behaviour == Behaviour::CrashOnFirstTask) ::_exit(3);
-            if (behaviour == Behaviour::MalformedReply) {
-                const char junk[32] = "this is not a frame header....";
-                [[maybe_unused]] ssize_t n = ::write(result[1], junk, sizeof junk);
-                ::pause();  // wait to be killed
-            }
-            send_frame(result[1], Frame::make(FrameKind::Result, f.tag, std::string(f.payload())));
-        }
-        ::_exit(0);
+        ::close(fds[0]);
+        worker_main(fds[1], behaviour);
     }
-    ::close(task[0]);
-    ::close(result[1]);
-    ::fcntl(task[1], F_SETFL, O_NONBLOCK);
-    ::fcntl(result[0], F_SETFL, O_NONBLOCK);
-    *task_fd = task[1];
-    *result_fd = result[0];
+    ::close(fds[1]);
+    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    *parent_end = fds[0];
     return pid;
 }
 
@@ -55,20 +85,27 @@ struct Recorder final : ProcessPoolHooks {
     std::vector<std::string> results;
     std::vector<std::uint64_t> lost;
     std::vector<int> exited;
+    BreakCause cause = BreakCause::None;
     std::string broken;
+    int throw_in_delivery = -1;  // deliver() throws on this call (0-based), to test Internal
+    int deliveries = 0;
     void deliver(ProcessBatch& b) override {
         std::lock_guard<std::mutex> g(mu);
-        for (auto& f : b.results) results.emplace_back(f.payload());
+        for (auto& f : b.answers) results.emplace_back(f.payload.view());
         lost.insert(lost.end(), b.lost.begin(), b.lost.end());
         exited.insert(exited.end(), b.exited.begin(), b.exited.end());
-        if (!b.broken_reason.empty()) broken = b.broken_reason;
+        if (b.broken != BreakCause::None) {
+            cause = b.broken;
+            broken = b.broken_reason;
+        }
         for (int pid : b.exited) ::waitpid(pid, nullptr, 0);  // reap, as the bindings do
+        if (deliveries++ == throw_in_delivery) throw std::runtime_error("deliberate");
     }
 };
 
 ProcessPool::Job job(std::uint64_t tag, std::string payload) {
     ProcessPool::Job j;
-    j.frame = Frame::make(FrameKind::Task, tag, std::move(payload));
+    j.frame = OutgoingFrame::make(FrameKind::Task, tag, std::move(payload));
     return j;
 }
 
@@ -76,11 +113,26 @@ ProcessPool::Job job(std::uint64_t tag, std::string payload) {
 std::vector<int> start_workers(ProcessPool& pool, int n, Behaviour b) {
     std::vector<int> pids;
     for (int i = 0; i < n; ++i) {
-        int t, r;
-        pids.push_back(fork_worker(b, &t, &r));
-        pool.add_worker(pids.back(), t, r);
+        int fd;
+        pids.push_back(fork_worker(b, &fd));
+        pool.add_worker(pids.back(), fd);
     }
     return pids;
+}
+
+// Runs a one-worker pool with a misbehaving worker and one job; returns what it recorded.
+void run_broken_by(Behaviour b, Recorder& rec, std::chrono::milliseconds* took = nullptr) {
+    ProcessPool pool(1, true, -1);
+    start_workers(pool, 1, b);
+    pool.submit(job(1, "x"));
+    auto t0 = std::chrono::steady_clock::now();
+    std::thread manager([&] { pool.run(rec); });
+    manager.join();  // the worker is sent SIGTERM (SIGKILL later), and its exit ends the loop
+    if (took) *took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+    CHECK(pool.is_broken());
+    CHECK(pool.submit(job(2, "x")).status == ProcessPool::Submit::Broken);
+    CHECK(rec.lost == std::vector<std::uint64_t>{1});
+    CHECK(rec.exited.size() == 1);
 }
 
 }  // namespace
@@ -88,7 +140,7 @@ std::vector<int> start_workers(ProcessPool& pool, int n, Behaviour b) {
 TEST_SUITE("ProcessPool") {
     TEST_CASE("jobs go out and results come back; shutdown stops the workers") {
         ProcessPool pool(2, true, -1);
-        auto pids = start_workers(pool, 2, Behaviour::Echo);
+        start_workers(pool, 2, Behaviour::Echo);
         Recorder rec;
         std::thread manager([&] { pool.run(rec); });
         for (std::uint64_t i = 1; i <= 200; ++i) {
@@ -111,6 +163,7 @@ TEST_SUITE("ProcessPool") {
         for (std::uint64_t i = 1; i <= 5; ++i) pool.submit(job(i, "x"));
         std::thread manager([&] { pool.run(rec); });
         manager.join();  // broken, and its only worker is gone: the loop ends by itself
+        CHECK(rec.cause == BreakCause::WorkerDied);
         CHECK(rec.broken.find("terminated abruptly") != std::string::npos);
         CHECK(rec.lost.size() == 5);
         CHECK(rec.exited.size() == 1);
@@ -118,15 +171,60 @@ TEST_SUITE("ProcessPool") {
         CHECK(pool.submit(job(6, "x")).status == ProcessPool::Submit::Broken);
     }
 
-    TEST_CASE("a malformed frame from a worker breaks the pool with a clear error") {
+    TEST_CASE("frames a worker may not send break the pool, naming the cause") {
+        struct Case {
+            Behaviour behaviour;
+            const char* words;
+        };
+        for (const Case& c : {Case{Behaviour::MalformedReply, "wrong magic"},
+                              Case{Behaviour::UnaskedExiting, "Exiting message it was not entitled to"},
+                              Case{Behaviour::AnswersUnknownJob, "a job it was not given"}}) {
+            CAPTURE(c.words);
+            Recorder rec;
+            run_broken_by(c.behaviour, rec);
+            CHECK(rec.cause == BreakCause::Protocol);
+            CHECK(rec.broken.find(c.words) != std::string::npos);
+            CHECK(rec.broken.find("not usable anymore") != std::string::npos);
+        }
+    }
+
+    TEST_CASE("a header announcing 4 GiB neither allocates it nor hangs shutdown") {
         ProcessPool pool(1, true, -1);
-        start_workers(pool, 1, Behaviour::MalformedReply);
+        start_workers(pool, 1, Behaviour::HugeHeader);
         Recorder rec;
         pool.submit(job(1, "x"));
         std::thread manager([&] { pool.run(rec); });
-        manager.join();  // the misbehaving worker is sent SIGTERM, and its exit ends the loop
-        CHECK(rec.broken.find("malformed") != std::string::npos);
+        std::this_thread::sleep_for(100ms);
+        // The worker gets Stop though its job looks unanswered, exits, and the half frame it
+        // leaves behind breaks the pool: the job fails instead of waiting forever.
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.cause == BreakCause::Protocol);
+        CHECK(rec.broken.find("middle of a frame") != std::string::npos);
         CHECK(rec.lost == std::vector<std::uint64_t>{1});
-        CHECK(rec.exited.size() == 1);
+    }
+
+    TEST_CASE("a worker that ignores SIGTERM is killed after the grace period") {
+        Recorder rec;
+        std::chrono::milliseconds took;
+        run_broken_by(Behaviour::IgnoresSigterm, rec, &took);
+        CHECK(rec.cause == BreakCause::Protocol);
+        CHECK(took >= ProcessPool::kKillGrace - 100ms);
+        CHECK(took < ProcessPool::kKillGrace + 5s);
+    }
+
+    TEST_CASE("an exception in the manager loop breaks the pool and ends the loop") {
+        ProcessPool pool(2, true, -1);
+        start_workers(pool, 2, Behaviour::Echo);
+        Recorder rec;
+        rec.throw_in_delivery = 0;
+        for (std::uint64_t i = 1; i <= 20; ++i) pool.submit(job(i, "x"));
+        std::thread manager([&] { pool.run(rec); });
+        manager.join();
+        CHECK(rec.cause == BreakCause::Internal);
+        CHECK(rec.broken.find("deliberate") != std::string::npos);
+        CHECK(rec.exited.size() == 2);  // killed and reaped
+        CHECK(rec.results.size() + rec.lost.size() == 20);
+        CHECK(pool.submit(job(99, "x")).status == ProcessPool::Submit::Broken);
     }
 }

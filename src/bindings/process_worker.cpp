@@ -1,0 +1,73 @@
+// _cfutures.WorkerChannel: a worker process's end of its channel (core/worker_channel.hpp),
+// driven by cfutures/_process_worker.py: receive a task frame, send its answer.
+//
+// Both calls block with the GIL released (rule 1). A receive interrupted by a signal runs the
+// Python signal handlers and goes on waiting, unless a handler raised.
+#include "../core/worker_channel.hpp"
+#include "channel.hpp"
+
+namespace cfutures::bindings {
+
+namespace {
+
+class WorkerChannel {
+public:
+    WorkerChannel(int fd, int pool_pid) : end_(fd, pool_pid, /*end_if_orphaned_while_busy=*/true) {}
+
+    // (kind, tag, payload, attachments), or None when the pool is gone or closed the channel.
+    py::object recv() {
+        core::IncomingFrame frame;
+        std::string error;
+        for (;;) {
+            auto status = without_gil([&] { return end_.recv(frame, error); });
+            switch (status) {
+                case core::WorkerEnd::Recv::Frame: {
+                    py::list attachments = attachment_objects(frame);
+                    return py::make_tuple(static_cast<int>(frame.kind), frame.tag,
+                                          buffer_object(std::move(frame.payload)), attachments);
+                }
+                case core::WorkerEnd::Recv::Closed:
+                case core::WorkerEnd::Recv::PoolGone: return py::none();
+                case core::WorkerEnd::Recv::Interrupted:
+                    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                    continue;
+                case core::WorkerEnd::Recv::Error: throw std::runtime_error("channel error: " + error);
+            }
+        }
+    }
+
+    // Sends an answer: `payload` and each of `attachments` are contiguous buffers.
+    void send(int kind, std::uint64_t tag, py::handle payload, py::handle attachments) {
+        core::OutgoingFrame frame;
+        frame.kind = static_cast<core::FrameKind>(kind);
+        frame.tag = tag;
+        BufferView view(payload);  // released here, after the send, with the GIL
+        frame.data = view.data();
+        frame.size = view.size();
+        frame.attachments = outgoing_attachments(attachments, nullptr);
+        std::string error;
+        bool ok = without_gil([&] { return end_.send(frame, error); });
+        if (!ok) throw std::runtime_error("cannot answer the pool: " + error);
+    }
+
+private:
+    core::WorkerEnd end_;
+};
+
+}  // namespace
+
+void register_process_worker(py::module_& m) {
+    py::class_<WorkerChannel>(m, "WorkerChannel")
+        .def(py::init<int, int>(), py::arg("fd"), py::arg("pool_pid"))
+        .def("recv", &WorkerChannel::recv)
+        .def("send", &WorkerChannel::send, py::arg("kind"), py::arg("tag"), py::arg("payload"),
+             py::arg("attachments"));
+    m.attr("FRAME_TASK") = static_cast<int>(core::FrameKind::Task);
+    m.attr("FRAME_STOP") = static_cast<int>(core::FrameKind::Stop);
+    m.attr("FRAME_RESULT") = static_cast<int>(core::FrameKind::Result);
+    m.attr("FRAME_EXCEPTION") = static_cast<int>(core::FrameKind::Exception);
+    m.attr("FRAME_EXITING") = static_cast<int>(core::FrameKind::Exiting);
+    m.attr("MAX_ATTACHMENTS") = static_cast<int>(core::kMaxAttachments);
+}
+
+}  // namespace cfutures::bindings

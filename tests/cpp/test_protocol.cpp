@@ -1,0 +1,346 @@
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "core/protocol.hpp"
+#include "core/worker_channel.hpp"
+#include "helpers.hpp"
+
+using namespace cfutures::core;
+
+namespace {
+// A connected pair of Unix stream sockets, as between a pool and a worker.
+struct Channel {
+    int parent = -1, worker = -1;
+    Channel() {
+        int fds[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) == 0);
+        parent = fds[0];
+        worker = fds[1];
+    }
+    ~Channel() {
+        if (parent >= 0) ::close(parent);
+        if (worker >= 0) ::close(worker);
+    }
+    void close_worker() {
+        ::close(worker);
+        worker = -1;
+    }
+};
+
+std::string header_bytes(std::uint32_t magic, std::uint16_t kind, std::uint16_t attachments,
+                         std::uint64_t tag, std::uint64_t length) {
+    FrameHeader h{magic, kind, attachments, tag, length};
+    return std::string(reinterpret_cast<const char*>(&h), sizeof h);
+}
+
+std::shared_ptr<SealedCopy> copy_of(const std::string& s) {
+    auto keep = std::make_shared<std::string>(s);
+    return std::make_shared<SealedCopy>(keep->data(), keep->size(), keep);
+}
+
+void write_all(int fd, const std::string& bytes) {
+    REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
+}
+
+// Sends `bytes` with descriptors `fds` as ancillary data, in one sendmsg.
+void send_with_fds(int fd, const std::string& bytes, const std::vector<int>& fds) {
+    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    REQUIRE(::sendmsg(fd, &msg, 0) == static_cast<ssize_t>(bytes.size()));
+}
+
+std::string region_text(const MappedRegion& r) { return std::string(r.data(), r.size()); }
+}  // namespace
+
+TEST_SUITE("Protocol") {
+    TEST_CASE("frames round-trip through a socket, several per read") {
+        Channel ch;
+        FrameWriter w;
+        for (std::uint64_t i = 0; i < 100; ++i)
+            w.push(OutgoingFrame::make(FrameKind::Result, i, std::string(i, 'x')));
+        w.push(OutgoingFrame::make(FrameKind::Exiting, 0, ""));
+        std::vector<OutgoingFrame> sent;
+        REQUIRE(w.flush(ch.worker, &sent) == IoStatus::Ok);
+        CHECK(sent.size() == 101);
+        FrameReader r(Direction::FromWorker);
+        CHECK(r.fill(ch.parent) == IoStatus::WouldBlock);
+        for (std::uint64_t i = 0; i < 100; ++i) {
+            auto f = r.pop();
+            REQUIRE(f);
+            CHECK(f->kind == FrameKind::Result);
+            CHECK(f->tag == i);
+            CHECK(f->payload == std::string(i, 'x'));
+        }
+        auto last = r.pop();
+        REQUIRE(last);
+        CHECK(last->kind == FrameKind::Exiting);
+        CHECK(last->payload.empty());
+        CHECK_FALSE(r.pop());
+    }
+
+    TEST_CASE("any split of the byte stream gives the same frames") {
+        std::string stream;
+        for (std::uint64_t i = 0; i < 20; ++i) {
+            std::string payload(i * 37 % 200, static_cast<char>('a' + i));
+            stream += header_bytes(kFrameMagic, 3, 0, i, payload.size()) + payload;
+        }
+        for (std::size_t step : {1u, 2u, 7u, 23u, 24u, 25u, 1000u}) {
+            CAPTURE(step);
+            FrameReader r(Direction::FromWorker);
+            for (std::size_t off = 0; off < stream.size(); off += step)
+                REQUIRE(r.feed(stream.data() + off, std::min(step, stream.size() - off)));
+            for (std::uint64_t i = 0; i < 20; ++i) {
+                auto f = r.pop();
+                REQUIRE(f);
+                CHECK(f->tag == i);
+                CHECK(f->payload.size() == i * 37 % 200);
+            }
+            CHECK_FALSE(r.mid_frame());
+        }
+    }
+
+    TEST_CASE("attachments travel as sealed memfds, mapped copy-on-write") {
+        Channel ch;
+        FrameWriter w;
+        OutgoingFrame f = OutgoingFrame::make(FrameKind::Task, 7, "pickle");
+        std::string big(3 << 20, 'q');
+        big[12345] = 'Z';
+        auto shared = copy_of(big);
+        f.attachments = {shared, copy_of(""), copy_of("small one")};
+        w.push(std::move(f));
+        OutgoingFrame again = OutgoingFrame::make(FrameKind::Task, 8, "again");
+        again.attachments = {shared};  // one copy for every frame that carries it
+        w.push(std::move(again));
+        REQUIRE(w.flush(ch.parent) == IoStatus::Ok);
+
+        FrameReader r(Direction::FromParent);
+        while (r.fill(ch.worker) != IoStatus::WouldBlock) {}
+        auto got = r.pop();
+        REQUIRE(got);
+        CHECK(got->payload == "pickle");
+        REQUIRE(got->attachments.size() == 3);
+        CHECK(region_text(got->attachments[0]) == big);
+        CHECK(got->attachments[1].size() == 0);
+        CHECK(region_text(got->attachments[2]) == "small one");
+        got->attachments[0].data()[0] = '!';  // private to this mapping
+        auto second = r.pop();
+        REQUIRE(second);
+        REQUIRE(second->attachments.size() == 1);
+        CHECK(second->attachments[0].data()[0] == 'q');
+        CHECK(second->attachments[0].data()[12345] == 'Z');
+    }
+
+    TEST_CASE("a large frame crosses a small socket buffer in pieces") {
+        Channel ch;
+        int small = 4096;
+        ::setsockopt(ch.parent, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        std::string big(8 * 1024 * 1024 + 13, '\0');
+        for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131);
+        std::thread writer([&] {
+            FrameWriter w;
+            w.push(OutgoingFrame::make(FrameKind::Task, 42, big));
+            int rounds = 0;
+            while (w.flush(ch.parent) == IoStatus::WouldBlock) {
+                pollfd pf{ch.parent, POLLOUT, 0};
+                ::poll(&pf, 1, 1000);
+                ++rounds;
+            }
+            CHECK(rounds > 1);  // it really was split
+        });
+        WorkerEnd end(ch.worker, 0);
+        IncomingFrame got;
+        std::string err;
+        REQUIRE(end.recv(got, err) == WorkerEnd::Recv::Frame);
+        writer.join();
+        CHECK(got.tag == 42);
+        CHECK(got.payload == big);
+    }
+
+    // 64-bit lengths: a payload of 4 GiB or more arrives whole, not cut to 32 bits.
+    TEST_CASE("a payload over 4 GiB arrives whole" * doctest::skip(std::getenv("CFUTURES_SANITIZED") != nullptr)) {
+        const std::size_t size = (std::size_t{4} << 30) + 5;
+        // Zero pages cost nothing until written: only the reader's copy takes real memory.
+        void* src = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        REQUIRE(src != MAP_FAILED);
+        static_cast<char*>(src)[size - 1] = 'E';
+        Channel ch;
+        std::thread writer([&] {
+            FrameWriter w;
+            OutgoingFrame f;
+            f.kind = FrameKind::Result;
+            f.tag = 9;
+            f.data = static_cast<const char*>(src);
+            f.size = size;
+            w.push(std::move(f));
+            w.push(OutgoingFrame::make(FrameKind::Result, 10, "after"));
+            while (w.flush(ch.worker) == IoStatus::WouldBlock) {
+                pollfd pf{ch.worker, POLLOUT, 0};
+                ::poll(&pf, 1, 1000);
+            }
+        });
+        FrameReader r(Direction::FromWorker);
+        while (!r.has_ready() || !r.failed()) {
+            if (r.fill(ch.parent) == IoStatus::Error) break;
+            auto f = r.pop();
+            if (!f) {
+                pollfd pf{ch.parent, POLLIN, 0};
+                ::poll(&pf, 1, 1000);
+                continue;
+            }
+            CHECK(f->tag == 9);
+            REQUIRE(f->payload.size() == size);
+            CHECK(f->payload[size - 1] == 'E');
+            CHECK(f->payload[size / 2] == '\0');
+            break;
+        }
+        writer.join();
+        r.fill(ch.parent);
+        auto after = r.pop();
+        REQUIRE(after);  // the next frame is intact: nothing of the big one was read as a frame
+        CHECK(after->payload == "after");
+        ::munmap(src, size);
+    }
+
+    TEST_CASE("a header announcing a huge payload allocates only what arrives") {
+        FrameReader r(Direction::FromWorker);
+        std::string bytes = header_bytes(kFrameMagic, 3, 0, 1, std::uint64_t{1} << 39) + "ten bytes!";
+        REQUIRE(r.feed(bytes.data(), bytes.size()));
+        CHECK(r.mid_frame());
+        CHECK_FALSE(r.pop());
+        // The payload buffer holds what came, rounded up to one chunk (checked under ASan's
+        // allocator too: a 512 GiB allocation would fail there).
+    }
+
+    TEST_CASE("a peer that vanishes mid-frame is an error, between frames an EOF") {
+        {
+            Channel ch;
+            write_all(ch.worker, header_bytes(kFrameMagic, 3, 0, 1, 100) + std::string(40, 'y'));
+            ch.close_worker();
+            FrameReader r(Direction::FromWorker);
+            CHECK(r.fill(ch.parent) == IoStatus::Error);
+            CHECK(r.error().find("middle of a frame") != std::string::npos);
+            CHECK_FALSE(r.pop());
+        }
+        {
+            Channel ch;
+            FrameWriter w;
+            w.push(OutgoingFrame::make(FrameKind::Result, 5, "done"));
+            REQUIRE(w.flush(ch.worker) == IoStatus::Ok);
+            ch.close_worker();
+            FrameReader r(Direction::FromWorker);
+            CHECK(r.fill(ch.parent) == IoStatus::Eof);
+            auto f = r.pop();
+            REQUIRE(f);
+            CHECK(f->payload == "done");
+        }
+    }
+
+    TEST_CASE("a peer that exits without reading what it was sent is an EOF, not an error") {
+        Channel ch;
+        FrameWriter w;
+        w.push(OutgoingFrame::make(FrameKind::Task, 1, "never read"));
+        REQUIRE(w.flush(ch.parent) == IoStatus::Ok);
+        FrameWriter answer;
+        answer.push(OutgoingFrame::make(FrameKind::Result, 1, "done"));
+        REQUIRE(answer.flush(ch.worker) == IoStatus::Ok);
+        ch.close_worker();  // with a frame unread: the parent's side sees ECONNRESET
+        FrameReader r(Direction::FromWorker);
+        CHECK(r.fill(ch.parent) == IoStatus::Eof);
+        auto f = r.pop();
+        REQUIRE(f);
+        CHECK(f->payload == "done");
+    }
+
+    TEST_CASE("malformed headers are refused for good, never guessed at") {
+        struct Case {
+            std::string bytes;
+            const char* error;
+        };
+        for (const Case& c : {
+                 Case{header_bytes(0xBEEF, 3, 0, 1, 4), "wrong magic"},
+                 Case{header_bytes(kFrameMagic, 99, 0, 1, 4), "kind 99"},
+                 Case{header_bytes(kFrameMagic, 1, 0, 1, 4), "kind 1 from the wrong end"},
+                 Case{header_bytes(kFrameMagic, 3, 0, 1, kMaxPayload + 1), "bytes"},
+                 Case{header_bytes(kFrameMagic, 3, kMaxAttachments + 1, 1, 4), "attachments"},
+                 Case{header_bytes(kFrameMagic, 3, 2, 1, 4), "did not arrive"},
+             }) {
+            CAPTURE(c.error);
+            FrameReader r(Direction::FromWorker);
+            std::string bytes = c.bytes + "abcd";
+            CHECK_FALSE(r.feed(bytes.data(), bytes.size()));
+            CHECK(r.failed());
+            CHECK(r.error().find(c.error) != std::string::npos);
+            CHECK_FALSE(r.pop());
+            // Stays failed: a good frame afterwards is not read.
+            std::string good = header_bytes(kFrameMagic, 3, 0, 2, 1) + "x";
+            CHECK_FALSE(r.feed(good.data(), good.size()));
+            CHECK_FALSE(r.pop());
+        }
+    }
+
+    TEST_CASE("attachments must be memfds sealed against shrinking") {
+        Channel ch;
+        int pipe_fds[2];
+        REQUIRE(::pipe(pipe_fds) == 0);
+        int unsealed = ::memfd_create("test", MFD_CLOEXEC);
+        REQUIRE(::ftruncate(unsealed, 4096) == 0);
+        for (int bad : {pipe_fds[0], unsealed}) {
+            Channel c;
+            send_with_fds(c.worker, header_bytes(kFrameMagic, 3, 1, 1, 0), {bad});
+            FrameReader r(Direction::FromWorker);
+            CHECK(r.fill(c.parent) == IoStatus::Error);
+            CHECK(r.error().find("sealed memfd") != std::string::npos);
+        }
+        for (int fd : {pipe_fds[0], pipe_fds[1], unsealed}) ::close(fd);
+    }
+
+    TEST_CASE("descriptors beyond the bound are refused and closed") {
+        Channel ch;
+        std::vector<int> fds;
+        for (int i = 0; i < kMaxAttachments + 1; ++i) fds.push_back(::memfd_create("x", MFD_CLOEXEC));
+        send_with_fds(ch.worker, header_bytes(kFrameMagic, 3, 0, 1, 0), fds);
+        for (int fd : fds) ::close(fd);
+        FrameReader r(Direction::FromWorker);
+        CHECK(r.fill(ch.parent) == IoStatus::Error);
+        CHECK(r.error().find("descriptors") != std::string::npos);
+    }
+
+    TEST_CASE("writing to a closed socket reports EOF, not a crash") {
+        Channel ch;
+        ch.close_worker();
+        FrameWriter w;
+        w.push(OutgoingFrame::make(FrameKind::Task, 1, "x"));
+        CHECK(w.flush(ch.parent) == IoStatus::Eof);
+        CHECK(w.take_all().size() == 1);
+    }
+
+    TEST_CASE("a receiving worker hears of its pool's death") {
+        Channel ch;
+        int pool = ::fork();
+        REQUIRE(pool >= 0);
+        if (pool == 0) ::_exit(0);
+        WorkerEnd end(ch.worker, pool);  // the pidfd is readable once the child has exited
+        IncomingFrame out;
+        std::string err;
+        CHECK(end.recv(out, err) == WorkerEnd::Recv::PoolGone);
+        ::waitpid(pool, nullptr, 0);
+    }
+}
