@@ -52,6 +52,27 @@ py::object fetch_exception() {
     return py::reinterpret_steal<py::object>(value);
 }
 
+void add_submit_method(py::handle cls, PyObject* (*submit)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*),
+                       PoolKind kind) {
+    // The stdlib's docstrings, after the text signature that inspect reads.
+    static const char* const docs[] = {
+        "submit(fn, /, *args, **kwargs)\n--\n\n"
+        "Submits a callable to be executed with the given arguments.\n\n"
+        "Schedules the callable to be executed as fn(*args, **kwargs) and returns\n"
+        "a Future instance representing the execution of the callable.\n\n"
+        "Returns:\n    A Future representing the given call.\n",
+        "submit(fn, /, *args, **kwargs)\n--\n\n"
+        "Submits a callable to be executed with the given arguments.\n\n"
+        "Schedules the callable to be executed as fn(*args, **kwargs) in a worker\n"
+        "process and returns a Future instance representing the execution of the\n"
+        "callable.\n\nReturns:\n    A Future representing the given call.\n",
+    };
+    // Lives as long as the class (for the process's life): the descriptor points at it.
+    auto* def = new PyMethodDef{"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(submit)),
+                                METH_FASTCALL | METH_KEYWORDS, docs[kind == PoolKind::Process]};
+    add_raw_method(cls, def);
+}
+
 py::object exception_of(const py::error_already_set& e) {
     py::object exc = e.value();
     if (e.trace() && !e.trace().is_none() && PyExceptionInstance_Check(exc.ptr()))

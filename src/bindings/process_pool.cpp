@@ -114,10 +114,6 @@ public:
         jobs_.clear();
         return out;
     }
-    std::size_t size() {
-        std::lock_guard<std::mutex> g(mu);
-        return jobs_.size();
-    }
 
     std::mutex mu;          // also guards `copies` and ProcShared::broken_text
     SharedCopies copies;    // one memfd copy per shared unchanging argument buffer
@@ -440,34 +436,20 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
         std::vector<core::OutgoingFrame> sent;  // released after the pool's lock, GIL held
         auto answer = shared.pool.submit(std::move(job), &sent);
         sent.clear();
-        if (answer.status != core::ProcessPool::Submit::Queued) {
+        if (answer.status != core::ProcessPool::Submit::Queued) {  // broken or shut down since the checks
             Py_XDECREF(shared.jobs.take(tag));
-            if (answer.status == core::ProcessPool::Submit::Broken)
-                refuse_submit(Refusal::Broken, pstd().BrokenProcessPool, shared.broken_message());
-            refuse_submit(Refusal::Shutdown, nullptr, py::handle());
+            bool broken = answer.status == core::ProcessPool::Submit::Broken;
+            refuse_submit(broken ? Refusal::Broken : Refusal::Shutdown, pstd().BrokenProcessPool,
+                          shared.broken_message());
         }
         start_what_is_needed(shared, owner, answer.start_workers);
         return future.release().ptr();
     });
 }
 
-PyMethodDef g_process_submit_def = {
-    "submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(process_submit)),
-    METH_FASTCALL | METH_KEYWORDS,
-    "submit(fn, /, *args, **kwargs)\n--\n\n"
-    "Submits a callable to be executed with the given arguments.\n\n"
-    "Schedules the callable to be executed as fn(*args, **kwargs) in a worker\n"
-    "process and returns a Future instance representing the execution of the\n"
-    "callable.\n\nReturns:\n    A Future representing the given call.\n"};
-
 }  // namespace
 
 void register_process_pool(py::module_& m) {
-    py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")
-        .def("run_manager", &ProcessPoolHandle::run_manager)
-        .def("shutdown", &ProcessPoolHandle::shutdown, py::arg("cancel_futures"))
-        .def_property_readonly("pending_jobs", [](ProcessPoolHandle& h) { return h.shared->jobs.size(); });
-
     py::class_<PyProcessExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
     cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host) {
@@ -483,7 +465,11 @@ void register_process_pool(py::module_& m) {
             if (!s.pool.is_broken()) return py::bool_(false);
             return s.broken_message();
         });
-    add_raw_method(cls, &g_process_submit_def);
+    add_submit_method(cls, &process_submit, PoolKind::Process);
+
+    py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")
+        .def("run_manager", &ProcessPoolHandle::run_manager)
+        .def("shutdown", &ProcessPoolHandle::shutdown, py::arg("cancel_futures"));
 
     m.def("_set_process_interpreter_shutdown",
           [] { interpreter_exiting(PoolKind::Process).store(true); });

@@ -178,8 +178,7 @@ struct PyExecutor {
 
 PyTypeObject* g_executor_base = nullptr;
 
-// ThreadPoolExecutor.submit(fn, /, *args, **kwargs), as a vectorcall method: it is the hottest
-// call of the library, and `fn` must be positional-only like the stdlib's.
+// ThreadPoolExecutor.submit(fn, /, *args, **kwargs).
 PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     return guarded([&]() -> PyObject* {
         CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
@@ -205,22 +204,13 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
                 break;
             }
             case core::ThreadPool::Submit::Broken:
-                refuse_submit(Refusal::Broken, stdlib().BrokenThreadPool, shared.broken_text);
-            case core::ThreadPool::Submit::Shutdown:
-                refuse_submit(Refusal::Shutdown, nullptr, py::handle());
+            case core::ThreadPool::Submit::Shutdown:  // since the checks above
+                refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
+                              stdlib().BrokenThreadPool, shared.broken_text);
         }
         return future.release().ptr();
     });
 }
-
-PyMethodDef g_submit_def = {
-    "submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(executor_submit)),
-    METH_FASTCALL | METH_KEYWORDS,
-    "submit(fn, /, *args, **kwargs)\n--\n\n"
-    "Submits a callable to be executed with the given arguments.\n\n"
-    "Schedules the callable to be executed as fn(*args, **kwargs) and returns\n"
-    "a Future instance representing the execution of the callable.\n\n"
-    "Returns:\n    A Future representing the given call.\n"};
 
 }  // namespace
 
@@ -231,11 +221,7 @@ void register_thread_pool(py::module_& m) {
         .def("break_pool", &PoolHandle::break_pool, py::arg("message"))
         .def("release_idle_workers", [](PoolHandle& h) {
             if (!h.shared->inherited()) h.shared->pool.release_idle_workers();
-        })
-        .def_property_readonly("broken", &PoolHandle::broken)
-        .def_property_readonly("queued", [](PoolHandle& h) { return h.shared->pool.queued(); })
-        .def_property_readonly("idle_workers", [](PoolHandle& h) { return h.shared->pool.idle_workers(); })
-        .def_property_readonly("shutdown_started", [](PoolHandle& h) { return h.shared->pool.is_shutdown(); });
+        });
 
     py::class_<PyExecutor> cls(m, "ThreadPoolBase");
     g_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
@@ -247,7 +233,7 @@ void register_thread_pool(py::module_& m) {
         .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
                                [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); });
-    add_raw_method(cls, &g_submit_def);
+    add_submit_method(cls, &executor_submit, PoolKind::Thread);
 
     m.def("_set_interpreter_shutdown", [] { interpreter_exiting(PoolKind::Thread).store(true); });
     m.def("_after_fork_in_child", &after_fork_in_child);
