@@ -31,16 +31,18 @@ UPSTREAM_SKIPS = {
 
 NOTES = {
     "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
-        "(close/join_thread do nothing: each worker has its own pipe, there is no shared queue); "
-        "_executor_manager_thread is the thread running the native manager loop.",
+        "(close/join_thread do nothing: each worker has its own socket, there is no shared "
+        "queue); _executor_manager_thread is the thread running the native manager loop (None "
+        "until the first submit).",
     "ProcessPoolExecutor large buffers": "Buffers of 1 MiB or more in arguments and results "
-        "travel in POSIX shared memory, not the pipe: bytes and bytearray at any depth, "
-        "and protocol 5 out-of-band buffers (NumPy arrays and the like), which the receiver maps "
-        "without a copy. Side effects: a large contiguous memoryview argument or result "
-        "pickles, where the stdlib cannot pickle memoryviews (small ones still fail as in the "
-        "stdlib); a bare pickle.PickleBuffer of 1 MiB or more arrives as a PickleBuffer over "
-        "the shared memory instead of a bytearray copy (same bytes, same buffer protocol). "
-        "Bytes nested in objects of 4 GiB or more go through the pipe.",
+        "travel beside the pickle as anonymous shared memory (memfd), not through the socket: "
+        "bytes and bytearray at any depth, protocol 5 out-of-band buffers (NumPy arrays and the "
+        "like), which the receiver maps without a copy, and pickles that are that large "
+        "themselves. Side effects: a large contiguous memoryview argument or result pickles, "
+        "where the stdlib cannot pickle memoryviews (small ones still fail as in the stdlib); a "
+        "bare pickle.PickleBuffer of 1 MiB or more arrives as a buffer over the mapped memory "
+        "instead of a bytearray copy (same bytes, same buffer protocol). At most 64 buffers of "
+        "one call or result travel that way; the rest go inside the pickle.",
     "ProcessPoolExecutor pickle protocol": "Calls and results are pickled with protocol 5 on "
         "every Python (the stdlib uses pickle.DEFAULT_PROTOCOL: 4 before 3.14, 5 from 3.14), for "
         "out-of-band buffers. Objects that pickle differently by protocol behave as with 3.14's "
