@@ -157,16 +157,15 @@ def test_shutdown_cancel_futures_and_after_shutdown(process_executor):
 
 
 def test_shutdown_cancel_futures_fails_none_of_the_queued(process_executor):
-    # 942 of 1,000 queued futures with done-callbacks once ended with BrokenProcessPool: the
-    # manager failed the jobs that shutdown had taken from its queue but not yet cancelled.
+    # 926 of 1,000 queued futures with done-callbacks once ended with BrokenProcessPool: while
+    # shutdown ran the callbacks of what it had taken from the queue, the manager stopped and
+    # failed the jobs still in its table.
     ex = process_executor(2)
-    blockers = [ex.submit(sleep_and_return, 0.3, "blocker") for _ in range(2)]
     outcomes = []
-    fs = [ex.submit(mul, i, 2) for i in range(1000)]
+    fs = [ex.submit(sleep_and_return, 0.001, i) for i in range(1000)]
     for f in fs:
         f.add_done_callback(functools.partial(record_outcome, outcomes))
     ex.shutdown(wait=True, cancel_futures=True)
-    assert [b.result() for b in blockers] == ["blocker"] * 2
     assert all(f.done() for f in fs)
     assert len(outcomes) == 1000
     assert set(outcomes) <= {"cancelled", "result"}, collections.Counter(outcomes)
