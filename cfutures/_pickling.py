@@ -36,7 +36,7 @@ from multiprocessing.reduction import ForkingPickler
 
 from . import _cfutures
 
-# Below this, one more copy through the socket costs less than making and mapping a memfd.
+# Below this, one more copy through the pipe costs less than making and mapping a memfd.
 THRESHOLD = 1 << 20
 MAX_ATTACHMENTS = _cfutures.MAX_ATTACHMENTS
 PROTOCOL = 5  # for out-of-band buffers, on every Python
@@ -81,9 +81,12 @@ def dumps_call(fn, args, kwargs):
 def loads(payload, attachments):
     """The object that dumps() turned into (payload, attachments)."""
     obj = pickle.loads(payload)
-    if type(obj) is _Packed:
-        return obj.unpack(attachments)
-    return obj
+    return unpack(obj, attachments) if type(obj) is Packed else obj
+
+
+def unpack(packed, attachments):
+    """The object a Packed payload stands for, given the frame's attachments."""
+    return packed.unpack(attachments)
 
 
 def _large_view(obj):
@@ -154,7 +157,7 @@ class _NestedUnpickler(pickle.Unpickler):
         return obj
 
 
-class _Packed:
+class Packed:
     """The payload of a call or answer that has attachments or out-of-band buffers:
     ``data`` (the inner pickle, or the index of the attachment holding it), ``buffers`` (for
     each out-of-band buffer, an attachment index or an in-band copy), ``nested`` (whether
@@ -166,7 +169,7 @@ class _Packed:
         self.data, self.buffers, self.nested = data, buffers, nested
 
     def __reduce__(self):
-        return _Packed, (self.data, self.buffers, self.nested)
+        return Packed, (self.data, self.buffers, self.nested)
 
     def unpack(self, attachments):
         data = attachments[self.data] if type(self.data) is int else self.data
@@ -211,7 +214,7 @@ def _finish(obj, data, buffers):
         data = buf.getbuffer()
     shipped = [_ship_buffer(b, attachments) for b in buffers]
     inner = _attach(data, attachments) if data.nbytes >= THRESHOLD else None
-    packed = pickle.dumps(_Packed(bytes(data) if inner is None else inner, shipped, nested),
+    packed = pickle.dumps(Packed(bytes(data) if inner is None else inner, shipped, nested),
                           PROTOCOL)
     return packed, attachments
 

@@ -21,8 +21,9 @@ def _send_exception(channel, tag, exc):
     channel.send(_cfutures.FRAME_EXCEPTION, tag, payload, attachments)
 
 
-def main(conn, initializer, initargs, max_tasks, pool_pid):
-    channel = _cfutures.WorkerChannel(conn.fileno(), pool_pid)
+def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tasks, pool_pid):
+    channel = _cfutures.WorkerChannel(task_conn.fileno(), result_conn.fileno(),
+                                      attachment_conn.fileno(), pool_pid)
     if initializer is not None:
         try:
             initializer(*initargs)

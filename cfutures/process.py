@@ -4,7 +4,7 @@ Data flow (compare the diagram at the top of the stdlib's process.py):
 
     submit() ---- pickles (fn, args, kwargs) through the host, queues the frame ----+
                                                                                      v
-    manager thread (native loop, no GIL): dispatches to the least-loaded worker over its socket,
+    manager thread (native loop, no GIL): dispatches to the least-loaded worker over its pipe,
         reads the answers, watches each worker's pidfd for its exit; once per batch it takes
         the GIL to complete futures, reap exited workers and start replacements.   |
                                                                                      v
@@ -26,6 +26,7 @@ import functools
 import itertools
 import multiprocessing as mp
 import os
+import pickle
 import threading
 import weakref
 from concurrent.futures import process as _std_process
@@ -85,18 +86,22 @@ class _PoolHost:
     """What the native pool asks of Python (src/bindings/process_pool.cpp, struct Host).
 
     The native side looks these up once, when the executor is made:
-      start_worker()        -> (pid, fd): one new worker process and the parent's end of its
-                               channel (a Unix stream socket, now the native pool's)
+      start_worker()        -> (pid, task_fd, result_fd, attachment_fd): one new worker process
+                               and the parent's ends of its channel (now the native pool's)
       start_manager(handle) -> None: the manager thread, running handle.run_manager()
       reap(pids)            -> None: join worker processes that have exited
-      dumps(obj), dumps_call(fn, args, kwargs) -> (payload, attachments); loads(payload,
-      attachments) -> obj; buffer_threshold: arguments this large go through dumps_call.
+      dumps(obj), dumps_call(fn, args, kwargs) -> (payload, attachments); buffer_threshold:
+      arguments this large go through dumps_call;
+      unpickle(payload) -> obj, and when type(obj) is packed_type, unpack(obj, attachments)
+      -> the answer (_pickling.loads in two steps: most answers need only the first, in C).
     """
 
     dumps = staticmethod(_pickling.dumps)
     dumps_call = staticmethod(_pickling.dumps_call)
-    loads = staticmethod(_pickling.loads)
     buffer_threshold = _pickling.THRESHOLD
+    unpickle = staticmethod(pickle.loads)
+    packed_type = _pickling.Packed
+    unpack = staticmethod(_pickling.unpack)
 
     def __init__(self, mp_context, initializer, initargs, max_tasks_per_child):
         self.mp_context = mp_context
@@ -110,25 +115,33 @@ class _PoolHost:
         self._manager_lock = threading.Lock()
 
     def start_worker(self):
-        parent_end, worker_end = self.mp_context.Pipe(duplex=True)  # a socketpair
+        # The channel (src/core/protocol.hpp): a pipe each way for frames, a socketpair for the
+        # descriptors of attachments.
+        ends = [self.mp_context.Pipe(duplex=False), self.mp_context.Pipe(duplex=False),
+                self.mp_context.Pipe(duplex=True)]
+        (task_reader, task_writer), (result_reader, result_writer), (attachments, worker_attachments) = ends
         try:
             p = self.mp_context.Process(
                 target=_process_worker.main,
-                args=(worker_end, self.initializer, self.initargs, self.max_tasks_per_child,
-                      os.getpid()))
+                args=(task_reader, result_writer, worker_attachments, self.initializer,
+                      self.initargs, self.max_tasks_per_child, os.getpid()))
             p.start()
         except BaseException:
-            parent_end.close()
-            worker_end.close()
+            for pair in ends:
+                for conn in pair:
+                    conn.close()
             raise
-        # The worker has its end now; ours becomes a plain non-blocking descriptor.
-        worker_end.close()
-        fd = os.dup(parent_end.fileno())
-        parent_end.close()
-        os.set_blocking(fd, False)
+        # The worker has its ends now; ours become plain non-blocking descriptors.
+        fds = []
+        for mine, theirs in ((task_writer, task_reader), (result_reader, result_writer),
+                             (attachments, worker_attachments)):
+            theirs.close()
+            fds.append(os.dup(mine.fileno()))
+            mine.close()
+            os.set_blocking(fds[-1], False)
         with self._lock:
             self.processes[p.pid] = p
-        return p.pid, fd
+        return (p.pid, *fds)
 
     def start_manager(self, handle):
         with self._manager_lock:

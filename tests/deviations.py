@@ -31,11 +31,11 @@ UPSTREAM_SKIPS = {
 
 NOTES = {
     "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
-        "(close/join_thread do nothing: each worker has its own socket, there is no shared "
+        "(close/join_thread do nothing: each worker has its own pipes, there is no shared "
         "queue); _executor_manager_thread is the thread running the native manager loop (None "
         "until the first submit).",
     "ProcessPoolExecutor large buffers": "Buffers of 1 MiB or more in arguments and results "
-        "travel beside the pickle as anonymous shared memory (memfd), not through the socket: "
+        "travel beside the pickle as anonymous shared memory (memfd), not through the pipe: "
         "bytes and bytearray at any depth, protocol 5 out-of-band buffers (NumPy arrays and the "
         "like), which the receiver maps without a copy, and pickles that are that large "
         "themselves. Side effects: a large contiguous memoryview argument or result pickles, "

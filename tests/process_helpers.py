@@ -86,7 +86,7 @@ def buffer_lengths(obj):
 
 
 def _worker_loop_locals():
-    """The locals of the cfutures worker loop running this task (its channel, its job's tag)."""
+    """The locals of the cfutures worker loop running this task (its pipes, its job's tag)."""
     import sys
     frame = sys._getframe()
     while frame is not None:
@@ -97,15 +97,15 @@ def _worker_loop_locals():
 
 
 def write_to_own_channel(hex_bytes):
-    """A hostile task: writes raw bytes into its worker's channel to the pool."""
-    os.write(_worker_loop_locals()["conn"].fileno(), bytes.fromhex(hex_bytes))
+    """A hostile task: writes raw bytes into its worker's pipe to the pool."""
+    os.write(_worker_loop_locals()["result_conn"].fileno(), bytes.fromhex(hex_bytes))
     return "written"
 
 
 def forge_own_answer(length, tail_hex):
     """A hostile task: starts an answer to its own job announcing `length` bytes, sends a few."""
     state = _worker_loop_locals()
-    os.write(state["conn"].fileno(), bytes.fromhex(frame_header(3, state["tag"], length) + tail_hex))
+    os.write(state["result_conn"].fileno(), bytes.fromhex(frame_header(3, state["tag"], length) + tail_hex))
     return "written"
 
 

@@ -11,7 +11,7 @@
 //      manager thread, once (host.start_manager).
 //   3. The manager thread runs ProcessPoolHandle.run_manager: the core loop, GIL released. Each
 //      batch it produces comes back through Hooks::deliver, which takes the GIL, unpickles the
-//      answers (host.loads) and completes their futures, fails the lost ones, reaps exited
+//      answers (Host::loads) and completes their futures, fails the lost ones, reaps exited
 //      workers (host.reap) and starts replacements.
 //
 // The host (cfutures.process._PoolHost) is the only seam to the Python package: one object per
@@ -62,18 +62,38 @@ ProcessStdlib& pstd() {
 
 // What the native pool asks of Python (see cfutures/process.py, _PoolHost).
 struct Host {
-    py::object start_worker;   // () -> (pid, channel_fd): one new worker process
+    py::object start_worker;   // () -> (pid, task_fd, result_fd, attachment_fd): a new worker process
     py::object start_manager;  // (handle) -> None: the manager thread, running handle.run_manager()
     py::object reap;           // (pids) -> None: join exited worker processes
     py::object dumps;          // (obj) -> (payload, attachments)
     py::object dumps_call;     // (fn, args, kwargs) -> (payload, attachments); large buffers out of band
-    py::object loads;          // (payload, attachments) -> obj
     Py_ssize_t buffer_threshold;  // arguments this large go through dumps_call
+    py::object unpickle;       // (payload) -> obj
+    PyObject* packed_type;     // an obj of this type is finished by...
+    py::object unpack;         // (obj, attachments) -> the answer
 
     static Host of(py::handle host) {
-        return Host{host.attr("start_worker"), host.attr("start_manager"), host.attr("reap"),
-                    host.attr("dumps"),        host.attr("dumps_call"),    host.attr("loads"),
-                    host.attr("buffer_threshold").cast<Py_ssize_t>()};
+        return Host{host.attr("start_worker"),
+                    host.attr("start_manager"),
+                    host.attr("reap"),
+                    host.attr("dumps"),
+                    host.attr("dumps_call"),
+                    host.attr("buffer_threshold").cast<Py_ssize_t>(),
+                    host.attr("unpickle"),
+                    py::object(host.attr("packed_type")).release().ptr(),  // a class: kept for good
+                    host.attr("unpack")};
+    }
+
+    // An answer: its payload unpickled, then unpacked with its attachments if need be.
+    py::object loads(core::IncomingFrame& answer) const {
+        // Read while the frame lives: the memoryview never outlives this call.
+        py::object payload = py::reinterpret_steal<py::object>(PyMemoryView_FromMemory(
+            const_cast<char*>(answer.payload.data()), static_cast<Py_ssize_t>(answer.payload.size()),
+            PyBUF_READ));
+        if (!payload) throw py::error_already_set();
+        py::object obj = unpickle(payload);
+        if (Py_TYPE(obj.ptr()) != reinterpret_cast<PyTypeObject*>(packed_type)) return obj;
+        return unpack(obj, attachment_objects(answer));
     }
 };
 
@@ -192,7 +212,8 @@ void start_workers(ProcShared& shared, std::size_t n) {
     for (std::size_t started = 0; started < n; ++started) {
         try {
             py::tuple worker = shared.host.start_worker();
-            shared.pool.add_worker(worker[0].cast<int>(), worker[1].cast<int>());
+            shared.pool.add_worker(worker[0].cast<int>(), worker[1].cast<int>(), worker[2].cast<int>(),
+                                   worker[3].cast<int>());
         } catch (...) {
             for (std::size_t i = started; i < n; ++i) shared.pool.worker_start_failed();
             throw;
@@ -246,21 +267,29 @@ struct Hooks final : core::ProcessPoolHooks {
         if (!batch.exited.empty()) {
             py::list pids;
             for (int pid : batch.exited) pids.append(pid);
-            shared.host.reap(pids);
+            try {
+                shared.host.reap(pids);
+            } catch (py::error_already_set& e) {
+                e.discard_as_unraisable("cfutures process pool: reaping workers");
+            }
         }
-        if (batch.start_workers) start_workers(shared, batch.start_workers);
+        if (batch.start_workers) {
+            try {
+                start_workers(shared, batch.start_workers);
+            } catch (py::error_already_set& e) {
+                // Without its replacement workers, the queue might never move: break the pool.
+                shared.pool.break_pool(std::string("A worker process could not be started (") +
+                                       e.what() + "); the process pool is not usable anymore");
+            }
+        }
     }
 
     void complete(core::IncomingFrame& answer) {
         PyObject* fut = shared.jobs.take(answer.tag);
         if (!fut) return;
-        // Read while the frame lives: the memoryview never outlives this call.
-        py::object payload = py::reinterpret_steal<py::object>(PyMemoryView_FromMemory(
-            const_cast<char*>(answer.payload.data()), static_cast<Py_ssize_t>(answer.payload.size()),
-            PyBUF_READ));
         py::object value;
         try {
-            value = shared.host.loads(payload, attachment_objects(answer));
+            value = shared.host.loads(answer);
         } catch (py::error_already_set& e) {
             // As the stdlib: an answer that cannot be unpickled breaks the pool.
             py::object exc = exception_of(e);

@@ -12,7 +12,8 @@ namespace {
 
 class WorkerChannel {
 public:
-    WorkerChannel(int fd, int pool_pid) : end_(fd, pool_pid, /*end_if_orphaned_while_busy=*/true) {}
+    WorkerChannel(int task_fd, int result_fd, int attachment_fd, int pool_pid)
+        : end_(task_fd, result_fd, attachment_fd, pool_pid, /*end_if_orphaned_while_busy=*/true) {}
 
     // (kind, tag, payload, attachments), or None when the pool is gone or closed the channel.
     py::object recv() {
@@ -23,8 +24,11 @@ public:
             switch (status) {
                 case core::WorkerEnd::Recv::Frame: {
                     py::list attachments = attachment_objects(frame);
-                    return py::make_tuple(static_cast<int>(frame.kind), frame.tag,
-                                          buffer_object(std::move(frame.payload)), attachments);
+                    // A small payload is cheaper to copy than to wrap.
+                    py::object payload = frame.payload.size() <= kCopyBelow
+                                             ? py::bytes(frame.payload.data(), frame.payload.size())
+                                             : buffer_object(std::move(frame.payload));
+                    return py::make_tuple(static_cast<int>(frame.kind), frame.tag, payload, attachments);
                 }
                 case core::WorkerEnd::Recv::Closed:
                 case core::WorkerEnd::Recv::PoolGone: return py::none();
@@ -51,6 +55,7 @@ public:
     }
 
 private:
+    static constexpr std::size_t kCopyBelow = 64 * 1024;
     core::WorkerEnd end_;
 };
 
@@ -58,7 +63,8 @@ private:
 
 void register_process_worker(py::module_& m) {
     py::class_<WorkerChannel>(m, "WorkerChannel")
-        .def(py::init<int, int>(), py::arg("fd"), py::arg("pool_pid"))
+        .def(py::init<int, int, int, int>(), py::arg("task_fd"), py::arg("result_fd"),
+             py::arg("attachment_fd"), py::arg("pool_pid"))
         .def("recv", &WorkerChannel::recv)
         .def("send", &WorkerChannel::send, py::arg("kind"), py::arg("tag"), py::arg("payload"),
              py::arg("attachments"));

@@ -6,8 +6,8 @@
 //   ------------------------          ------------------------------              --------------
 //   pickle (fn, args, kwargs)
 //   submit(job) --queue_--+--wake-->  dispatch: future -> RUNNING, Task frame to the
-//                                     least-loaded worker (<= max_in_flight) ---> socket --> run
-//                                     answers <----------------------------------- socket <--+
+//                                     least-loaded worker (<= max_in_flight) ---> pipe ----> run
+//                                     answers <------------------------------------ pipe <---+
 //                                     pidfd readable: the worker exited
 //                                     -> hooks.deliver(batch): answers, exits, losses (GIL there)
 //
@@ -18,7 +18,8 @@
 // Breaking. The pool breaks when a worker exits unasked (BreakCause::WorkerDied), sends a frame
 // the protocol or the pool does not allow (Protocol: a malformed frame, an answer to a job it
 // was not given, an Exiting it was not entitled to), when the owner asks (Owner: an answer that
-// cannot be unpickled), or when the manager itself fails (Internal: an exception in its loop).
+// cannot be unpickled, a replacement worker that cannot be started), or when the manager itself
+// fails (Internal: an exception in its loop).
 // Then every queued and in-flight job is reported lost, with the reason, and later submits
 // answer Broken; the workers get SIGTERM, and SIGKILL kKillGrace later if still there (a task
 // may ignore SIGTERM; nothing outlives its pool). run() returns once every worker is gone. The
@@ -27,8 +28,8 @@
 // Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, and in the
 // Worker records everything but the reader; live_ itself changes only on the manager thread,
 // which may therefore read it without the lock. submit() may write a job without attachments to
-// an idle worker's socket itself, under `mu_`. A reader belongs to the manager thread alone, so
-// socket reads happen without the lock. Nothing is called out while `mu_` is held, except
+// an idle worker's pipe itself, under `mu_`. A reader belongs to the manager thread alone, so
+// reads happen without the lock. Nothing is called out while `mu_` is held, except
 // FutureCore::set_running_or_notify_cancel(may_wait=false), which never waits on another lock.
 // Outgoing frames are never destroyed here while the pool runs: they go back to the owner in
 // ProcessBatch::released, to be dropped where the owner may (their payloads are Python objects).
@@ -131,7 +132,7 @@ public:
     // --- owner side (any thread) ---------------------------------------------------------------
 
     // When a worker is idle and nothing is queued ahead, a job without attachments is written to
-    // that worker's socket right here: the manager thread's wake-up is not on the round trip of
+    // that worker's pipe right here: the manager thread's wake-up is not on the round trip of
     // a lone small task. Frames that are done with come back in `released` (to be dropped
     // without the lock). A job with attachments always goes through the manager thread, which
     // copies them into memfds without the GIL.
@@ -167,9 +168,10 @@ public:
         wake();
     }
 
-    // Takes ownership of the parent's end of a started worker's channel (a Unix stream socket).
-    void add_worker(int pid, int channel_fd) {
-        NewWorker nw{pid, open_pidfd(pid), channel_fd};
+    // Takes ownership of the parent's ends of a started worker's channel (protocol.hpp): the
+    // pipe to it, the pipe from it, the socket for attachments.
+    void add_worker(int pid, int task_fd, int result_fd, int attachment_fd) {
+        NewWorker nw{pid, open_pidfd(pid), task_fd, result_fd, attachment_fd};
         {
             std::lock_guard<std::mutex> g(mu_);
             new_workers_.push_back(nw);
@@ -254,29 +256,33 @@ public:
 
 private:
     static constexpr std::uint64_t kWakeTag = ~std::uint64_t{0};
-    enum EventKind : std::uint64_t { kChannel = 0, kExit = 1 };
+    enum EventKind : std::uint64_t { kResults = 0, kTasks = 1, kExit = 2 };
 
     struct NewWorker {
-        int pid, pidfd, fd;
+        int pid, pidfd, task_fd, result_fd, attachment_fd;
     };
     struct Worker {
-        int pid = -1, pidfd = -1, fd = -1;
-        FrameReader reader{Direction::FromWorker};
+        explicit Worker(const NewWorker& nw)
+            : pid(nw.pid), pidfd(nw.pidfd), task_fd(nw.task_fd), result_fd(nw.result_fd),
+              attachment_fd(nw.attachment_fd), reader(Direction::FromWorker, nw.attachment_fd),
+              writer(nw.attachment_fd) {}
+        int pid, pidfd, task_fd, result_fd, attachment_fd;
+        FrameReader reader;
         FrameWriter writer;
         std::deque<std::uint64_t> in_flight;
         int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
         bool stop_sent = false;
         bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
-        bool want_out = false;  // EPOLLOUT registered
-        bool reading = true;    // EPOLLIN registered
+        bool want_out = false;  // EPOLLOUT registered on task_fd
+        bool reading = true;    // result_fd watched (EPOLLIN)
     };
 
     static void close_new_worker(NewWorker& nw) {
-        for (int fd : {nw.pidfd, nw.fd})
+        for (int fd : {nw.pidfd, nw.task_fd, nw.result_fd, nw.attachment_fd})
             if (fd >= 0) ::close(fd);
     }
     void close_worker(Worker& w) {
-        for (int* fd : {&w.pidfd, &w.fd}) {
+        for (int* fd : {&w.pidfd, &w.task_fd, &w.result_fd, &w.attachment_fd}) {
             if (*fd >= 0) {
                 ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, *fd, nullptr);
                 ::close(*fd);
@@ -384,7 +390,7 @@ private:
         ProcessBatch unused;
         // A fresh future is neither cancelled nor inside an edit; if it were, the manager decides.
         if (!dispatch_to_locked(*idle, unused) || !unused.cancelled.empty()) return false;
-        return idle->writer.flush(idle->fd, released) == IoStatus::Ok;
+        return idle->writer.flush(idle->task_fd, released) == IoStatus::Ok;
     }
 
     bool can_take_locked(const Worker& w) const {
@@ -412,19 +418,17 @@ private:
     void watch(int fd, std::uint32_t events, std::uint32_t id, EventKind kind, int op) {
         epoll_event ev{};
         ev.events = events;
-        ev.data.u64 = (std::uint64_t{id} << 1) | kind;
+        ev.data.u64 = (std::uint64_t{id} << 2) | kind;
         ::epoll_ctl(epoll_fd_, op, fd, &ev);
     }
 
     void adopt_new_workers_locked() {
         for (NewWorker& nw : new_workers_) {
             std::uint32_t id = next_id_++;
-            Worker& w = live_[id];
-            w.pid = nw.pid;
-            w.pidfd = nw.pidfd;
-            w.fd = nw.fd;
+            Worker& w = live_.try_emplace(id, nw).first->second;
             w.tasks_left = max_tasks_per_child_;
-            watch(w.fd, EPOLLIN, id, kChannel, EPOLL_CTL_ADD);  // EPOLLOUT only while a write waits
+            watch(w.result_fd, EPOLLIN, id, kResults, EPOLL_CTL_ADD);
+            watch(w.task_fd, 0, id, kTasks, EPOLL_CTL_ADD);  // EPOLLOUT only while a write waits
             if (w.pidfd >= 0) watch(w.pidfd, EPOLLIN, id, kExit, EPOLL_CTL_ADD);
             if (broken_) ::kill(w.pid, SIGTERM);
         }
@@ -473,7 +477,7 @@ private:
     }
 
     // Once nothing more will be dispatched: Stop follows the tasks a worker already has, so a
-    // worker whose answers are lost in its socket (a task wrote into it) still leaves.
+    // worker whose answers are lost in its pipe (a task wrote into it) still leaves.
     void send_stops_locked() {
         for (auto& [id, w] : live_) {
             if (!w.stop_sent && !w.leaving) {
@@ -486,9 +490,9 @@ private:
     void flush_writers(ProcessBatch& batch) {
         std::lock_guard<std::mutex> g(mu_);
         for (auto& [id, w] : live_) {
-            if (w.writer.empty() || w.fd < 0) continue;
+            if (w.writer.empty() || w.task_fd < 0) continue;
             std::size_t failed_before = batch.unsendable.size();
-            IoStatus s = w.writer.flush(w.fd, &batch.released, &batch.unsendable);
+            IoStatus s = w.writer.flush(w.task_fd, &batch.released, &batch.unsendable);
             for (std::size_t i = failed_before; i < batch.unsendable.size(); ++i) {
                 // Never sent: the worker does not expect it, and it still may take another.
                 auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), batch.unsendable[i].frame.tag);
@@ -502,14 +506,16 @@ private:
             }
             if (want_out != w.want_out) {
                 w.want_out = want_out;
-                update_watch(id, w);
+                watch(w.task_fd, want_out ? std::uint32_t{EPOLLOUT} : 0u, id, kTasks, EPOLL_CTL_MOD);
             }
         }
     }
 
-    void update_watch(std::uint32_t id, Worker& w) {
-        std::uint32_t events = (w.reading ? EPOLLIN : 0u) | (w.want_out ? EPOLLOUT : 0u);
-        watch(w.fd, events, id, kChannel, EPOLL_CTL_MOD);
+    // Stops listening to a worker's answers (it closed its end, or cannot be trusted).
+    void stop_reading(Worker& w) {
+        if (!w.reading) return;
+        w.reading = false;
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, w.result_fd, nullptr);
     }
 
     void handle_event(const epoll_event& ev, ProcessBatch& batch) {
@@ -519,39 +525,39 @@ private:
             }
             return;
         }
-        auto id = static_cast<std::uint32_t>(ev.data.u64 >> 1);
+        auto id = static_cast<std::uint32_t>(ev.data.u64 >> 2);
+        auto kind = static_cast<EventKind>(ev.data.u64 & 3);
         auto it = live_.find(id);
         if (it == live_.end()) return;
-        if ((ev.data.u64 & 1) == kExit) {
+        if (kind == kExit) {
             worker_exited(id, batch);
             return;
         }
+        // kTasks (EPOLLOUT): flush_writers() does the writing at the top of the next round.
         Worker& w = it->second;
-        // EPOLLOUT: flush_writers() does the writing at the top of the next round.
-        if (!(ev.events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || !w.reading) return;
-        IoStatus s = w.reader.fill(w.fd);  // the reader is this thread's alone
+        if (kind != kResults || !w.reading) return;
+        IoStatus s = w.reader.fill(w.result_fd);  // the reader is this thread's alone
         std::lock_guard<std::mutex> g(mu_);
-        take_answers_locked(id, w, batch);
+        take_answers_locked(w, batch);
         if (s == IoStatus::Error && !broken_) {
-            fail_protocol_locked(id, w, "a malformed message: " + w.reader.error(), batch);
+            fail_protocol_locked(w, "a malformed message: " + w.reader.error(), batch);
         } else if (s == IoStatus::Eof || s == IoStatus::Error) {
-            // The worker closed its end: stop reading; its exit (pidfd) will follow.
-            w.reading = false;
-            update_watch(id, w);
+            // The worker closed its end: its exit (pidfd) will follow.
+            stop_reading(w);
         }
     }
 
     // Moves the worker's complete frames into the batch, checking that each is allowed now, and
     // judges the frame still arriving by its header: an answer to a job the worker was not
     // given is refused before its payload comes (a forged header could announce any length).
-    void take_answers_locked(std::uint32_t id, Worker& w, ProcessBatch& batch) {
+    void take_answers_locked(Worker& w, ProcessBatch& batch) {
         std::size_t got = 0;
         while (w.reading) {
             auto f = w.reader.pop();
             if (!f) break;
             std::string why = illegal_locked(w, f->kind, f->tag);
             if (!why.empty()) {
-                fail_protocol_locked(id, w, why, batch);
+                fail_protocol_locked(w, why, batch);
                 break;
             }
             if (f->kind == FrameKind::Exiting) {
@@ -565,7 +571,7 @@ private:
         idle_tokens_ += got;
         if (const IncomingFrame* next = w.reading ? w.reader.frame_in_progress() : nullptr) {
             std::string why = illegal_locked(w, next->kind, next->tag);
-            if (!why.empty()) fail_protocol_locked(id, w, why, batch);
+            if (!why.empty()) fail_protocol_locked(w, why, batch);
         }
     }
 
@@ -584,9 +590,8 @@ private:
     }
 
     // A worker that breaks the protocol cannot be trusted: stop listening to it, break the pool.
-    void fail_protocol_locked(std::uint32_t id, Worker& w, const std::string& what, ProcessBatch& batch) {
-        w.reading = false;
-        update_watch(id, w);
+    void fail_protocol_locked(Worker& w, const std::string& what, ProcessBatch& batch) {
+        stop_reading(w);
         if (!broken_) {
             break_locked(BreakCause::Protocol,
                          "A process in the process pool sent " + what +
@@ -609,13 +614,13 @@ private:
     }
 
     void worker_exited(std::uint32_t id, ProcessBatch& batch) {
-        Worker& w = live_[id];
-        // Answers it wrote just before exiting are still in the socket: take them first.
-        IoStatus s = w.reading ? w.reader.fill(w.fd) : IoStatus::Eof;
+        Worker& w = live_.at(id);
+        // Answers it wrote just before exiting are still in the pipe: take them first.
+        IoStatus s = w.reading ? w.reader.fill(w.result_fd) : IoStatus::Eof;
         std::lock_guard<std::mutex> g(mu_);
-        take_answers_locked(id, w, batch);
+        take_answers_locked(w, batch);
         if (s == IoStatus::Error && !broken_) {
-            fail_protocol_locked(id, w, "a malformed message: " + w.reader.error(), batch);
+            fail_protocol_locked(w, "a malformed message: " + w.reader.error(), batch);
         }
         bool expected = (w.stop_sent || w.leaving) && w.in_flight.empty();
         int pid = w.pid;

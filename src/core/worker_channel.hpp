@@ -63,13 +63,15 @@ class WorkerEnd {
 public:
     enum class Recv { Frame, Closed, PoolGone, Interrupted, Error };
 
-    // `channel_fd` stays the caller's; `pool_pid` is the pool process to watch (0: none). With
+    // The channel's descriptors (protocol.hpp: frames in, frames out, attachments) stay the
+    // caller's; `pool_pid` is the pool process to watch (0: none). With
     // `end_if_orphaned_while_busy`, a ParentWatch ends the process if the pool dies during a task.
-    WorkerEnd(int channel_fd, int pool_pid, bool end_if_orphaned_while_busy = false)
-        : fd_(channel_fd), pool_fd_(open_pidfd(pool_pid)) {
+    WorkerEnd(int in_fd, int out_fd, int attachment_fd, int pool_pid, bool end_if_orphaned_while_busy = false)
+        : in_fd_(in_fd), out_fd_(out_fd), attachment_fd_(attachment_fd), pool_fd_(open_pidfd(pool_pid)),
+          reader_(Direction::FromParent, attachment_fd) {
         if (end_if_orphaned_while_busy) watch_.emplace(pool_pid);
-        // The reader drains the socket until EAGAIN; waiting is poll's job.
-        ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+        // The reader drains the pipe until EAGAIN; waiting is poll's job.
+        for (int fd : {in_fd, out_fd}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     }
     WorkerEnd(const WorkerEnd&) = delete;
     WorkerEnd& operator=(const WorkerEnd&) = delete;
@@ -90,13 +92,13 @@ public:
     // (its payload and attachments may need releasing where the caller chooses).
     bool send(OutgoingFrame&& f, std::string& error) { return send(f, error); }
     bool send(OutgoingFrame& f, std::string& error) {
-        FrameWriter w;
+        FrameWriter w(attachment_fd_);
         w.push(std::move(f));
         std::vector<OutgoingFrame> done;
         std::vector<FrameWriter::Unsendable> unsendable;
         bool ok = false;
         for (;;) {
-            IoStatus s = w.flush(fd_, &done, &unsendable);
+            IoStatus s = w.flush(out_fd_, &done, &unsendable);
             if (!unsendable.empty()) {
                 error = unsendable.front().error;
                 f = std::move(unsendable.front().frame);
@@ -110,7 +112,7 @@ public:
                 error = "the pool closed the channel";
                 break;
             }
-            pollfd p{fd_, POLLOUT, 0};
+            pollfd p{out_fd_, POLLOUT, 0};
             if (::poll(&p, 1, -1) < 0 && errno != EINTR) {
                 error = std::strerror(errno);
                 break;
@@ -128,14 +130,14 @@ private:
                 out = std::move(*f);
                 return Recv::Frame;
             }
-            pollfd fds[2] = {{fd_, POLLIN, 0}, {pool_fd_, POLLIN, 0}};
+            pollfd fds[2] = {{in_fd_, POLLIN, 0}, {pool_fd_, POLLIN, 0}};
             if (::poll(fds, pool_fd_ >= 0 ? 2 : 1, -1) < 0) {
                 if (errno == EINTR) return Recv::Interrupted;
                 error = std::strerror(errno);
                 return Recv::Error;
             }
             if (fds[0].revents) {
-                IoStatus s = reader_.fill(fd_);
+                IoStatus s = reader_.fill(in_fd_);
                 if (s == IoStatus::Error) {
                     error = reader_.error();
                     return Recv::Error;
@@ -147,9 +149,9 @@ private:
         }
     }
 
-    int fd_;
+    int in_fd_, out_fd_, attachment_fd_;
     int pool_fd_;
-    FrameReader reader_{Direction::FromParent};
+    FrameReader reader_;
     std::optional<ParentWatch> watch_;
 };
 

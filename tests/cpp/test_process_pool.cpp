@@ -29,10 +29,10 @@ enum class Behaviour {
     IgnoresSigterm,        // crashes the pool via junk, and ignores the SIGTERM that follows
 };
 
-void worker_main(int fd, Behaviour behaviour) {
+void worker_main(int in, int out, int sock, Behaviour behaviour) {
     // (doctest's own handler, inherited through fork, would report SIGTERM as a crash.)
     ::signal(SIGTERM, behaviour == Behaviour::IgnoresSigterm ? SIG_IGN : SIG_DFL);
-    WorkerEnd end(fd, 0);
+    WorkerEnd end(in, out, sock, 0);
     IncomingFrame f;
     std::string err;
     while (end.recv(f, err) == WorkerEnd::Recv::Frame) {
@@ -43,7 +43,7 @@ void worker_main(int fd, Behaviour behaviour) {
             case Behaviour::MalformedReply:
             case Behaviour::IgnoresSigterm: {
                 const char junk[32] = "this is not a frame header....";
-                [[maybe_unused]] ssize_t n = ::write(fd, junk, sizeof junk);
+                [[maybe_unused]] ssize_t n = ::write(out, junk, sizeof junk);
                 for (;;) ::pause();  // until killed
             }
             case Behaviour::UnaskedExiting:
@@ -53,8 +53,8 @@ void worker_main(int fd, Behaviour behaviour) {
             case Behaviour::HugeHeader: {
                 // As a task writing into its worker's socket: the real answer follows, swallowed.
                 FrameHeader h{kFrameMagic, 3, 0, f.tag, std::uint64_t{0xFFFFFFF0}};
-                [[maybe_unused]] ssize_t n = ::write(fd, &h, sizeof h);
-                n = ::write(fd, "0123456789", 10);
+                [[maybe_unused]] ssize_t n = ::write(out, &h, sizeof h);
+                n = ::write(out, "0123456789", 10);
                 break;
             }
         }
@@ -64,19 +64,27 @@ void worker_main(int fd, Behaviour behaviour) {
 }
 
 // Forks a worker process that serves one channel with `behaviour`; returns its pid and hands
-// back the parent's end.
-int fork_worker(Behaviour behaviour, int* parent_end) {
-    int fds[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+// back the parent's ends (to it, from it, attachments).
+int fork_worker(Behaviour behaviour, int* task_fd, int* result_fd, int* sock_fd) {
+    int to[2], from[2], sock[2];
+    REQUIRE(::pipe2(to, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(from, O_CLOEXEC) == 0);
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sock) == 0);
     int pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-        ::close(fds[0]);
-        worker_main(fds[1], behaviour);
+        ::close(to[1]);
+        ::close(from[0]);
+        ::close(sock[0]);
+        worker_main(to[0], from[1], sock[1], behaviour);
     }
-    ::close(fds[1]);
-    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
-    *parent_end = fds[0];
+    ::close(to[0]);
+    ::close(from[1]);
+    ::close(sock[1]);
+    for (int fd : {to[1], from[0], sock[0]}) ::fcntl(fd, F_SETFL, O_NONBLOCK);
+    *task_fd = to[1];
+    *result_fd = from[0];
+    *sock_fd = sock[0];
     return pid;
 }
 
@@ -113,9 +121,9 @@ ProcessPool::Job job(std::uint64_t tag, std::string payload) {
 std::vector<int> start_workers(ProcessPool& pool, int n, Behaviour b) {
     std::vector<int> pids;
     for (int i = 0; i < n; ++i) {
-        int fd;
-        pids.push_back(fork_worker(b, &fd));
-        pool.add_worker(pids.back(), fd);
+        int task_fd, result_fd, sock_fd;
+        pids.push_back(fork_worker(b, &task_fd, &result_fd, &sock_fd));
+        pool.add_worker(pids.back(), task_fd, result_fd, sock_fd);
     }
     return pids;
 }

@@ -16,22 +16,30 @@
 using namespace cfutures::core;
 
 namespace {
-// A connected pair of Unix stream sockets, as between a pool and a worker.
+// A worker's channel (protocol.hpp): a pipe each way and a socketpair for attachments.
 struct Channel {
-    int parent = -1, worker = -1;
+    int to_worker[2] = {-1, -1}, from_worker[2] = {-1, -1}, sockets[2] = {-1, -1};
     Channel() {
-        int fds[2];
-        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) == 0);
-        parent = fds[0];
-        worker = fds[1];
+        REQUIRE(::pipe2(to_worker, O_CLOEXEC | O_NONBLOCK) == 0);
+        REQUIRE(::pipe2(from_worker, O_CLOEXEC | O_NONBLOCK) == 0);
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sockets) == 0);
     }
     ~Channel() {
-        if (parent >= 0) ::close(parent);
-        if (worker >= 0) ::close(worker);
+        for (int fd : {to_worker[0], to_worker[1], from_worker[0], from_worker[1], sockets[0], sockets[1]})
+            if (fd >= 0) ::close(fd);
     }
+    // The parent's ends, then the worker's.
+    int parent_out() const { return to_worker[1]; }
+    int parent_in() const { return from_worker[0]; }
+    int parent_socket() const { return sockets[0]; }
+    int worker_in() const { return to_worker[0]; }
+    int worker_out() const { return from_worker[1]; }
+    int worker_socket() const { return sockets[1]; }
     void close_worker() {
-        ::close(worker);
-        worker = -1;
+        for (int* fd : {&to_worker[0], &from_worker[1], &sockets[1]}) {
+            ::close(*fd);
+            *fd = -1;
+        }
     }
 };
 
@@ -50,7 +58,7 @@ void write_all(int fd, const std::string& bytes) {
     REQUIRE(::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
 }
 
-// Sends `bytes` with descriptors `fds` as ancillary data, in one sendmsg.
+// Sends `bytes` with descriptors `fds` as ancillary data, in one sendmsg (as attachments go).
 void send_with_fds(int fd, const std::string& bytes, const std::vector<int>& fds) {
     iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
     msghdr msg{};
@@ -73,15 +81,15 @@ std::string region_text(const MappedRegion& r) { return std::string(r.data(), r.
 TEST_SUITE("Protocol") {
     TEST_CASE("frames round-trip through a socket, several per read") {
         Channel ch;
-        FrameWriter w;
+        FrameWriter w(ch.worker_socket());
         for (std::uint64_t i = 0; i < 100; ++i)
             w.push(OutgoingFrame::make(FrameKind::Result, i, std::string(i, 'x')));
         w.push(OutgoingFrame::make(FrameKind::Exiting, 0, ""));
         std::vector<OutgoingFrame> sent;
-        REQUIRE(w.flush(ch.worker, &sent) == IoStatus::Ok);
+        REQUIRE(w.flush(ch.worker_out(), &sent) == IoStatus::Ok);
         CHECK(sent.size() == 101);
-        FrameReader r(Direction::FromWorker);
-        CHECK(r.fill(ch.parent) == IoStatus::WouldBlock);
+        FrameReader r(Direction::FromWorker, ch.parent_socket());
+        CHECK(r.fill(ch.parent_in()) == IoStatus::WouldBlock);
         for (std::uint64_t i = 0; i < 100; ++i) {
             auto f = r.pop();
             REQUIRE(f);
@@ -119,7 +127,7 @@ TEST_SUITE("Protocol") {
 
     TEST_CASE("attachments travel as sealed memfds, mapped copy-on-write") {
         Channel ch;
-        FrameWriter w;
+        FrameWriter w(ch.parent_socket());
         OutgoingFrame f = OutgoingFrame::make(FrameKind::Task, 7, "pickle");
         std::string big(3 << 20, 'q');
         big[12345] = 'Z';
@@ -129,10 +137,10 @@ TEST_SUITE("Protocol") {
         OutgoingFrame again = OutgoingFrame::make(FrameKind::Task, 8, "again");
         again.attachments = {shared};  // one copy for every frame that carries it
         w.push(std::move(again));
-        REQUIRE(w.flush(ch.parent) == IoStatus::Ok);
+        REQUIRE(w.flush(ch.parent_out()) == IoStatus::Ok);
 
-        FrameReader r(Direction::FromParent);
-        while (r.fill(ch.worker) != IoStatus::WouldBlock) {}
+        FrameReader r(Direction::FromParent, ch.worker_socket());
+        while (r.fill(ch.worker_in()) != IoStatus::WouldBlock) {}
         auto got = r.pop();
         REQUIRE(got);
         CHECK(got->payload == "pickle");
@@ -148,24 +156,23 @@ TEST_SUITE("Protocol") {
         CHECK(second->attachments[0].data()[12345] == 'Z');
     }
 
-    TEST_CASE("a large frame crosses a small socket buffer in pieces") {
+    TEST_CASE("a large frame crosses a small pipe in pieces") {
         Channel ch;
-        int small = 4096;
-        ::setsockopt(ch.parent, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        ::fcntl(ch.parent_out(), F_SETPIPE_SZ, 4096);
         std::string big(8 * 1024 * 1024 + 13, '\0');
         for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131);
         std::thread writer([&] {
             FrameWriter w;
             w.push(OutgoingFrame::make(FrameKind::Task, 42, big));
             int rounds = 0;
-            while (w.flush(ch.parent) == IoStatus::WouldBlock) {
-                pollfd pf{ch.parent, POLLOUT, 0};
+            while (w.flush(ch.parent_out()) == IoStatus::WouldBlock) {
+                pollfd pf{ch.parent_out(), POLLOUT, 0};
                 ::poll(&pf, 1, 1000);
                 ++rounds;
             }
             CHECK(rounds > 1);  // it really was split
         });
-        WorkerEnd end(ch.worker, 0);
+        WorkerEnd end(ch.worker_in(), ch.worker_out(), ch.worker_socket(), 0);
         IncomingFrame got;
         std::string err;
         REQUIRE(end.recv(got, err) == WorkerEnd::Recv::Frame);
@@ -191,17 +198,17 @@ TEST_SUITE("Protocol") {
             f.size = size;
             w.push(std::move(f));
             w.push(OutgoingFrame::make(FrameKind::Result, 10, "after"));
-            while (w.flush(ch.worker) == IoStatus::WouldBlock) {
-                pollfd pf{ch.worker, POLLOUT, 0};
+            while (w.flush(ch.worker_out()) == IoStatus::WouldBlock) {
+                pollfd pf{ch.worker_out(), POLLOUT, 0};
                 ::poll(&pf, 1, 1000);
             }
         });
         FrameReader r(Direction::FromWorker);
         while (!r.has_ready() || !r.failed()) {
-            if (r.fill(ch.parent) == IoStatus::Error) break;
+            if (r.fill(ch.parent_in()) == IoStatus::Error) break;
             auto f = r.pop();
             if (!f) {
-                pollfd pf{ch.parent, POLLIN, 0};
+                pollfd pf{ch.parent_in(), POLLIN, 0};
                 ::poll(&pf, 1, 1000);
                 continue;
             }
@@ -212,7 +219,7 @@ TEST_SUITE("Protocol") {
             break;
         }
         writer.join();
-        r.fill(ch.parent);
+        r.fill(ch.parent_in());
         auto after = r.pop();
         REQUIRE(after);  // the next frame is intact: nothing of the big one was read as a frame
         CHECK(after->payload == "after");
@@ -232,29 +239,28 @@ TEST_SUITE("Protocol") {
     TEST_CASE("a peer that vanishes mid-frame is an error, between frames an EOF") {
         {
             Channel ch;
-            write_all(ch.worker, header_bytes(kFrameMagic, 3, 0, 1, 100) + std::string(40, 'y'));
+            write_all(ch.worker_out(), header_bytes(kFrameMagic, 3, 0, 1, 100) + std::string(40, 'y'));
             ch.close_worker();
             FrameReader r(Direction::FromWorker);
-            CHECK(r.fill(ch.parent) == IoStatus::Error);
+            CHECK(r.fill(ch.parent_in()) == IoStatus::Error);
             CHECK(r.error().find("middle of a frame") != std::string::npos);
             CHECK_FALSE(r.pop());
         }
-        // Between frames, an EOF; also when the peer exits without reading what it was sent
-        // (the parent's side then sees ECONNRESET).
+        // Between frames, an EOF; also when the peer exits without reading what it was sent.
         for (bool unread_task : {false, true}) {
             CAPTURE(unread_task);
             Channel ch;
             if (unread_task) {
                 FrameWriter w;
                 w.push(OutgoingFrame::make(FrameKind::Task, 1, "never read"));
-                REQUIRE(w.flush(ch.parent) == IoStatus::Ok);
+                REQUIRE(w.flush(ch.parent_out()) == IoStatus::Ok);
             }
             FrameWriter answer;
             answer.push(OutgoingFrame::make(FrameKind::Result, 1, "done"));
-            REQUIRE(answer.flush(ch.worker) == IoStatus::Ok);
+            REQUIRE(answer.flush(ch.worker_out()) == IoStatus::Ok);
             ch.close_worker();
             FrameReader r(Direction::FromWorker);
-            CHECK(r.fill(ch.parent) == IoStatus::Eof);
+            CHECK(r.fill(ch.parent_in()) == IoStatus::Eof);
             auto f = r.pop();
             REQUIRE(f);
             CHECK(f->payload == "done");
@@ -272,7 +278,7 @@ TEST_SUITE("Protocol") {
                  Case{header_bytes(kFrameMagic, 1, 0, 1, 4), "kind 1 from the wrong end"},
                  Case{header_bytes(kFrameMagic, 3, 0, 1, kMaxPayload + 1), "bytes"},
                  Case{header_bytes(kFrameMagic, 3, kMaxAttachments + 1, 1, 4), "attachments"},
-                 Case{header_bytes(kFrameMagic, 3, 2, 1, 4), "did not arrive"},
+                 Case{header_bytes(kFrameMagic, 3, 2, 1, 4), "attachments where none may come"},
              }) {
             CAPTURE(c.error);
             FrameReader r(Direction::FromWorker);
@@ -289,38 +295,51 @@ TEST_SUITE("Protocol") {
     }
 
     TEST_CASE("attachments must be memfds sealed against shrinking") {
-        Channel ch;
         int pipe_fds[2];
         REQUIRE(::pipe(pipe_fds) == 0);
         int unsealed = ::memfd_create("test", MFD_CLOEXEC);
         REQUIRE(::ftruncate(unsealed, 4096) == 0);
         for (int bad : {pipe_fds[0], unsealed}) {
-            Channel c;
-            send_with_fds(c.worker, header_bytes(kFrameMagic, 3, 1, 1, 0), {bad});
-            FrameReader r(Direction::FromWorker);
-            CHECK(r.fill(c.parent) == IoStatus::Error);
+            Channel ch;
+            send_with_fds(ch.worker_socket(), "x", {bad});
+            write_all(ch.worker_out(), header_bytes(kFrameMagic, 3, 1, 1, 0));
+            FrameReader r(Direction::FromWorker, ch.parent_socket());
+            CHECK(r.fill(ch.parent_in()) == IoStatus::Error);
             CHECK(r.error().find("sealed memfd") != std::string::npos);
         }
         for (int fd : {pipe_fds[0], pipe_fds[1], unsealed}) ::close(fd);
     }
 
-    TEST_CASE("descriptors beyond the bound are refused and closed") {
-        Channel ch;
-        std::vector<int> fds;
-        for (int i = 0; i < kMaxAttachments + 1; ++i) fds.push_back(::memfd_create("x", MFD_CLOEXEC));
-        send_with_fds(ch.worker, header_bytes(kFrameMagic, 3, 0, 1, 0), fds);
-        for (int fd : fds) ::close(fd);
-        FrameReader r(Direction::FromWorker);
-        CHECK(r.fill(ch.parent) == IoStatus::Error);
-        CHECK(r.error().find("descriptors") != std::string::npos);
+    TEST_CASE("a frame takes exactly the one message of descriptors sent before it") {
+        struct Case {
+            int sent;       // descriptors in the message (-1: no message)
+            int announced;  // attachments in the header
+        };
+        for (Case c : {Case{-1, 1}, Case{2, 1}, Case{1, 2}, Case{kMaxAttachments + 1, 1}}) {
+            CAPTURE(c.sent);
+            CAPTURE(c.announced);
+            Channel ch;
+            std::vector<int> fds;
+            for (int i = 0; i < c.sent; ++i) {
+                int fd = ::memfd_create("x", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK);
+                fds.push_back(fd);
+            }
+            if (c.sent >= 0) send_with_fds(ch.worker_socket(), "x", fds);
+            for (int fd : fds) ::close(fd);
+            write_all(ch.worker_out(), header_bytes(kFrameMagic, 3, static_cast<std::uint16_t>(c.announced), 1, 0));
+            FrameReader r(Direction::FromWorker, ch.parent_socket());
+            CHECK(r.fill(ch.parent_in()) == IoStatus::Error);
+            CHECK(r.error().find("attachments did not arrive") != std::string::npos);
+        }
     }
 
-    TEST_CASE("writing to a closed socket reports EOF, not a crash") {
+    TEST_CASE("writing to a closed pipe reports EOF, not a crash") {
         Channel ch;
         ch.close_worker();
         FrameWriter w;
         w.push(OutgoingFrame::make(FrameKind::Task, 1, "x"));
-        CHECK(w.flush(ch.parent) == IoStatus::Eof);
+        CHECK(w.flush(ch.parent_out()) == IoStatus::Eof);
         CHECK(w.take_all().size() == 1);
     }
 
@@ -329,7 +348,7 @@ TEST_SUITE("Protocol") {
         int pool = ::fork();
         REQUIRE(pool >= 0);
         if (pool == 0) ::_exit(0);
-        WorkerEnd end(ch.worker, pool);  // the pidfd is readable once the child has exited
+        WorkerEnd end(ch.worker_in(), ch.worker_out(), ch.worker_socket(), pool);  // readable once it exits
         IncomingFrame out;
         std::string err;
         CHECK(end.recv(out, err) == WorkerEnd::Recv::PoolGone);
