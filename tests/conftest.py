@@ -117,8 +117,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def _child_pids():
-    me = str(os.getpid())
+def live_processes(field, value):
+    """Pids of live (not zombie) processes whose /proc stat `field` (after the command: 1 is
+    the parent's pid, 4 the session) equals `value`."""
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -127,9 +128,13 @@ def _child_pids():
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if fields[1] == me and fields[0] != "Z":
+            if int(fields[field]) == value and fields[0] != "Z":
                 pids.add(int(entry))
     return pids
+
+
+def _child_pids():
+    return live_processes(1, os.getpid())
 
 
 def _multiprocessing_helpers():

@@ -23,6 +23,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import live_processes
 
 IMPLS = ["stdlib", "cfutures"]
 RUNS = 5             # copies of each racy script, run at once
@@ -65,17 +66,7 @@ class Run:
 
 def _session_members(sid):
     """Live processes of session `sid` (worker processes a script left behind)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[4]) == sid and fields[0] != "Z":
-                pids.append(int(entry))
-    return pids
+    return sorted(live_processes(4, sid))
 
 
 def _read(path):
@@ -173,9 +164,13 @@ def assert_no_crash(runs, status):
         assert not run.stray, f"processes still running after the script exited: {run.stray}"
 
 
-def assert_quiet(runs):
+def assert_clean_exit(runs, lines, optional=()):
+    """Every run exited with status 0, printed nothing on stderr, and printed `lines` (in any
+    order; the `optional` ones may be missing)."""
+    assert_no_crash(runs, 0)
     for run in runs:
         assert run.stderr == "", run
+        assert run.lines(optional) == sorted(lines), run
 
 
 # -- (a) daemon threads waiting with short timeouts, and untimed waits woken during exit -------
@@ -207,9 +202,7 @@ TIMEOUT_LOOPS = """
 @pytest.mark.parametrize("impl", IMPLS)
 def test_daemon_threads_waiting_with_timeouts(impl, wait):
     runs = run_script(TIMEOUT_LOOPS, impl, wait)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    assert all(run.lines() == ["main done"] for run in runs), runs
+    assert_clean_exit(runs, ["main done"])
 
 
 PING_PONG = """
@@ -244,9 +237,7 @@ def test_daemon_threads_woken_without_timeout(impl, wait):
     # Daemon threads in untimed waits, woken by another daemon thread at any moment: some wake
     # up while the interpreter finalizes.
     runs = run_script(PING_PONG, impl, wait)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    assert all(run.lines() == ["main done"] for run in runs), runs
+    assert_clean_exit(runs, ["main done"])
 
 
 # -- (b) pools created and fed from a daemon thread --------------------------------------------
@@ -277,10 +268,7 @@ def test_thread_pool_fed_from_a_daemon_thread_runs_every_task(impl, feeder):
     # The stdlib's workers started from a daemon thread are daemonic too, but its exit hook joins
     # every worker: all 20 queued tasks run before the interpreter finalizes.
     runs = run_script(DAEMON_FED_THREAD_POOL, impl, feeder)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    expected = sorted(["main done"] + [f"task {i}" for i in range(20)])
-    assert all(run.lines() == expected for run in runs), runs
+    assert_clean_exit(runs, ["main done"] + [f"task {i}" for i in range(20)])
 
 
 DAEMON_FED_PROCESS_POOL = """
@@ -304,10 +292,7 @@ DAEMON_FED_PROCESS_POOL = """
 @pytest.mark.parametrize("impl", IMPLS)
 def test_process_pool_fed_from_a_daemon_thread_runs_every_task(impl, feeder):
     runs = run_script(DAEMON_FED_PROCESS_POOL, impl, feeder, runs=3)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    expected = sorted(["main done"] + [f"result {i * i}" for i in range(20)])
-    assert all(run.lines() == expected for run in runs), runs
+    assert_clean_exit(runs, ["main done"] + [f"result {i * i}" for i in range(20)])
 
 
 # -- (c) Ctrl-C while the interpreter waits at exit for pool work ------------------------------
@@ -454,10 +439,7 @@ def test_daemon_thread_blocked_in_shutdown(impl, kind):
     # The exit hook lets the task finish; whether the daemon thread gets to print "shut down"
     # before the interpreter finalizes is a race (with the stdlib too).
     runs = run_script(DAEMON_IN_SHUTDOWN, impl, kind, runs=3)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    assert all(run.lines(optional={"shut down"}) == ["main done", "task done"]
-               for run in runs), runs
+    assert_clean_exit(runs, ["main done", "task done"], optional={"shut down"})
 
 
 DAEMON_WAITS_ON_RUNNING_FUTURE = """
@@ -489,10 +471,7 @@ def test_daemon_threads_waiting_on_a_running_future(impl, kind):
     # result(), wait() and as_completed() without timeout in daemon threads; the future
     # completes while the interpreter exits.
     runs = run_script(DAEMON_WAITS_ON_RUNNING_FUTURE, impl, kind)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    assert all(run.lines(optional={"waiter woke"}) == ["main done", "task done"]
-               for run in runs), runs
+    assert_clean_exit(runs, ["main done", "task done"], optional={"waiter woke"})
 
 
 DAEMON_SUBMIT_LOOP = """
@@ -520,9 +499,7 @@ DAEMON_SUBMIT_LOOP = """
 @pytest.mark.parametrize("impl", IMPLS)
 def test_daemon_threads_submitting_when_main_ends(impl, kind):
     runs = run_script(DAEMON_SUBMIT_LOOP, impl, kind)
-    assert_no_crash(runs, 0)
-    assert_quiet(runs)
-    assert all(run.lines() == ["main done"] for run in runs), runs
+    assert_clean_exit(runs, ["main done"])
 
 
 # -- (h, j) work still queued at exit, failing callbacks, sys.exit() and uncaught exceptions ---

@@ -340,12 +340,32 @@ def test_script_ending_without_shutdown_leaves_no_process(tmp_path, impl, method
     assert not any(_alive(p) for p in pids)
 
 
+def _kill_pool_process(tmp_path, body):
+    """Runs a cfutures script (`body`, its pool's `method` a format field) that prints worker
+    pids on its first line and then sleeps; kills it with SIGKILL once they are printed, and
+    asserts that every worker leaves (no orphan) within 15 s."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids, "the script printed no worker pids"
+        time.sleep(0.3)  # the long task is running in one of them
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_workers_leave_when_the_pool_process_is_killed(tmp_path, method):
     # cfutures only: the stdlib's workers may wait forever for a parent killed with SIGKILL (or
     # by the OOM killer). Here an idle worker leaves at once, a busy one is sent SIGTERM.
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(f"""
+    _kill_pool_process(tmp_path, f"""
         import multiprocessing, os, sys, time
         import cfutures
 
@@ -357,21 +377,7 @@ def test_workers_leave_when_the_pool_process_is_killed(tmp_path, method):
                 time.sleep(0.01)
             print(" ".join(map(str, pids)), flush=True)
             time.sleep(600)
-    """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        pids = [int(p) for p in line.split()]
-        assert pids, "the script printed no worker pids"
-        time.sleep(0.3)  # the sleep(600) task is running in one of them
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        proc.stdout.close()
-    deadline = time.monotonic() + 15
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    """)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
@@ -379,8 +385,8 @@ def test_killing_the_pool_process_leaves_no_shared_memory(tmp_path, method):
     # cfutures only (the stdlib sends arguments through a pipe). Once, 38 segments (152 MiB)
     # stayed in /dev/shm after the pool process was killed with large arguments queued: memory
     # that crosses processes must die with them.
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(f"""
+    shmem_before = _shmem_kib()
+    _kill_pool_process(tmp_path, f"""
         import multiprocessing, os, time
         import cfutures
 
@@ -390,23 +396,10 @@ def test_killing_the_pool_process_leaves_no_shared_memory(tmp_path, method):
             while not busy.running():
                 time.sleep(0.01)
             queued = [ex.submit(len, bytearray(4 << 20)) for _ in range(20)]
-            time.sleep(0.5)  # some are in flight, their memfds in the socket or the worker
+            time.sleep(0.5)  # some are in flight: their memfds in the socket, or the worker
             print(" ".join(map(str, ex._processes)), flush=True)
             time.sleep(600)
-    """))
-    shmem_before = _shmem_kib()
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        pids = [int(p) for p in proc.stdout.readline().split()]
-        assert pids, "the script printed no worker pids"
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        proc.stdout.close()
-    deadline = time.monotonic() + 15
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    """)
     assert not [n for n in os.listdir("/dev/shm") if n.startswith("cfutures-")]
     assert _shmem_kib() - shmem_before < 16 << 10, "shared memory outlived its processes"
 
