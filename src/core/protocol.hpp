@@ -36,8 +36,8 @@
 // (an immutable source) is copied once for all the frames that carry it.
 //
 // BOUNDS, and what happens past them. Bytes from the other end are untrusted: a task can write
-// into its worker's pipes and socket. Each of these makes the reader fail: it stops for good, keeps the
-// reason (error()), and never tries to resynchronise; the pool then breaks, naming the reason.
+// into its worker's pipes and socket. Each of these makes the reader fail: it stops for good,
+// keeps the reason (error()), and never tries to resynchronise; the pool then breaks, naming it.
 //   - a header with a wrong magic, a kind the reader's direction does not accept, more than
 //     kMaxAttachments attachments, or a length above kMaxPayload;
 //   - a frame announcing attachments when no message of descriptors waits in the socket, or a
@@ -267,7 +267,7 @@ struct OutgoingFrame {
 };
 
 // The payload of a received frame: small ones in ordinary memory, large ones (read straight from
-// the socket) in anonymous memory that grows without copying as bytes arrive.
+// the pipe) in anonymous memory that grows without copying as bytes arrive.
 class Payload {
 public:
     const char* data() const { return large_.data() ? large_.data() : small_.data(); }

@@ -2,7 +2,7 @@
 // watch that ends the worker when its pool process dies.
 //
 // A worker has nothing else to do while it waits, so its calls block (in poll, which the
-// bindings call without the GIL). Besides its socket, a receive watches a pidfd of the pool
+// bindings call without the GIL). Besides its pipe, a receive watches a pidfd of the pool
 // process: an idle worker leaves as soon as its pool is gone. A worker in the middle of a long
 // task is not in recv(); for that case ParentWatch runs a detached thread blocked on its own
 // pidfd of the pool: when the pool is gone and the worker is busy (running a task or its
