@@ -231,7 +231,7 @@ def test_large_bytes_argument(process_executor):
     assert ex.submit(identity, data).result(timeout=60) == data
 
 
-def _shm_entries():
+def _shared_memory_held():
     """What this process holds of memory shared with workers: memfds still open (and, from
     before memfds, names in /dev/shm). Attachments are mapped, never kept open."""
     fds = set()
@@ -245,19 +245,19 @@ def _shm_entries():
 
 
 def test_large_payloads_leave_no_shared_memory(process_executor):
-    before = _shm_entries()
+    before = _shared_memory_held()
     big = bytearray(3 << 20)
     ex = process_executor(1)
     assert ex.submit(len, big).result(timeout=60) == len(big)
     assert ex.submit(make_bytes, 2 << 20).result(timeout=60) == b"\x01" * (2 << 20)
     with pytest.raises(BrokenProcessPool):
         ex.submit(crash_with, bytes(big)).result(timeout=60)
-    assert _shm_entries() == before
+    assert _shared_memory_held() == before
 
 
 def test_numpy_arrays_round_trip(process_executor):
     np = pytest.importorskip("numpy")
-    before = _shm_entries()
+    before = _shared_memory_held()
     ex = process_executor(1)
     a = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: an out-of-band buffer
     assert ex.submit(describe_array, a).result(timeout=60) == (a.sum(), a.shape, True, True)
@@ -270,11 +270,11 @@ def test_numpy_arrays_round_trip(process_executor):
     arrays["range"][0] = 7  # writable, as a copy through the pipe is
     assert arrays["fortran"].shape == (1 << 18, 2) and arrays["fortran"].sum() == 2 * (1 << 18)
     del arrays
-    assert _shm_entries() == before
+    assert _shared_memory_held() == before
 
 
 def test_large_buffers_nested_in_objects(process_executor):
-    before = _shm_entries()
+    before = _shared_memory_held()
     ex = process_executor(1)
     n = 2 << 20
     shared = b"\x04" * n

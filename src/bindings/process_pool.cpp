@@ -118,6 +118,7 @@ public:
     }
     std::vector<PyObject*> take(const std::vector<std::uint64_t>& tags) {
         std::vector<PyObject*> out;
+        if (tags.empty()) return out;  // most batches: no lock taken
         std::lock_guard<std::mutex> g(mu);
         for (auto tag : tags) {
             auto it = jobs_.find(tag);

@@ -336,12 +336,13 @@ private:
         }
     }
 
-    int wait_timeout_ms() {
+    // How long the manager may sleep in epoll_wait. Reads broken_ without the lock: only this
+    // thread writes it.
+    int wait_timeout_ms() const {
         if (retry_dispatch_) return 1;
         int ms = -1;
         for (auto& [id, w] : live_)
             if (w.pidfd < 0) ms = 50;  // no pidfd: exits are polled
-        std::lock_guard<std::mutex> g(mu_);
         if (broken_ && !live_.empty()) {
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                 kill_at_ - std::chrono::steady_clock::now()).count();
@@ -680,7 +681,7 @@ private:
     std::deque<Job> queue_;
     std::vector<NewWorker> new_workers_;
     bool shutdown_ = false;
-    bool broken_ = false;
+    bool broken_ = false;                 // written by the manager thread only (break_locked)
     std::string break_request_;
     std::chrono::steady_clock::time_point kill_at_{};
     std::size_t workers_ = 0;      // started or being started, not yet exited

@@ -274,8 +274,6 @@ public:
     std::size_t size() const { return size_; }
     bool empty() const { return size_ == 0; }
     std::string_view view() const { return {data(), size_}; }
-    bool operator==(std::string_view s) const { return view() == s; }
-    char operator[](std::size_t i) const { return data()[i]; }
 
     void assign(const char* data, std::size_t n) {
         small_.assign(data, n);
