@@ -284,7 +284,7 @@ def test_large_buffers_nested_in_objects(process_executor):
     result = ex.submit(nested_buffers, n).result(timeout=60)
     assert result == nested_buffers(n)
     assert type(result["ba"][0]) is bytearray
-    assert _shm_entries() == before
+    assert _shared_memory_held() == before
 
 
 def test_terminate_and_kill_workers(extended_process_executor):
@@ -510,3 +510,37 @@ def test_a_header_announcing_4_gib_allocates_nothing_and_hangs_nothing(cfutures_
     ex.shutdown(wait=True)
     with pytest.raises(BrokenProcessPool, match="middle of a frame"):
         f.result(timeout=0)
+
+
+class _ContextStartingOneProcess:
+    """A multiprocessing context whose second Process() fails (out of processes, say)."""
+
+    def __init__(self, context):
+        self._context, self._made = context, 0
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    def Process(self, *args, **kwargs):
+        self._made += 1
+        if self._made > 1:
+            raise OSError("cannot start more processes")
+        return self._context.Process(*args, **kwargs)
+
+
+def test_a_replacement_worker_that_cannot_start_breaks_the_pool():
+    # cfutures only (it reaches into the pool's host). The queue waited forever for a worker
+    # that the manager failed to start (the error was only written as unraisable).
+    import cfutures
+    import multiprocessing
+    ex = cfutures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
+                                      max_tasks_per_child=1)
+    try:
+        ex._host.mp_context = _ContextStartingOneProcess(ex._host.mp_context)
+        fs = [ex.submit(mul, i, 1) for i in range(3)]
+        assert fs[0].result(timeout=60) == 0
+        for f in fs[1:]:  # the worker left after one task and could not be replaced
+            with pytest.raises(BrokenProcessPool, match="could not be started"):
+                f.result(timeout=30)
+    finally:
+        ex.shutdown(wait=True)
