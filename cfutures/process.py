@@ -267,6 +267,15 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         self._safe_to_dynamically_spawn_children = not start_all
         self._processes = self._host.processes
         self._call_queue = _CallQueueView()
+        self._shutdown_lock = threading.Lock()
+        self._cancel_pending_futures = False
+
+    @property
+    def _pending_work_items(self):
+        """The tasks submitted and not yet reported, as the stdlib's {work id: _WorkItem} (a
+        snapshot: changing it changes nothing in the pool)."""
+        return {work_id: _std_process._WorkItem(*job)
+                for work_id, job in self._pending_jobs().items()}
 
     @property
     def _executor_manager_thread(self):
@@ -307,13 +316,18 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         return _flatten(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        self._shutdown_pool(cancel_futures)
+        with self._shutdown_lock:
+            self._cancel_pending_futures = self._cancel_pending_futures or cancel_futures
+            self._shutdown_pool(cancel_futures)
+            # As the stdlib, which lets go of them here (the pool still tracks its processes).
+            self._call_queue = None
+            self._processes = None
         manager = self._executor_manager_thread
         if wait and manager is not None:
             manager.join()
 
     def _force_shutdown(self, operation):
-        processes = list(self._processes.values())
+        processes = list((self._processes or {}).values())
         self.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             try:

@@ -12,11 +12,16 @@ Who does what:
   * At interpreter exit, ``_python_exit`` refuses new work, lets every pool drain and joins every
     worker, as the stdlib's exit hook does: workers started from a daemon thread are daemonic
     (threading's rule), and the interpreter would not wait for them otherwise.
+  * The stdlib's internals that code reads (``_work_queue``, ``_idle_semaphore``) are views of the
+    native queue and counters with the stdlib's types, made on first use: submit never touches
+    them.
 """
 
 import itertools
 import os
+import queue
 import threading
+import time
 import weakref
 from concurrent.futures import thread as _std_thread
 
@@ -77,6 +82,116 @@ def _worker(handle, initializer, initargs):
     handle.run_worker()
 
 
+# The stdlib's work item, built the way the running Python builds it: 3.14 gives it a task tuple
+# (fn, args, kwargs) and runs it in a worker context; earlier versions keep fn, args and kwargs.
+_WorkItem = _std_thread._WorkItem
+_WORK_ITEM_TAKES_TASK = "task" in _WorkItem.__init__.__code__.co_varnames
+_WORK_ITEM_CONTEXT = (_std_thread.WorkerContext(None, ()) if _WORK_ITEM_TAKES_TASK else None)
+
+
+def _make_work_item(future, fn, args, kwargs):
+    if _WORK_ITEM_TAKES_TASK:
+        return _WorkItem(future, (fn, args, kwargs))
+    return _WorkItem(future, fn, args, kwargs)
+
+
+def _run_work_item(item):
+    if _WORK_ITEM_TAKES_TASK:
+        item.run(_WORK_ITEM_CONTEXT)
+    else:
+        item.run()
+
+
+_POLL_INTERVAL = 0.001  # blocking calls on the views below poll the native pool this often
+
+
+class _WorkQueueView(queue.SimpleQueue):
+    """``executor._work_queue``: the pool's native queue through queue.SimpleQueue's API.
+
+    qsize() and empty() count the queued tasks; get()/get_nowait() take the oldest one off the
+    queue (it will not run) and return it as the stdlib's _WorkItem, whose future can be
+    cancelled or completed; put() queues a work item again (None, the stdlib's wake-up token, is
+    accepted and ignored: native workers need none).
+    """
+
+    def __init__(self, executor):
+        self._executor = weakref.ref(executor)
+
+    def _pool(self):
+        executor = self._executor()
+        if executor is None:
+            raise RuntimeError("the executor of this work queue is gone")
+        return executor
+
+    def qsize(self):
+        executor = self._executor()
+        return 0 if executor is None else executor._queued_tasks()
+
+    def empty(self):
+        return self.qsize() == 0
+
+    def get(self, block=True, timeout=None):
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            executor = self._executor()
+            taken = None if executor is None else executor._take_queued()
+            del executor
+            if taken is not None:
+                return _make_work_item(*taken)
+            if not block or (deadline is not None and time.monotonic() >= deadline):
+                raise queue.Empty
+            time.sleep(_POLL_INTERVAL)
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def put(self, item, block=True, timeout=None):
+        if item is None:
+            return
+        self._pool().submit(_run_work_item, item)
+
+    def put_nowait(self, item):
+        self.put(item, False)
+
+
+class _IdleSemaphore(threading.Semaphore):
+    """``executor._idle_semaphore``: its value is the number of idle workers that no queued task
+    will take (the stdlib's count of idle workers not yet claimed by a submit). Workers count
+    themselves natively: release() changes nothing, and acquire() says whether a worker is idle
+    (waiting up to `timeout` for one) without claiming it."""
+
+    def __init__(self, executor):
+        self._executor = weakref.ref(executor)
+        super().__init__(0)
+
+    @property
+    def _value(self):
+        executor = self._executor()
+        return 0 if executor is None else executor._unclaimed_idle_workers()
+
+    @_value.setter
+    def _value(self, value):
+        pass  # the count belongs to the pool
+
+    def acquire(self, blocking=True, timeout=None):
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._value == 0:
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(_POLL_INTERVAL)
+        return True
+
+    __enter__ = acquire
+
+    def release(self, n=1):
+        if n < 1:
+            raise ValueError('n must be one or more')
+
+
 @_base._stdlib_docstrings
 class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.ThreadPoolExecutor):
     """An Executor that runs calls in a pool of threads.
@@ -110,9 +225,26 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
                                     ("ThreadPoolExecutor-%d" % self._counter()))
         self._initializer = initializer
         self._initargs = initargs
-        self._threads = set()
+        self._threads = set()  # every worker thread started, as in the stdlib
+        self._shutdown_lock = threading.Lock()
         self._handle = self._make_handle()
         _pools.add(self._handle)
+
+    @property
+    def _work_queue(self):
+        """The queued tasks, through queue.SimpleQueue's API (see _WorkQueueView)."""
+        view = self.__dict__.get("_work_queue_view")
+        if view is None:
+            view = self.__dict__.setdefault("_work_queue_view", _WorkQueueView(self))
+        return view
+
+    @property
+    def _idle_semaphore(self):
+        """The idle workers, as the stdlib's threading.Semaphore (see _IdleSemaphore)."""
+        view = self.__dict__.get("_idle_semaphore_view")
+        if view is None:
+            view = self.__dict__.setdefault("_idle_semaphore_view", _IdleSemaphore(self))
+        return view
 
     def _start_worker(self):
         # Called by the native submit() when a new worker is needed (given to it at __init__).
@@ -124,7 +256,8 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         _workers.add(t)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
-        self._handle.shutdown(cancel_futures)
+        with self._shutdown_lock:
+            self._handle.shutdown(cancel_futures)
         if wait:
             for t in list(self._threads):
                 t.join()

@@ -32,7 +32,7 @@ UPSTREAM_SKIPS = {
 NOTES = {
     "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
         "(close/join_thread do nothing: each worker has its own pipes, there is no shared "
-        "queue); _executor_manager_thread is the thread running the native manager loop (None "
+        "queue; None after shutdown(), as in the stdlib); _executor_manager_thread is the thread running the native manager loop (None "
         "until the first submit).",
     "ProcessPoolExecutor large buffers": "Buffers of 1 MiB or more in arguments and results "
         "travel beside the pickle as anonymous shared memory (memfd), not through the pipe: "
@@ -57,11 +57,26 @@ NOTES = {
                          "direct edits of _state/_result/_exception visible to waiters when "
                          "released. A thread blocked acquiring it cannot be interrupted by "
                          "Ctrl-C (the stdlib's can).",
-    "Future._waiters, Future._done_callbacks": "_waiters is a list-like view (append, remove, "
-                                               "len, iteration, in) of the stdlib waiter objects "
-                                               "registered by the stdlib's wait()/as_completed(); "
-                                               "remove() compares by identity. The native waiters "
-                                               "and the done-callbacks are not exposed.",
+    "Future._waiters, Future._done_callbacks": "Both are list-like views (append, remove, "
+        "len, iteration, in; _done_callbacks also indexing, clear() and assignment of a list): "
+        "_waiters of the stdlib waiter objects registered by the stdlib's wait()/as_completed() "
+        "(remove() compares by identity), _done_callbacks of the callbacks not run yet. A "
+        "callback is released once it has run (the stdlib keeps the list until the future dies), "
+        "so _invoke_callbacks() runs each callback once, and _done_callbacks is empty on a done "
+        "future. The native waiters are not exposed.",
+    "ThreadPoolExecutor._work_queue, _idle_semaphore": "Views with the stdlib's types "
+        "(queue.SimpleQueue, threading.Semaphore) over the native queue and counters, made on "
+        "first use. _work_queue: qsize()/empty() count the queued tasks, get()/get_nowait() take "
+        "the oldest off the queue as the stdlib's _WorkItem, put() queues a work item again (None "
+        "is ignored); it cannot be replaced (assigning another queue, as priority-queue recipes "
+        "do, raises AttributeError). _idle_semaphore: its value is the number of idle workers no "
+        "queued task will take; acquire() says whether one is idle without claiming it, release() "
+        "does nothing. Blocking get() and acquire() poll every millisecond. "
+        "_adjust_thread_count() starts one more worker per call, up to max_workers.",
+    "ProcessPoolExecutor._pending_work_items, _processes": "_pending_work_items is a snapshot "
+        "({work id: the stdlib's _WorkItem}) made at each access: changing it changes nothing. "
+        "A cancelled task stays in it until the manager meets it. _processes is set to None at "
+        "shutdown(), as in the stdlib.",
 }
 
 

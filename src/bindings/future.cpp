@@ -1,10 +1,13 @@
 // cfutures.Future's native half: _cfutures.FutureBase, plus _cfutures._ConditionView (what
-// `future._condition` returns) and _cfutures._WaiterList (`future._waiters`), the internals the
-// stdlib's wait() and as_completed() use on the futures they are given. cfutures._base.Future
+// `future._condition` returns), _cfutures._WaiterList (`future._waiters`), the internals the
+// stdlib's wait() and as_completed() use on the futures they are given, and
+// _cfutures._CallbackList (`future._done_callbacks`), which Future subclasses written like the
+// stdlib's own methods use with `_invoke_callbacks()` (pebble's ProcessFuture.cancel()). cfutures._base.Future
 // inherits from FutureBase *and* the stdlib's concurrent.futures.Future, so isinstance checks
 // against the stdlib hold while every method resolves here first.
 #include "future.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -43,10 +46,37 @@ bool run_callbacks(std::vector<PyObject*>& cbs, PyObject* self) {
     return ok;
 }
 
-bool take_and_run_callbacks(PyFuture& f, PyObject* self) {
+PyObject* g_invoke_callbacks_name = nullptr;  // "_invoke_callbacks"
+PyObject* g_own_invoke_callbacks = nullptr;   // FutureBase._invoke_callbacks
+
+// Whether `self`'s class replaced _invoke_callbacks(): the stdlib's transitions call it, so a
+// subclass that overrides it must see it called. Futures the pools make are exactly
+// cfutures.Future, which never needs the lookup.
+bool overrides_invoke_callbacks(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    if (type == g_future_type || type == g_future_base) return false;
+    PyObject* attr = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), g_invoke_callbacks_name);
+    if (!attr) throw py::error_already_set();
+    bool overridden = attr != g_own_invoke_callbacks;
+    Py_DECREF(attr);
+    return overridden;
+}
+
+// The stdlib's Future._invoke_callbacks(): runs the callbacks not run yet, once each. They are
+// released as they are taken (the stdlib keeps them until the future dies).
+bool invoke_callbacks(PyFuture& f, PyObject* self) {
     std::vector<PyObject*> cbs = f.locked([&] { return std::exchange(f.callbacks, {}); });
     if (cbs.empty()) return true;
     return run_callbacks(cbs, self);
+}
+
+bool take_and_run_callbacks(PyFuture& f, PyObject* self) {
+    if (overrides_invoke_callbacks(self)) {
+        PyObject* r = PyObject_CallMethodNoArgs(self, g_invoke_callbacks_name);
+        Py_XDECREF(r);
+        return r != nullptr;
+    }
+    return invoke_callbacks(f, self);
 }
 
 // The stdlib's Future.__repr__, reading the state and outcome once, consistently.
@@ -146,6 +176,12 @@ struct ConditionView {
 // What `future._waiters` returns: the stdlib waiters registered on the future, as a list-like
 // view (append, remove, len, iteration: what the stdlib's wait() and as_completed() use).
 struct WaiterList {
+    py::object future;
+};
+
+// What `future._done_callbacks` returns: the callbacks not run yet, as a list-like view
+// (append, remove, clear, len, indexing, iteration, in). Assigning a list replaces them.
+struct CallbackList {
     py::object future;
 };
 
@@ -447,6 +483,22 @@ void register_future_base(py::module_& m) {
         .def_property_readonly("_waiters", [](py::object self) {
             checked(self);
             return WaiterList{std::move(self)};
+        })
+        .def_property(
+            "_done_callbacks",
+            [](py::object self) {
+                checked(self);
+                return CallbackList{std::move(self)};
+            },
+            [](py::handle self, py::iterable callbacks) {
+                std::vector<PyObject*> fresh;
+                for (py::handle cb : callbacks) fresh.push_back(cb.inc_ref().ptr());
+                PyFuture& f = checked(self);
+                std::vector<PyObject*> old = f.locked([&] { return std::exchange(f.callbacks, fresh); });
+                for (PyObject* cb : old) Py_DECREF(cb);
+            })
+        .def("_invoke_callbacks", [](py::handle self) {
+            if (!invoke_callbacks(checked(self), self.ptr())) throw py::error_already_set();
         });
 }
 
@@ -536,6 +588,72 @@ void register_waiter_list(py::module_& m) {
         });
 }
 
+// A strong copy of the callbacks, taken under the lock: comparisons run Python code, so they
+// are made on the copy, outside it.
+py::list callbacks_snapshot(PyFuture& f) {
+    std::vector<PyObject*> copy = f.locked([&] {
+        for (PyObject* cb : f.callbacks) Py_INCREF(cb);
+        return f.callbacks;
+    });
+    py::list out(copy.size());
+    for (std::size_t i = 0; i < copy.size(); ++i) PyList_SET_ITEM(out.ptr(), i, copy[i]);
+    return out;
+}
+
+void register_callback_list(py::module_& m) {
+    py::class_<CallbackList>(m, "_CallbackList")
+        .def("append",
+             [](CallbackList& v, py::object fn) {
+                 PyFuture& f = view_future(v);
+                 PyObject* cb = fn.release().ptr();
+                 f.locked([&] { f.callbacks.push_back(cb); });
+             })
+        .def("remove",
+             [](CallbackList& v, py::handle fn) {
+                 PyFuture& f = view_future(v);
+                 // list.remove() compares with == (bound methods are new objects at each access).
+                 py::list snapshot = callbacks_snapshot(f);
+                 for (py::handle cb : snapshot) {
+                     int eq = PyObject_RichCompareBool(cb.ptr(), fn.ptr(), Py_EQ);
+                     if (eq < 0) throw py::error_already_set();
+                     if (!eq) continue;
+                     PyObject* removed = f.locked([&]() -> PyObject* {
+                         auto it = std::find(f.callbacks.begin(), f.callbacks.end(), cb.ptr());
+                         if (it == f.callbacks.end()) return nullptr;
+                         f.callbacks.erase(it);
+                         return cb.ptr();
+                     });
+                     if (removed) {
+                         Py_DECREF(removed);
+                         return;
+                     }
+                 }
+                 throw py::value_error("list.remove(x): x not in list");
+             })
+        .def("clear",
+             [](CallbackList& v) {
+                 PyFuture& f = view_future(v);
+                 std::vector<PyObject*> old = f.locked([&] { return std::exchange(f.callbacks, {}); });
+                 for (PyObject* cb : old) Py_DECREF(cb);
+             })
+        .def("__len__", [](CallbackList& v) {
+            PyFuture& f = view_future(v);
+            return f.locked([&] { return f.callbacks.size(); });
+        })
+        .def("__getitem__", [](CallbackList& v, py::object index) -> py::object {
+            py::list snapshot = callbacks_snapshot(view_future(v));
+            return snapshot[index];
+        })
+        .def("__iter__", [](CallbackList& v) { return py::iter(callbacks_snapshot(view_future(v))); })
+        .def("__contains__", [](CallbackList& v, py::handle fn) {
+            return callbacks_snapshot(view_future(v)).contains(fn);
+        })
+        .def("__eq__", [](CallbackList& v, py::handle other) {
+            return callbacks_snapshot(view_future(v)).equal(other);
+        })
+        .def("__repr__", [](CallbackList& v) { return py::repr(callbacks_snapshot(view_future(v))); });
+}
+
 }  // namespace
 
 void register_future(py::module_& m) {
@@ -544,6 +662,10 @@ void register_future(py::module_& m) {
     register_future_base(m);
     register_condition_view(m);
     register_waiter_list(m);
+    register_callback_list(m);
+    g_invoke_callbacks_name = PyUnicode_InternFromString("_invoke_callbacks");
+    g_own_invoke_callbacks = PyObject_GetAttr(reinterpret_cast<PyObject*>(g_future_base), g_invoke_callbacks_name);
+    if (!g_own_invoke_callbacks) throw py::error_already_set();
     m.def("_set_future_type", [](py::handle type, py::handle run_callback) {
         if (!PyType_Check(type.ptr()) ||
             !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(type.ptr()), g_future_base))

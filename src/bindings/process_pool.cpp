@@ -5,7 +5,7 @@
 // One submit, followed through:
 //   1. submit() (vectorcall, GIL held) checks that the pool takes work, has the host pickle the
 //      call (host.dumps_call when an argument is a large buffer, host.dumps otherwise) and
-//      records the job (its future, by job id) in the JobTable.
+//      records the job (its future and call, by job id) in the JobTable.
 //   2. The core queues the job, or writes it at once to an idle worker (core/process_pool.hpp),
 //      and says how many workers to start: the host starts them (host.start_worker), and the
 //      manager thread, once (host.start_manager).
@@ -97,42 +97,72 @@ struct Host {
     }
 };
 
-// Pending jobs: job id -> its future (a strong reference), until the job is reported.
+// Pending jobs: job id -> its future and its call (fn, args, kwargs), strong references, until
+// the job is reported (the stdlib's executor._pending_work_items). take() hands the future to
+// the caller and releases the call after unlocking; every caller holds the GIL.
 class JobTable {
 public:
-    std::uint64_t add(const py::object& future) {
-        PyObject* f = future.inc_ref().ptr();
+    std::uint64_t add(const py::object& future, const py::tuple& call) {
+        Entry e{future.inc_ref().ptr(), call.inc_ref().ptr()};
         std::lock_guard<std::mutex> g(mu);
         std::uint64_t tag = next_++;
-        jobs_.emplace(tag, f);
+        jobs_.emplace(tag, e);
         return tag;
     }
     // The job's future (strong), or nullptr if it was reported already.
     PyObject* take(std::uint64_t tag) {
-        std::lock_guard<std::mutex> g(mu);
-        auto it = jobs_.find(tag);
-        if (it == jobs_.end()) return nullptr;
-        PyObject* f = it->second;
-        jobs_.erase(it);
-        return f;
-    }
-    std::vector<PyObject*> take(const std::vector<std::uint64_t>& tags) {
-        std::vector<PyObject*> out;
-        if (tags.empty()) return out;  // most batches: no lock taken
-        std::lock_guard<std::mutex> g(mu);
-        for (auto tag : tags) {
+        Entry e{};
+        {
+            std::lock_guard<std::mutex> g(mu);
             auto it = jobs_.find(tag);
-            if (it == jobs_.end()) continue;
-            out.push_back(it->second);
+            if (it == jobs_.end()) return nullptr;
+            e = it->second;
             jobs_.erase(it);
         }
-        return out;
+        Py_DECREF(e.call);
+        return e.future;
+    }
+    std::vector<PyObject*> take(const std::vector<std::uint64_t>& tags) {
+        std::vector<Entry> taken;
+        if (tags.empty()) return {};  // most batches: no lock taken
+        {
+            std::lock_guard<std::mutex> g(mu);
+            for (auto tag : tags) {
+                auto it = jobs_.find(tag);
+                if (it == jobs_.end()) continue;
+                taken.push_back(it->second);
+                jobs_.erase(it);
+            }
+        }
+        return futures_of(taken);
     }
     std::vector<PyObject*> take_all() {
-        std::vector<PyObject*> out;
-        std::lock_guard<std::mutex> g(mu);
-        for (auto& [tag, f] : jobs_) out.push_back(f);
-        jobs_.clear();
+        std::vector<Entry> taken;
+        {
+            std::lock_guard<std::mutex> g(mu);
+            for (auto& [tag, e] : jobs_) taken.push_back(e);
+            jobs_.clear();
+        }
+        return futures_of(taken);
+    }
+    // {job id: (future, fn, args, kwargs)} of the jobs not yet reported.
+    py::dict snapshot() {
+        std::vector<std::pair<std::uint64_t, Entry>> copy;
+        {
+            std::lock_guard<std::mutex> g(mu);
+            copy.reserve(jobs_.size());
+            for (auto& [tag, e] : jobs_) {
+                Py_INCREF(e.future);
+                Py_INCREF(e.call);
+                copy.emplace_back(tag, e);
+            }
+        }
+        py::dict out;
+        for (auto& [tag, e] : copy) {
+            auto future = py::reinterpret_steal<py::object>(e.future);
+            auto call = py::reinterpret_steal<py::tuple>(e.call);
+            out[py::int_(tag)] = py::make_tuple(future, call[0], call[1], call[2]);
+        }
         return out;
     }
 
@@ -140,7 +170,20 @@ public:
     SharedCopies copies;    // one memfd copy per shared unchanging argument buffer
 
 private:
-    std::unordered_map<std::uint64_t, PyObject*> jobs_;
+    struct Entry {
+        PyObject* future;
+        PyObject* call;
+    };
+    static std::vector<PyObject*> futures_of(std::vector<Entry>& taken) {
+        std::vector<PyObject*> out;
+        out.reserve(taken.size());
+        for (Entry& e : taken) {
+            Py_DECREF(e.call);
+            out.push_back(e.future);
+        }
+        return out;
+    }
+    std::unordered_map<std::uint64_t, Entry> jobs_;
     std::uint64_t next_ = 1;
 };
 
@@ -390,14 +433,15 @@ bool has_large_buffer(const CallArguments& call, Py_ssize_t threshold) {
     return false;
 }
 
-// (payload, attachments) for the call, or nullopt with the pickling error set on `future`
-// (as the stdlib: the future fails, the pool keeps working). BaseExceptions propagate.
-std::optional<py::tuple> pickle_call(ProcShared& shared, const CallArguments& call, py::handle future) {
+// (payload, attachments) for the call (`fn_args_kwargs` is the call as one tuple), or nullopt with
+// the pickling error set on `future` (as the stdlib: the future fails, the pool keeps working).
+// BaseExceptions propagate.
+std::optional<py::tuple> pickle_call(ProcShared& shared, const CallArguments& call,
+                                     const py::tuple& fn_args_kwargs, py::handle future) {
     try {
-        py::handle fn(call.fn);
         if (has_large_buffer(call, shared.host.buffer_threshold))
-            return py::tuple(shared.host.dumps_call(fn, call.args, call.kwargs));
-        return py::tuple(shared.host.dumps(py::make_tuple(fn, call.args, call.kwargs)));
+            return py::tuple(shared.host.dumps_call(py::handle(call.fn), call.args, call.kwargs));
+        return py::tuple(shared.host.dumps(fn_args_kwargs));
     } catch (py::error_already_set& e) {
         if (!e.matches(PyExc_Exception)) throw;
         // The stdlib pickles in its queue feeder thread and chains the traceback text as the
@@ -449,13 +493,14 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
         check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
 
         py::object future = new_future();
-        std::optional<py::tuple> pickled = pickle_call(shared, call, future);
+        py::tuple fn_args_kwargs = py::make_tuple(py::handle(call.fn), call.args, call.kwargs);
+        std::optional<py::tuple> pickled = pickle_call(shared, call, fn_args_kwargs, future);
         if (!pickled) {
             // The stdlib starts its workers at submit even when the call cannot be pickled.
             start_what_is_needed(shared, owner, shared.pool.submit_without_job());
             return future.release().ptr();
         }
-        std::uint64_t tag = shared.jobs.add(future);
+        std::uint64_t tag = shared.jobs.add(future, fn_args_kwargs);
         core::ProcessPool::Job job;
         try {
             job = make_job(shared, tag, *pickled, as_future(future.ptr()));
@@ -494,7 +539,14 @@ void register_process_pool(py::module_& m) {
             ProcShared& s = *ex.handle.shared;
             if (!s.pool.is_broken()) return py::bool_(false);
             return s.broken_message();
-        });
+        })
+        // The stdlib sets it at shutdown() and when the pool breaks.
+        .def_property_readonly("_shutdown_thread", [](PyProcessExecutor& ex) {
+            core::ProcessPool& pool = ex.handle.shared->pool;
+            return pool.is_shutdown() || pool.is_broken();
+        })
+        // What cfutures.process turns into the stdlib's executor._pending_work_items.
+        .def("_pending_jobs", [](PyProcessExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
     add_submit_method(cls, &process_submit, PoolKind::Process);
 
     py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")

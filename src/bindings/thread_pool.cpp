@@ -178,6 +178,17 @@ struct PyExecutor {
 
 PyTypeObject* g_executor_base = nullptr;
 
+// Asks the Python class for one worker thread (the pool counted it already).
+bool start_one_worker(PyExecutor& ex, PyObject* self) {
+    PyObject* r = PyObject_CallOneArg(ex.start_worker.ptr(), self);
+    if (!r) {
+        ex.handle.shared->pool.worker_start_failed();
+        return false;
+    }
+    Py_DECREF(r);
+    return true;
+}
+
 // ThreadPoolExecutor.submit(fn, /, *args, **kwargs).
 PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     return guarded([&]() -> PyObject* {
@@ -194,15 +205,9 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
             future, state, call.fn, call.args.release().ptr(), kwargs));
         switch (answer) {
             case core::ThreadPool::Submit::Queued: break;
-            case core::ThreadPool::Submit::NeedsWorker: {
-                PyObject* r = PyObject_CallOneArg(ex->start_worker.ptr(), self);
-                if (!r) {
-                    shared.pool.worker_start_failed();
-                    return nullptr;
-                }
-                Py_DECREF(r);
+            case core::ThreadPool::Submit::NeedsWorker:
+                if (!start_one_worker(*ex, self)) return nullptr;
                 break;
-            }
             case core::ThreadPool::Submit::Broken:
             case core::ThreadPool::Submit::Shutdown:  // since the checks above
                 refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
@@ -232,7 +237,24 @@ void register_thread_pool(py::module_& m) {
         .def("_make_handle", [](PyExecutor& ex) { return std::make_shared<PoolHandle>(ex.handle); })
         .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
-                               [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); });
+                               [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); })
+        // What cfutures.thread's views of the stdlib's _work_queue and _idle_semaphore read.
+        .def("_queued_tasks", [](PyExecutor& ex) { return ex.handle.shared->pool.queued(); })
+        .def("_unclaimed_idle_workers",
+             [](PyExecutor& ex) { return ex.handle.shared->pool.unclaimed_idle_workers(); })
+        // The oldest queued task as (future, fn, args, kwargs), taken off the queue; None if none.
+        .def("_take_queued", [](PyExecutor& ex) -> py::object {
+            std::unique_ptr<core::Task> task = ex.handle.shared->pool.take_queued();
+            if (!task) return py::none();
+            auto& t = static_cast<PyTask&>(*task);
+            py::object kwargs = t.kwargs ? py::reinterpret_borrow<py::object>(t.kwargs) : py::dict();
+            return py::make_tuple(py::handle(t.future), py::handle(t.fn), py::handle(t.args), kwargs);
+        })
+        .def("_adjust_thread_count", [](py::handle self) {
+            PyExecutor& ex = self.cast<PyExecutor&>();
+            if (ex.handle.shared->pool.reserve_worker() && !start_one_worker(ex, self.ptr()))
+                throw py::error_already_set();
+        });
     add_submit_method(cls, &executor_submit, PoolKind::Thread);
 
     m.def("_set_interpreter_shutdown", [] { interpreter_exiting(PoolKind::Thread).store(true); });

@@ -129,6 +129,25 @@ public:
         return answer;
     }
 
+    // What the stdlib's _adjust_thread_count() does when code calls it by hand, to start workers
+    // ahead of the first tasks: asks for one more worker while workers_ < max_workers (the
+    // stdlib counts a worker idle only once it has run a task, so each call on a fresh pool
+    // starts one). The caller starts it (or calls worker_start_failed()), as for
+    // Submit::NeedsWorker.
+    bool reserve_worker() {
+        std::lock_guard<std::mutex> g(mu_);
+        if (broken_ || shutdown_ || workers_ >= max_workers_) return false;
+        ++workers_;
+        return true;
+    }
+
+    // Removes the oldest queued task and hands it to the caller (the stdlib's
+    // `executor._work_queue.get_nowait()`), or nullptr when none is queued.
+    std::unique_ptr<Task> take_queued() {
+        std::lock_guard<std::mutex> g(mu_);
+        return std::unique_ptr<Task>(pop_locked());
+    }
+
     void worker_start_failed() {
         std::lock_guard<std::mutex> g(mu_);
         if (workers_ > 0) --workers_;
@@ -230,6 +249,12 @@ public:
     std::size_t idle_workers() const {
         std::lock_guard<std::mutex> g(mu_);
         return idle_;
+    }
+    // Idle workers that no queued task will take: the value of the stdlib's `_idle_semaphore`.
+    std::size_t unclaimed_idle_workers() const {
+        std::lock_guard<std::mutex> g(mu_);
+        std::size_t queued = queued_.load(std::memory_order_relaxed);
+        return idle_ > queued ? idle_ - queued : 0;
     }
     std::size_t sleeping_workers() const {
         std::lock_guard<std::mutex> g(mu_);
