@@ -10,6 +10,10 @@ Use it as the stdlib module::
 
 The names, classes, constants and exceptions are those of concurrent.futures on the running
 Python; the exceptions are the stdlib's own classes.
+
+PYTEST_DONT_REWRITE: with CFUTURES_INSTALL=1 this package is imported at start-up, before pytest
+marks the modules of its plugins (ours included) for assertion rewriting; this marker keeps
+pytest from warning that it cannot rewrite it, which ``-W error`` turns into an abort.
 """
 
 import concurrent.futures as _std_futures
