@@ -17,13 +17,16 @@ FUZZ_SECONDS = {"": 5, "thread": 0, "address,undefined": 60}
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("sanitize", ["", "thread", "address,undefined"],
-                         ids=["plain", "tsan", "asan-ubsan"])
+@pytest.mark.parametrize("sanitize", [
+    pytest.param("", id="plain"),
+    pytest.param("thread", id="tsan", marks=pytest.mark.sanitizers),
+    pytest.param("address,undefined", id="asan-ubsan", marks=pytest.mark.sanitizers),
+])
 def test_core(sanitize):
     if os.environ.get("CFUTURES_CORE_TESTS") == "0":
         pytest.skip("CFUTURES_CORE_TESTS=0")
     if not os.path.exists(DOCTEST):
-        pytest.skip("doctest headers missing (Debian: doctest-dev; tests/run.sh installs it)")
+        pytest.skip("doctest headers missing (Debian: doctest-dev; tests/system-deps.sh installs it)")
     cmake = shutil.which("cmake")
     assert cmake, "cmake not found"
     build = os.path.join(ROOT, "build", "core-" + (sanitize.split(",")[0] or "plain"))

@@ -19,6 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "upstream"))
 import suite  # noqa: E402
 
+pytestmark = pytest.mark.upstream  # left out of a plain `pytest` (pyproject.toml)
+
 SUMMARIES = []  # read by conftest.pytest_terminal_summary
 
 
