@@ -1,0 +1,125 @@
+"""The test matrix: one nox session per Python and kind of run.
+
+    nox                      # the CI matrix (DEFAULT_SESSIONS below); .ci/run runs exactly this
+    nox -l                   # every session
+    nox -s parity-3.12       # one session; `nox -s parity` runs it on every Python
+    nox -s full-3.11 -- -x   # arguments after `--` go to pytest (or to the benchmark)
+
+Kinds of run (pytest's markers are registered in pyproject.toml, whose addopts leave the slow
+ones out of a plain `pytest`; `-m ...` here selects them):
+
+    full        the whole suite but other projects': pytest -m "not external" (parity tests,
+                the C++ core plain and under the sanitizers, CPython's test_concurrent_futures)
+    parity      pytest's default selection, the parity tests, without the C++ core
+    sanitizers  the C++ core built with TSan and with ASan + UBSan: pytest -m sanitizers
+    upstream    CPython's test_concurrent_futures on cfutures: pytest -m upstream
+    external    other projects' suites (tests/test_external_suites.py; CFUTURES_EXTERNAL picks
+                which, see tests/external/suites.py): pytest -m external
+    bench       python -m cfutures bench (CI passes `-- --quick --repeat 1`)
+
+The C++ core does not depend on the Python version: its tests (tests/test_core_cpp.py) run in the
+sessions of DEFAULT only (CFUTURES_CORE_TESTS=0 skips them elsewhere), and `sanitizers` exists
+for DEFAULT only. Every session installs the package from this checkout into a fresh venv under
+.nox/ (`pip install .`, not editable: the suite tests what users get); the CMake build directory
+build/<wheel tag> is kept between sessions of one Python, so only the first build is slow.
+
+Interpreters: nox looks for `python3.X` on PATH. pyenv's shims are on PATH but answer only for
+the active version, so when pyenv is there this file lists every installed pyenv CPython of
+PYTHONS in PYENV_VERSION, behind the active one (`python3` stays what it was).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+import nox
+
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+DEFAULT = "3.11"  # Debian bookworm's python3 (its testsuite package serves pyenv's 3.11 too)
+
+# What `nox` alone runs, and CI with it: the whole suite on the default, the oldest and the newest
+# Python, the parity tests on the others, other projects' suites on the default.
+DEFAULT_SESSIONS = ["full-3.11", "full-3.9", "full-3.13", "parity-3.10", "parity-3.12",
+                    "external-3.11"]
+
+nox.needs_version = ">=2025.5.1"
+nox.options.sessions = DEFAULT_SESSIONS
+nox.options.download_python = "never"  # only the machine's Pythons; never fetch one
+
+
+def _expose_pyenv_pythons():
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    versions = os.path.join(root, "versions")
+    if not os.path.isdir(versions):
+        return
+    newest = {}  # X.Y -> (Z, "X.Y.Z") of the newest installed X.Y.Z
+    for name in sorted(os.listdir(versions)):
+        m = re.fullmatch(r"(\d+\.\d+)\.(\d+)", name)
+        if m and m.group(1) in PYTHONS:
+            newest[m.group(1)] = max(newest.get(m.group(1), (-1, "")), (int(m.group(2)), name))
+    active = os.environ.get("PYENV_VERSION", "")
+    if not active and shutil.which("pyenv"):
+        active = subprocess.run(["pyenv", "version-name"], capture_output=True,
+                                text=True).stdout.strip()
+    names = [v for v in active.split(":") if v]
+    names += [name for _, name in newest.values() if name not in names]
+    os.environ["PYENV_VERSION"] = ":".join(names)
+
+
+_expose_pyenv_pythons()
+
+
+def _system_deps(session):
+    session.run("bash", "tests/system-deps.sh", external=True)
+
+
+def _core_env(session):
+    return {} if session.python == DEFAULT else {"CFUTURES_CORE_TESTS": "0"}
+
+
+@nox.session(python=PYTHONS)
+def full(session):
+    """The whole suite but other projects' suites: pytest -m "not external"."""
+    _system_deps(session)
+    session.install(".[test]")
+    session.run("pytest", "-m", "not external", *session.posargs, env=_core_env(session))
+
+
+@nox.session(python=PYTHONS)
+def parity(session):
+    """The parity tests (pytest's default selection) without the C++ core."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs, env={"CFUTURES_CORE_TESTS": "0"})
+
+
+@nox.session(python=[DEFAULT])
+def sanitizers(session):
+    """The C++ core's tests built with ThreadSanitizer and with AddressSanitizer + UBSan."""
+    _system_deps(session)
+    session.install(".[test]")
+    session.run("pytest", "-m", "sanitizers", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def upstream(session):
+    """CPython's own test_concurrent_futures, run against cfutures."""
+    _system_deps(session)
+    session.install(".[test]")
+    session.run("pytest", "-m", "upstream", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def external(session):
+    """Other projects' suites, with the stdlib and with cfutures, compared test by test."""
+    if not os.path.exists("tests/test_external_suites.py"):
+        session.skip("tests/test_external_suites.py does not exist yet")
+    session.install(".[test]")
+    session.run("pytest", "-m", "external", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def bench(session):
+    """The benchmark table: python -m cfutures bench (numpy for its NumPy row)."""
+    session.install(".", "numpy")
+    session.run("python", "-m", "cfutures", "bench", *session.posargs)
