@@ -192,6 +192,28 @@ class _IdleSemaphore(threading.Semaphore):
             raise ValueError('n must be one or more')
 
 
+class _ViewOnFirstUse:
+    """A read-only executor attribute: ``make(executor)``, made on first use and kept. Assigning
+    it raises AttributeError (the pool would never see a replacement)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, executor, owner=None):
+        if executor is None:
+            return self
+        view = executor.__dict__.get(self.name)
+        if view is None:
+            view = executor.__dict__.setdefault(self.name, self.make(executor))
+        return view
+
+    def __set__(self, executor, value):
+        raise AttributeError(f"{self.name} is a view of the native pool and cannot be replaced")
+
+
 @_base._stdlib_docstrings
 class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.ThreadPoolExecutor):
     """An Executor that runs calls in a pool of threads.
@@ -201,6 +223,9 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
 
     # Used to assign unique thread names when thread_name_prefix is not supplied.
     _counter = itertools.count().__next__
+
+    _work_queue = _ViewOnFirstUse(_WorkQueueView)
+    _idle_semaphore = _ViewOnFirstUse(_IdleSemaphore)
 
     def __init__(self, max_workers=None, thread_name_prefix='',
                  initializer=None, initargs=()):
@@ -229,22 +254,6 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         self._shutdown_lock = threading.Lock()
         self._handle = self._make_handle()
         _pools.add(self._handle)
-
-    @property
-    def _work_queue(self):
-        """The queued tasks, through queue.SimpleQueue's API (see _WorkQueueView)."""
-        view = self.__dict__.get("_work_queue_view")
-        if view is None:
-            view = self.__dict__.setdefault("_work_queue_view", _WorkQueueView(self))
-        return view
-
-    @property
-    def _idle_semaphore(self):
-        """The idle workers, as the stdlib's threading.Semaphore (see _IdleSemaphore)."""
-        view = self.__dict__.get("_idle_semaphore_view")
-        if view is None:
-            view = self.__dict__.setdefault("_idle_semaphore_view", _IdleSemaphore(self))
-        return view
 
     def _start_worker(self):
         # Called by the native submit() when a new worker is needed (given to it at __init__).

@@ -77,6 +77,16 @@ def test_draining_the_work_queue_cancels_the_queued_tasks(futures):
     assert all(f.cancelled() for f in queued)
 
 
+def test_the_work_queue_of_cfutures_cannot_be_replaced():
+    import cfutures
+    ex = cfutures.ThreadPoolExecutor(1)
+    view = ex._work_queue
+    assert ex._work_queue is view
+    with pytest.raises(AttributeError, match="cannot be replaced"):
+        ex._work_queue = queue.PriorityQueue()
+    ex.shutdown()
+
+
 def test_a_work_item_taken_off_the_queue_can_be_put_back(futures):
     ex, gate, running, queued = blocked_pool(futures, 2)
     try:
