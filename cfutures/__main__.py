@@ -1,7 +1,9 @@
 """python -m cfutures COMMAND: the command line.
 
     bench [--repeat N] [--quick] [--only NAME] [--json PATH]
+          [--peers[=NAMES]] [--under-load] [--plot FILE.png]
                                  the side-by-side benchmark table against concurrent.futures
+                                 (and multiprocessing.Pool, loky, pebble, mpire, joblib)
     run script.py [args...]      run a program with cfutures installed in place of
     run -m module [args...]      concurrent.futures (child Python processes included)
     info                         version, Python, build, start methods

@@ -4,15 +4,23 @@
 pytest-benchmark. Each workload returns a measurement for one implementation; the runner alternates
 the implementations repetition by repetition (so that machine noise hits both alike), keeps the
 median and the spread, and reports the ratio, which is the figure that counts on a shared machine.
+
+``--peers`` runs the rows of issue 13 on multiprocessing.Pool too and on loky, pebble, mpire and
+joblib where installed, each through its own idiomatic API (see "peers" below); ``--under-load``
+keeps one busy process per core spinning for the whole run; ``--plot FILE.png`` draws the ratios
+(matplotlib, imported only then).
 """
 
 import argparse
 import concurrent.futures
+import contextlib
 import gc
 import importlib.util
 import json
+import operator
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -179,7 +187,10 @@ _STARTUP_SCRIPT = textwrap.dedent("""
 def _startup(impl, method):
     # In a fresh interpreter (imports done before the clock starts): forking from a process that
     # already ran the other workloads would measure their leftovers, not the pool.
-    script = _STARTUP_SCRIPT.format(module=IMPLS[impl], method=method)
+    if impl in IMPLS:
+        script = _STARTUP_SCRIPT.format(module=IMPLS[impl], method=method)
+    else:
+        script = PEERS[impl].startup_script(method)
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                          text=True, env=dict(os.environ, CFUTURES_INSTALL="0"))
     return float(out.stdout.strip())
@@ -268,6 +279,391 @@ WORKLOADS = [
      False, 1.0),
 ]
 
+# --- peers: the same rows on the pools people pick for speed ----------------------------------
+#
+# `bench --peers` runs PEER_ROWS on the stdlib, on cfutures (the workloads above, unchanged) and
+# on each peer below through its own idiomatic API. A peer's measurement takes the same steps as
+# the stdlib's: a pool made and warmed with one no-op outside the clock, the timed part, the pool
+# closed; start-up rows run in a fresh interpreter. Each peer says which rows it has no sensible
+# equivalent for (the cell stays empty, with the reason as a footnote).
+
+PEER_ROWS = ["thread_submit_result", "thread_round_trip", "process_submit_result",
+             "process_round_trip", "process_map_chunks", "process_big_argument",
+             "process_big_array", "process_startup_fork", "process_startup_spawn"]
+
+# What each row needs from an implementation: the kind of pool, then the call it makes.
+_ROW_NEEDS = {
+    "thread_submit_result": ("thread", "submit"),
+    "thread_round_trip": ("thread", "submit"),
+    "process_submit_result": ("process", "submit"),
+    "process_round_trip": ("process", "submit"),
+    "process_map_chunks": ("process", "map"),
+    "process_big_argument": ("process", "call"),
+    "process_big_array": ("process", "call"),
+    "process_startup_fork": ("fork",),
+    "process_startup_spawn": ("spawn",),
+}
+
+# The row's pool: kind and number of workers, as in the stdlib workload of the same name.
+_ROW_POOL = {
+    "thread_submit_result": ("thread", 4), "thread_round_trip": ("thread", 1),
+    "process_submit_result": ("process", 2), "process_round_trip": ("process", 1),
+    "process_map_chunks": ("process", 2), "process_big_argument": ("process", 1),
+    "process_big_array": ("process", 1),
+}
+
+# The targets of issue 13 for `--peers` (reference, minimum ratio; "fastest": the fastest other
+# implementation in the row). Under load every row must at least match the stdlib.
+PEER_TARGETS = {
+    "thread_submit_result": [("stdlib", 5.0)],
+    "thread_round_trip": [("stdlib", 8.0)],
+    "process_submit_result": [("stdlib", 6.0), ("mp.Pool", 3.0)],
+    "process_round_trip": [("stdlib", 5.0), ("mp.Pool", 3.0)],
+    "process_map_chunks": [("stdlib", 2.0), ("mp.Pool", 1.5)],
+    "process_big_argument": [("stdlib", 2.5), ("mp.Pool", 1.0)],
+    "process_big_array": [("mp.Pool", 1.0)],
+    "process_startup_fork": [("fastest", 1.0)],
+    "process_startup_spawn": [("fastest", 1.0)],
+}
+PEER_TARGETS_UNDER_LOAD = {row: [("stdlib", 1.5 if row == "thread_round_trip" else 1.0)]
+                           for row in PEER_ROWS}
+
+# Rows whose samples are fresh interpreters: the issue asks for medians of at least 5 runs.
+STARTUP_MIN_REPEAT = 5
+
+
+class NotApplicable(Exception):
+    """The implementation has no sensible equivalent of the row (the message says why)."""
+
+
+class _PeerPool:
+    """One open pool of a peer, reduced to the calls the measurements make:
+    submit(fn) -> handle, get(handle) -> result, call(fn, arg) -> result (blocking),
+    map(fn, items, chunksize) -> results, warm() (one no-op to completion), close()."""
+
+    def __init__(self, close, submit=None, get=None, call=None, map=None, warm=None):
+        self.submit, self.get, self.call, self.map, self.close = submit, get, call, map, close
+        self.warm = warm or (lambda: get(submit(noop)))
+
+
+_get = operator.methodcaller("get")         # multiprocessing / mpire AsyncResult
+_result = operator.methodcaller("result")   # concurrent.futures-style futures
+
+
+class _Peer:
+    """A peer library: how to import it, open its pools, start it in a fresh interpreter, and the
+    rows it has no equivalent of (capability -> reason) or that need a remark (row -> remark)."""
+    name = module = distribution = how = ""
+    missing = {}
+    remarks = {}
+    startup_imports = startup_start = startup_stop = ""
+
+    def version(self):
+        if self.module == "multiprocessing":
+            return f"Python {platform.python_version()}"
+        import importlib.metadata  # here: spawned workers import this module for noop()
+        return importlib.metadata.version(self.distribution)
+
+    def note(self, row):
+        """Why this peer has no cell in the row, or None."""
+        for need in _ROW_NEEDS[row]:
+            if need in self.missing:
+                return self.missing[need]
+        return None
+
+    def open(self, kind, workers):
+        raise NotImplementedError
+
+    def startup_script(self, method):
+        return _PEER_STARTUP_SCRIPT.format(
+            imports=self.startup_imports.format(method=method),
+            start=self.startup_start.format(method=method),
+            stop=self.startup_stop.format(method=method))
+
+
+_PEER_STARTUP_SCRIPT = textwrap.dedent("""
+    import time
+    {imports}
+    from cfutures._bench import noop
+
+    if __name__ == "__main__":
+        t0 = time.perf_counter()
+        {start}
+        print(time.perf_counter() - t0, flush=True)
+        {stop}
+""")
+
+
+class _MpPool(_Peer):
+    name, module = "mp.Pool", "multiprocessing"
+    how = ("multiprocessing.Pool(n) (multiprocessing.pool.ThreadPool(n) for the thread rows): "
+           "apply_async(f).get(), map(f, items, chunksize=1000); the default start method")
+    startup_imports = "import multiprocessing; context = multiprocessing.get_context('{method}')"
+    startup_start = "pool = context.Pool(2); pool.apply_async(noop).get()"
+    startup_stop = "pool.close(); pool.join()"
+
+    def open(self, kind, workers):
+        import multiprocessing.pool
+        pool = (multiprocessing.pool.ThreadPool(workers) if kind == "thread"
+                else multiprocessing.Pool(workers))
+
+        def close():
+            pool.close()
+            pool.join()
+        return _PeerPool(close, submit=pool.apply_async, get=_get,
+                         call=lambda fn, arg: pool.apply_async(fn, (arg,)).get(),
+                         map=lambda fn, items, chunksize: pool.map(fn, items, chunksize=chunksize))
+
+
+_LOKY_START = ("loky and joblib start workers with loky's own method (fork, then exec, as spawn "
+               "does), measured in the spawn row; loky warns against plain fork")
+
+
+class _Loky(_Peer):
+    name = module = distribution = "loky"
+    how = ("loky.ProcessPoolExecutor(n), a fresh one per measurement as for every other pool "
+           "here (not loky's reusable executor): submit(f).result(), "
+           "map(f, items, chunksize=1000); loky's own start method")
+    missing = {"thread": "loky has process pools only", "fork": _LOKY_START}
+    remarks = {"process_startup_spawn": "loky's own start method (fork, then exec)"}
+    startup_imports = "import loky"
+    startup_start = "pool = loky.ProcessPoolExecutor(2); pool.submit(noop).result()"
+    startup_stop = "pool.shutdown()"
+
+    def open(self, kind, workers):
+        import loky
+        ex = loky.ProcessPoolExecutor(max_workers=workers)
+        return _PeerPool(lambda: ex.shutdown(wait=True), submit=ex.submit, get=_result,
+                         call=lambda fn, arg: ex.submit(fn, arg).result(),
+                         map=lambda fn, items, chunksize: ex.map(fn, items, chunksize=chunksize))
+
+
+class _Pebble(_Peer):
+    name = module = "pebble"
+    distribution = "Pebble"
+    how = ("pebble.ThreadPool / pebble.ProcessPool(max_workers=n): schedule(f).result(), "
+           "map(f, items, chunksize=1000).result(); the default start method")
+    startup_imports = ("import multiprocessing, pebble; "
+                       "context = multiprocessing.get_context('{method}')")
+    startup_start = ("pool = pebble.ProcessPool(max_workers=2, context=context); "
+                     "pool.schedule(noop).result()")
+    startup_stop = "pool.close(); pool.join()"
+
+    def open(self, kind, workers):
+        import pebble
+        pool = (pebble.ThreadPool(max_workers=workers) if kind == "thread"
+                else pebble.ProcessPool(max_workers=workers))
+
+        def close():
+            pool.close()
+            pool.join()
+        return _PeerPool(
+            close, submit=pool.schedule, get=_result,
+            call=lambda fn, arg: pool.schedule(fn, args=(arg,)).result(),
+            map=lambda fn, items, chunksize: pool.map(fn, items, chunksize=chunksize).result())
+
+
+class _Mpire(_Peer):
+    name = module = distribution = "mpire"
+    how = ("mpire.WorkerPool(n_jobs=n, keep_alive=True) (start_method='threading' for the thread "
+           "rows): apply_async(f).get(), map(f, items, chunk_size=1000); its default start "
+           "method (fork)")
+    startup_imports = "import mpire"
+    startup_start = ("pool = mpire.WorkerPool(n_jobs=2, start_method='{method}'); "
+                     "pool.apply_async(noop).get()")
+    startup_stop = "pool.stop_and_join(); pool.terminate()"
+
+    def open(self, kind, workers):
+        import mpire
+        options = {"start_method": "threading"} if kind == "thread" else {}
+        # keep_alive: the workers outlive a map call (otherwise each map restarts them).
+        pool = mpire.WorkerPool(n_jobs=workers, keep_alive=True, **options)
+
+        def close():
+            pool.stop_and_join()
+            pool.terminate()
+        return _PeerPool(
+            close, submit=pool.apply_async, get=_get,
+            call=lambda fn, arg: pool.apply_async(fn, args=(arg,)).get(),
+            map=lambda fn, items, chunksize: pool.map(fn, items, chunk_size=chunksize))
+
+
+class _Joblib(_Peer):
+    name = module = distribution = "joblib"
+    how = ("joblib.Parallel(n_jobs=n, batch_size=1000)(delayed(f)(x) for x in items) on its "
+           "default backend (loky's reusable executor, shut down after each measurement); the "
+           "one-task rows use n_jobs=2 (n_jobs=1 runs in the calling process), and NumPy arrays "
+           "over 1 MB travel through its memory-mapped temporary files")
+    missing = {"submit": "joblib has no submit/result: a Parallel call runs a batch "
+                         "(measured in the map row)",
+               "fork": _LOKY_START}
+    remarks = {"process_startup_spawn": "loky's own start method (fork, then exec)"}
+    startup_imports = "import joblib"
+    startup_start = "joblib.Parallel(n_jobs=2)([joblib.delayed(noop)()])"
+    startup_stop = "from cfutures._bench import _joblib_shutdown; _joblib_shutdown()"
+
+    def open(self, kind, workers):
+        import joblib
+        n_jobs = max(workers, 2)
+
+        def map_(fn, items, chunksize):
+            return joblib.Parallel(n_jobs=n_jobs, batch_size=chunksize)(
+                joblib.delayed(fn)(x) for x in items)
+        return _PeerPool(
+            _joblib_shutdown, map=map_,
+            call=lambda fn, arg: joblib.Parallel(n_jobs=n_jobs)([joblib.delayed(fn)(arg)])[0],
+            warm=lambda: joblib.Parallel(n_jobs=n_jobs)([joblib.delayed(noop)()]))
+
+
+def _joblib_shutdown():
+    # joblib keeps its loky executor for the next Parallel call; the handle to it is private.
+    from joblib.externals.loky import reusable_executor
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True)
+
+
+PEERS = {p.name: p for p in (_MpPool(), _Loky(), _Pebble(), _Mpire(), _Joblib())}
+
+
+def available_peers(names=None):
+    """(importable peer names, {skipped name: why}); mp.Pool is always there."""
+    found, skipped = [], {}
+    for name, peer in PEERS.items():
+        if names is not None and name not in names and name != "mp.Pool":
+            continue
+        try:
+            importlib.import_module(peer.module)
+            peer.version()
+        except Exception as e:  # not installed, or broken: said so in the output
+            skipped[name] = f"{type(e).__name__}: {e}"
+        else:
+            found.append(name)
+    return found, skipped
+
+
+# The timed parts on a peer's pool, step for step those of the stdlib workloads above.
+
+def _peer_submit_and_wait(pool, n):
+    submit, get = pool.submit, pool.get
+    pool.warm()
+    t0 = time.perf_counter()
+    fs = [submit(noop) for _ in range(n)]
+    for f in fs:
+        get(f)
+    return n / (time.perf_counter() - t0)
+
+
+def _peer_round_trips(pool, n):
+    submit, get = pool.submit, pool.get
+    for _ in range(20):
+        get(submit(noop))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        get(submit(noop))
+    return (time.perf_counter() - t0) / n
+
+
+def _peer_map(pool, n):
+    pool.warm()
+    t0 = time.perf_counter()
+    for _ in pool.map(identity, range(n), 1000):
+        pass
+    return n / (time.perf_counter() - t0)
+
+
+def _peer_one_call(pool, argument, expected):
+    pool.warm()
+    t0 = time.perf_counter()
+    assert pool.call(len, argument) == expected
+    return time.perf_counter() - t0
+
+
+def _peer_big_argument(pool, n):
+    return _peer_one_call(pool, b"\x5a" * n, n)
+
+
+def _peer_big_array(pool, n):
+    import numpy
+    return _peer_one_call(pool, numpy.full(n // 8, 0.5), n // 8)
+
+
+_PEER_BODIES = {
+    "thread_submit_result": _peer_submit_and_wait, "thread_round_trip": _peer_round_trips,
+    "process_submit_result": _peer_submit_and_wait, "process_round_trip": _peer_round_trips,
+    "process_map_chunks": _peer_map, "process_big_argument": _peer_big_argument,
+    "process_big_array": _peer_big_array,
+}
+
+
+def measure(impl, workload, n):
+    """One measurement of a row (the workload function's name) on one implementation: "stdlib",
+    "cfutures" or a peer's name. Raises NotApplicable where a peer has no equivalent."""
+    fn = next(w[1] for w in WORKLOADS if w[1].__name__ == workload)
+    if impl in IMPLS:
+        return fn(impl, n)
+    peer = PEERS[impl]
+    note = peer.note(workload)
+    if note:
+        raise NotApplicable(note)
+    if workload.startswith("process_startup_"):
+        return _startup(impl, workload[len("process_startup_"):])
+    pool = peer.open(*_ROW_POOL[workload])
+    try:
+        return _PEER_BODIES[workload](pool, n)
+    finally:
+        pool.close()
+
+
+# --- load: one busy process per core -----------------------------------------------------------
+
+# A spinning interpreter that also ends itself within ~50 ms of its parent's death, so that a
+# killed benchmark leaves nothing behind.
+_SPIN = ("import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n"
+         "    for _ in range(1000000):\n        pass\n")
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class Load:
+    """with Load(): one busy process per core for the duration of the block, always ended after
+    it (exceptions and KeyboardInterrupt included)."""
+
+    def __init__(self, processes=None):
+        self.count = processes or _cores()
+        self.processes = []
+
+    def __enter__(self):
+        try:
+            for _ in range(self.count):
+                # Their own session: a Ctrl-C reaches the benchmark, which ends them itself.
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _SPIN], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True))
+            time.sleep(0.2)  # let them reach their loop
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.processes:
+            if p.poll() is None:
+                p.kill()
+        for p in self.processes:
+            p.wait()
+        self.processes = []
+        return False
+
+
+# --- the runner ------------------------------------------------------------------------------
+
 _SCALE = {"us": 1e6, "ms": 1e3}
 
 
@@ -284,28 +680,102 @@ def _available(workload):
     return True
 
 
-def run(repeat=3, quick=False, only=None, progress=sys.stderr):
+class _Progress:
+    """One line on a terminal, rewritten in place; elsewhere (a CI log) one line per row."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.tty = stream is not None and getattr(stream, "isatty", lambda: False)()
+        self.shown = 0
+        self.row = None
+
+    def update(self, row, rows, name, impl, run, runs):
+        if self.stream is None:
+            return
+        if self.tty:
+            import shutil
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            text = f"[row {row}/{rows}] {impl} run {run}/{runs}: {name}"[:width]
+            self.stream.write("\r" + text + " " * max(0, self.shown - len(text)))
+            self.shown = len(text)
+        elif self.row != row:
+            self.stream.write(f"[row {row}/{rows}] {name}: {runs} run(s) per implementation\n")
+        self.row = row
+        self.stream.flush()
+
+    def done(self):
+        if self.tty and self.shown:
+            self.stream.write("\r" + " " * self.shown + "\r")
+            self.stream.flush()
+        self.shown = 0
+
+
+def _ratio(row, impl, other):
+    a, b = row["median"][impl], row["median"][other]
+    return a / b if row["higher_is_better"] else b / a
+
+
+def run(repeat=3, quick=False, only=None, progress=sys.stderr, peers=None, under_load=False):
+    """Runs the table's rows, implementations alternating run by run; returns one dict per row.
+
+    peers: None for the stdlib/cfutures table (WORKLOADS), or the peers' names (importable ones)
+    for the --peers table (PEER_ROWS, start-up rows at least STARTUP_MIN_REPEAT runs unless
+    quick). under_load only chooses the targets the --peers rows are judged against."""
     rows = []
-    selected = [w for w in WORKLOADS
-                if _available(w) and (not only or any(o in w[0] for o in only))]
-    for k, (name, fn, size, quick_size, unit, higher_better, target) in enumerate(selected, 1):
-        n = quick_size if quick else size
-        samples = {impl: [] for impl in IMPLS}
-        for rep in range(repeat):
-            # Alternate the order so that a noisy neighbour does not always hit the same side.
-            order = list(IMPLS) if rep % 2 == 0 else list(reversed(IMPLS))
-            for impl in order:
-                print(f"[{k}/{len(selected)}] {name}: {impl}, run {rep + 1}/{repeat}",
-                      file=progress, flush=True)
-                samples[impl].append(fn(impl, n))
-        med = {impl: statistics.median(v) for impl, v in samples.items()}
-        ratio = (med["cfutures"] / med["stdlib"]) if higher_better else (med["stdlib"] / med["cfutures"])
-        rows.append({
-            "workload": name, "unit": unit, "n": n, "higher_is_better": higher_better,
-            "samples": samples, "median": med, "ratio": ratio, "target": target,
-            "met": None if target is None else ratio >= target,
-        })
+    if peers is None:
+        table = WORKLOADS
+    else:
+        table = [w for w in WORKLOADS if w[1].__name__ in PEER_ROWS]
+    selected = [w for w in table if _available(w) and (not only or any(o in w[0] for o in only))]
+    impls = list(IMPLS) + list(peers or [])
+    shown = _Progress(progress)
+    try:
+        for k, (name, fn, size, quick_size, unit, higher_better, target) in enumerate(selected, 1):
+            n = quick_size if quick else size
+            key = fn.__name__
+            notes = {impl: PEERS[impl].note(key) for impl in impls if impl not in IMPLS}
+            notes = {impl: note for impl, note in notes.items() if note}
+            runnable = [impl for impl in impls if impl not in notes]
+            runs = repeat
+            if peers is not None and key.startswith("process_startup_") and not quick:
+                runs = max(repeat, STARTUP_MIN_REPEAT)
+            samples = {impl: [] for impl in runnable}
+            for rep in range(runs):
+                # Rotate the order so that a noisy neighbour does not always hit the same
+                # implementation (with two, the order simply alternates).
+                shift = rep % len(runnable)
+                for impl in runnable[shift:] + runnable[:shift]:
+                    shown.update(k, len(selected), name, impl, rep + 1, runs)
+                    if peers is None:
+                        samples[impl].append(fn(impl, n))
+                    else:
+                        samples[impl].append(measure(impl, key, n))
+            med = {impl: statistics.median(v) for impl, v in samples.items()}
+            row = {"workload": name, "unit": unit, "n": n, "higher_is_better": higher_better,
+                   "samples": samples, "median": med}
+            row["ratio"] = _ratio(row, "cfutures", "stdlib")
+            if peers is None:
+                row.update(target=target, met=None if target is None else row["ratio"] >= target)
+            else:
+                _judge_peers_row(row, key, notes, runs, under_load)
+            rows.append(row)
+    finally:
+        shown.done()
     return rows
+
+
+def _judge_peers_row(row, key, notes, runs, under_load):
+    others = [impl for impl in row["median"] if impl != "cfutures"]
+    ratios = {impl: _ratio(row, "cfutures", impl) for impl in others}
+    fastest = min(ratios, key=ratios.get)  # the smallest ratio is the fastest other
+    targets = []
+    for ref, minimum in (PEER_TARGETS_UNDER_LOAD if under_load else PEER_TARGETS)[key]:
+        impl = fastest if ref == "fastest" else ref
+        if impl in ratios:
+            targets.append({"against": ref, "minimum": minimum, "ratio": ratios[impl],
+                            "met": ratios[impl] >= minimum})
+    row.update(key=key, runs=runs, notes=notes, ratios=ratios, fastest_other=fastest,
+               ratio_fastest_other=ratios[fastest], targets=targets)
 
 
 def environment():
@@ -323,7 +793,14 @@ def environment():
     }
 
 
-def render(rows, repeat, command, quick=False):
+def _load_line(load):
+    if not load:
+        return "Load: none added (idle, apart from whatever else runs on the machine)"
+    return (f"Load: UNDER LOAD, {load} busy processes (one per core, `while True: pass`) "
+            f"spinning throughout the run")
+
+
+def render(rows, repeat, command, quick=False, load=0):
     env = environment()
     lines = [
         f"Machine: {env['machine']}",
@@ -333,6 +810,8 @@ def render(rows, repeat, command, quick=False):
         "| workload | n | unit | concurrent.futures | cfutures | ratio | target |",
         "|---|---|---|---|---|---|---|",
     ]
+    if load:
+        lines.insert(2, _load_line(load))
     for r in rows:
         cells = []
         for impl in IMPLS:
@@ -353,6 +832,120 @@ def render(rows, repeat, command, quick=False):
     return "\n".join(lines)
 
 
+def _spread(samples, median):
+    # Half the min..max range, in percent of the median.
+    if median == 0:
+        return 0.0
+    return (max(samples) - min(samples)) / 2 / median * 100
+
+
+def render_peers(rows, repeat, command, peers, skipped, quick=False, load=0):
+    env = environment()
+    impls = list(IMPLS) + list(peers)
+    labels = {"stdlib": "concurrent.futures", "cfutures": "cfutures", **{p: p for p in peers}}
+    startup_runs = max((r["runs"] for r in rows if r["key"].startswith("process_startup_")),
+                       default=repeat)
+    versions = ", ".join(f"{p} ({PEERS[p].version()})" for p in peers)
+    lines = [
+        f"Machine: {env['machine']}",
+        f"Python: {env['python']}; cfutures {env['cfutures']}",
+        f"Peers: {versions}",
+    ]
+    if skipped:
+        lines.append("Peers not importable (skipped): "
+                     + "; ".join(f"{p} ({why})" for p, why in skipped.items()))
+    lines += [
+        _load_line(load),
+        f"Command: {command}  (median of {repeat} runs per implementation, alternating run by run"
+        f"{f'; start-up rows {startup_runs} runs, each in a fresh interpreter' if startup_runs != repeat else ''}"
+        f"; ± = half the min..max range, in % of the median)",
+        "",
+        "| workload | n | unit | " + " | ".join(labels[i] for i in impls)
+        + " | cfutures/stdlib | cfutures vs fastest other | target |",
+        "|---|---|---|" + "---|" * len(impls) + "---|---|---|",
+    ]
+    footnotes = []
+
+    def mark(text):
+        if text not in footnotes:
+            footnotes.append(text)
+        return f"[{footnotes.index(text) + 1}]"
+
+    for r in rows:
+        cells = []
+        for impl in impls:
+            if impl in r["notes"]:
+                cells.append(mark(r["notes"][impl]))
+                continue
+            s, m = r["samples"][impl], r["median"][impl]
+            cell = _fmt(m, r["unit"]) + (f" ±{_spread(s, m):.0f}%" if len(s) > 1 else "")
+            remark = PEERS[impl].remarks.get(r["key"]) if impl in PEERS else None
+            if remark:
+                cell += " " + mark(remark)
+            cells.append(cell)
+        if quick:
+            target = "not judged (--quick sizes)"
+        else:
+            target = "; ".join(f"{'fastest other' if t['against'] == 'fastest' else t['against']}"
+                               f" >= {t['minimum']:g}x {'met' if t['met'] else 'NOT MET'}"
+                               for t in r["targets"])
+        lines.append(f"| {r['workload']} | {r['n']:,} | {r['unit']} | " + " | ".join(cells)
+                     + f" | {r['ratio']:.2f}x | {r['ratio_fastest_other']:.2f}x "
+                       f"({labels[r['fastest_other']]}) | {target} |")
+    lines.append("")
+    lines.append("Ratios: how many times better cfutures is (throughput ratio, or time ratio "
+                 "other/cfutures); below 1x the other implementation is faster.")
+    for i, text in enumerate(footnotes, 1):
+        lines.append(f"[{i}] {text}.")
+    lines.append("Every measurement makes its own pool and warms it with one no-op outside the "
+                 "clock (start-up rows: creation to first result in a fresh interpreter). "
+                 "How each peer is called:")
+    for p in peers:
+        lines.append(f"- {p}: {PEERS[p].how}.")
+    return "\n".join(lines)
+
+
+def plot(rows, path, title):
+    """A bar chart of the ratios: per row, cfutures against each other implementation (log scale;
+    above the line at 1x cfutures is ahead)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    def ratios(r):
+        return r.get("ratios", {"stdlib": r["ratio"]})
+    order = ["stdlib", *PEERS]
+    others = [impl for impl in order if any(impl in ratios(r) for r in rows)]
+    names = {"stdlib": "concurrent.futures"}
+    width = 0.8 / len(others)
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(rows) + 1.5), 6))
+    values = [1.0]
+    for j, impl in enumerate(others):
+        xs = [i - 0.4 + width * (j + 0.5) for i, r in enumerate(rows) if impl in ratios(r)]
+        ys = [ratios(r)[impl] for r in rows if impl in ratios(r)]
+        values += ys
+        # From the 1x line: up where cfutures is ahead, down where it is behind.
+        ax.bar(xs, [y - 1 for y in ys], bottom=1, width=width,
+               label=f"vs {names.get(impl, impl)}")
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_ylim(min(values) / 1.5, max(values) * 4)  # room for the legend at the top
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=()))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([textwrap.fill(r["workload"], 18, break_long_words=False) for r in rows], fontsize=7)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylabel("times better than the other implementation (log scale)")
+    ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=min(len(others), 6), loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m cfutures bench",
                                      description="Benchmark cfutures against concurrent.futures, "
@@ -361,12 +954,56 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument("--only", action="append", help="run workloads whose name contains this")
     parser.add_argument("--json", help="also write the raw samples here")
+    parser.add_argument("--peers", nargs="?", const="all", metavar="NAMES",
+                        help="the rows of issue 13 on multiprocessing.Pool too, and on loky, "
+                             "pebble, mpire and joblib where installed (NAMES: a comma-separated "
+                             f"choice among {', '.join(PEERS)}); start-up rows run at least "
+                             f"{STARTUP_MIN_REPEAT} times unless --quick")
+    parser.add_argument("--under-load", action="store_true",
+                        help="one busy process per core for the whole run (ended afterwards)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw the ratios as a bar chart (needs matplotlib)")
     args = parser.parse_args(argv)
-    command = "python -m cfutures bench" + (" " + " ".join(argv) if argv else "")
-    rows = run(repeat=args.repeat, quick=args.quick, only=args.only)
-    print(render(rows, args.repeat, command, quick=args.quick))
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib, which is not installed here "
+                     "(pip install matplotlib, or cfutures[plot])")
+    peers = skipped = None
+    if args.peers is not None:
+        wanted = None
+        if args.peers != "all":
+            by_lower = {p.lower(): p for p in PEERS}
+            wanted = set()
+            for name in filter(None, (n.strip() for n in args.peers.split(","))):
+                if name.lower() not in by_lower:
+                    parser.error(f"--peers: unknown peer {name!r} (known: {', '.join(PEERS)})")
+                wanted.add(by_lower[name.lower()])
+        peers, skipped = available_peers(wanted)
+    command = "python -m cfutures bench" + (" " + shlex.join(argv) if argv else "")
+    load = Load() if args.under_load else contextlib.nullcontext()
+    started = time.perf_counter()
+    with load:
+        rows = run(repeat=args.repeat, quick=args.quick, only=args.only, peers=peers,
+                   under_load=args.under_load)
+    elapsed = time.perf_counter() - started
+    count = load.count if args.under_load else 0
+    if peers is None:
+        print(render(rows, args.repeat, command, quick=args.quick, load=count))
+    else:
+        print(render_peers(rows, args.repeat, command, peers, skipped, quick=args.quick,
+                           load=count))
+        print(f"Run time: {elapsed:.0f} s")
+    if args.plot:
+        what = "under load" if args.under_load else "idle"
+        env = environment()
+        plot(rows, args.plot, f"cfutures against the others, {what}: how many times better "
+                              f"(above 1x cfutures is ahead). {env['machine']}; {env['python']}; "
+                              f"{command}")
+        print(f"Plot: {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": environment(), "command": command, "rows": rows}, f,
-                      indent=2)
+            json.dump({"environment": environment(), "command": command, "load": count,
+                       "peers": peers, "skipped_peers": skipped, "seconds": elapsed,
+                       "rows": rows}, f, indent=2)
     return 0
