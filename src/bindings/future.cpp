@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "../core/spin_policy.hpp"
+
 namespace cfutures::bindings {
 
 namespace {
@@ -19,9 +21,10 @@ PyTypeObject* g_future_base = nullptr;  // _cfutures.FutureBase
 PyTypeObject* g_future_type = nullptr;  // cfutures.Future, registered by cfutures._base
 PyObject* g_empty_tuple = nullptr;
 
-// result() and exception() spin this long (GIL released) before they block: a future that is
-// about to finish costs no futex sleep and wake-up.
-constexpr auto kResultSpin = std::chrono::microseconds(20);
+// result() and exception() spin up to 20 us (GIL released) before they block, when the spin
+// policy allows (core/spin_policy.hpp): a future that is about to finish then costs no futex
+// sleep and wake-up.
+core::SpinSite g_result_spin{std::chrono::microseconds(20)};
 
 PyFuture& checked(py::handle self) {
     PyFuture* f = as_future(self.ptr());
@@ -309,13 +312,7 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
     }
     if (!deadline || *deadline > Clock::now()) {
         without_gil([&] {
-            auto until = Clock::now() + kResultSpin;
-            if (deadline && *deadline < until) until = *deadline;
-            unsigned n = 0;
-            while (!f.settled()) {
-                core::cpu_relax();
-                if ((++n & 63) == 0 && Clock::now() >= until) break;
-            }
+            g_result_spin.spin_until([&] { return f.settled(); }, deadline.value_or(Clock::time_point::max()));
         });
     }
     if (f.settled()) return true;

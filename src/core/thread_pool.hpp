@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "small_mutex.hpp"
+#include "spin_policy.hpp"
 
 namespace cfutures::core {
 
@@ -268,7 +269,8 @@ public:
 
 private:
     // Long enough to catch the next task of a submit/result loop (a few microseconds apart)
-    // without a futex sleep and wake, short enough not to matter on a 2-core machine.
+    // without a futex sleep and wake, short enough not to matter on a 2-core machine; spent only
+    // when the spin policy allows (a free core, recent spins that caught their task).
     static constexpr auto kIdleSpin = std::chrono::microseconds(50);
     // A worker keeps its hooks acquired across consecutive tasks for about one interpreter switch
     // interval before it yields; the clock is read every few tasks only.
@@ -308,12 +310,8 @@ private:
 
     // Called idle (counted in idle_); returns a task, or nullptr when the worker must exit.
     Task* wait_for_task() {
-        auto spin_until = std::chrono::steady_clock::now() + kIdleSpin;
-        unsigned n = 0;
-        while (queued_.load(std::memory_order_relaxed) == 0) {
-            cpu_relax();
-            if ((++n & 63) == 0 && std::chrono::steady_clock::now() >= spin_until) break;
-        }
+        // Spins only while that pays (spin_policy.hpp); W1-W3 hold either way.
+        idle_spin_.spin_until([&] { return queued_.load(std::memory_order_relaxed) != 0; });
         std::unique_lock<std::mutex> lock(mu_);
         for (;;) {
             if (Task* t = pop_locked()) {
@@ -348,6 +346,7 @@ private:
     std::size_t idle_ = 0;
     std::size_t sleepers_ = 0;
     ThreadPoolProbe* probe_ = nullptr;
+    SpinSite idle_spin_{kIdleSpin};
 };
 
 // A ThreadPool whose workers are std::threads with no hooks: for C++ users and tests.
