@@ -47,10 +47,11 @@ NOTES = {
         "every Python (the stdlib uses pickle.DEFAULT_PROTOCOL: 4 before 3.14, 5 from 3.14), for "
         "out-of-band buffers. Objects that pickle differently by protocol behave as with 3.14's "
         "stdlib: a read-only NumPy array arrives read-only (writable with the stdlib before 3.14).",
-    "ProcessPoolExecutor dispatch": "A task is handed to one worker (up to 2-8 queued per "
-        "worker while all are busy, about 16 per pool) instead of a shared call queue: a task "
-        "queued behind a long one on the same worker waits for it even if another worker frees "
-        "up first.",
+    "ProcessPoolExecutor dispatch": "A task is handed to one worker instead of a shared call "
+        "queue. How many a worker gets ahead follows the measured task time: one at a time until "
+        "the first answer and for tasks of 2 ms or more, up to 2-8 per worker (about 16 per pool) "
+        "for shorter ones. A task sent ahead behind one much longer than the recent tasks still "
+        "waits for it, even if another worker frees up first.",
     "Future._condition": "Not a threading.Condition: a view of the future's lock (acquire/"
                          "release/with/wait/notify/notify_all; re-entrant, like the stdlib's "
                          "RLock) that keeps other threads' transitions out while held, and makes "

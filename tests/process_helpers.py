@@ -131,3 +131,11 @@ def record_outcome(log, future):
         log.append(type(future.exception()).__name__)
     else:
         log.append("result")
+
+
+def wait_for_path(path, limit=60):
+    """Blocks until `path` exists (at most `limit` seconds): a task the test ends when it likes."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(path)

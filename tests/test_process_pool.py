@@ -23,7 +23,8 @@ from process_helpers import (  # noqa: E402  (importable by spawned workers, see
     Unpicklable, buffer_lengths, crash_with, describe_array, exits, fails, forge_own_answer,
     frame_header, getpid,
     hard_exit, identity, init_fails, make_arrays, make_bytes, mul, nested_buffers, nested_list,
-    record_outcome, returns_unpicklable, segfault, sleep_and_return, write_to_own_channel)
+    record_outcome, returns_unpicklable, segfault, sleep_and_return, wait_for_path,
+    write_to_own_channel)
 
 
 def test_is_a_stdlib_process_pool(process_executor):
@@ -205,6 +206,23 @@ def test_queued_large_arguments_hold_memory_in_flight_only(process_executor):
     time.sleep(0.3)
     assert _shmem_kib() - shmem_before < 150 << 10, "more than 150 MiB of shared memory"
     assert [f.result(timeout=120) for f in fs] == [8 << 20] * 24
+
+
+def test_short_tasks_never_wait_behind_a_long_one_while_a_worker_is_free(process_executor, tmp_path):
+    # A fresh pool, one long task, then short ones: the other worker runs every short task
+    # while the long one still runs (tasks sent ahead to the busy worker used to wait for it).
+    # Not covered: short tasks sent ahead while recent tasks were much shorter still wait (see
+    # the deviation "ProcessPoolExecutor dispatch").
+    ex = process_executor(2)
+    release = tmp_path / "release"
+    long = ex.submit(wait_for_path, str(release))
+    shorts = [ex.submit(sleep_and_return, 0.02, i) for i in range(40)]
+    try:
+        assert [f.result(timeout=60) for f in shorts] == list(range(40))
+        assert not long.done()
+    finally:
+        release.touch()
+    assert long.result(timeout=60) is True
 
 
 def _shmem_kib():

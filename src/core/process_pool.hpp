@@ -25,10 +25,10 @@
 // may ignore SIGTERM; nothing outlives its pool). run() returns once every worker is gone. The
 // manager thread never dies silently: whatever ends it has been reported through deliver().
 //
-// Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, and in the
-// Worker records everything but the reader; live_ itself changes only on the manager thread,
-// which may therefore read it without the lock. submit() may write a job without attachments to
-// an idle worker's pipe itself, under `mu_`. A reader belongs to the manager thread alone, so
+// Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, service_ns_,
+// and in the Worker records everything but the reader; live_ itself changes only on the manager
+// thread, which may therefore read it without the lock. submit() may write a job without
+// attachments to an idle worker's pipe itself, under `mu_`. A reader belongs to the manager thread alone, so
 // reads happen without the lock. Nothing is called out while `mu_` is held, except
 // FutureCore::set_running_or_notify_cancel(may_wait=false), which never waits on another lock.
 // Outgoing frames are never destroyed here while the pool runs: they go back to the owner in
@@ -99,11 +99,28 @@ public:
         std::size_t start_workers;  // how many workers the owner must start now
     };
 
-    // Jobs sent ahead to one worker: about 16 per pool, 2 to 8 per worker. More hides the round
-    // trip of small tasks; fewer keeps long tasks from queueing behind each other while another
-    // worker idles, and keeps most of a backlog cancellable (the stdlib commits max_workers + 1).
+    // Jobs sent ahead to one worker, at most: about 16 per pool, 2 to 8 per worker. More hides
+    // the round trip of small tasks; fewer keeps most of a backlog cancellable (the stdlib
+    // commits max_workers + 1).
     static std::size_t default_in_flight(std::size_t max_workers) {
         return std::clamp<std::size_t>(16 / std::max<std::size_t>(max_workers, 1), 2, 8);
+    }
+    // Prefetch policy. A job sent to a busy worker waits there even if another worker frees up
+    // first (a pipe cannot take it back), so how many jobs a worker gets ahead depends on how
+    // long jobs take: as many as fit in kPrefetchWindow of measured service time, between 1 and
+    // default_in_flight(). Service time is measured by the manager: from when a worker's current
+    // job began (it was sent to an idle worker, or the previous answer arrived) to its answer,
+    // averaged over recent answers (weight kServiceWeight for the newest). Until the first
+    // answer nothing is known, and each worker gets one job at a time: a long first task strands
+    // nothing, and small tasks reach full depth after their first answer (tens of microseconds).
+    // What remains: jobs sent ahead behind a task much longer than the recent ones still wait
+    // for it.
+    static constexpr std::chrono::microseconds kPrefetchWindow{2000};
+    static constexpr double kServiceWeight = 0.25;
+    static std::size_t prefetch_depth(double service_ns, std::size_t max_depth) {
+        if (service_ns < 0) return 1;  // nothing measured yet
+        double fit = std::chrono::nanoseconds(kPrefetchWindow).count() / std::max(service_ns, 1.0);
+        return std::clamp<std::size_t>(static_cast<std::size_t>(fit), 1, max_depth);
     }
     // How long a worker of a broken pool has to leave after SIGTERM before SIGKILL.
     static constexpr std::chrono::milliseconds kKillGrace{2000};
@@ -270,6 +287,8 @@ private:
         FrameReader reader;
         FrameWriter writer;
         std::deque<std::uint64_t> in_flight;
+        // When its first job in flight began: sent to it idle, or its previous answer arrived.
+        std::chrono::steady_clock::time_point busy_since{};
         int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
         bool stop_sent = false;
         bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
@@ -438,10 +457,11 @@ private:
 
     void dispatch_locked(ProcessBatch& batch) {
         retry_dispatch_ = false;
+        std::size_t depth = prefetch_depth(service_ns_, max_in_flight_);
         while (!queue_.empty()) {
             Worker* best = nullptr;
             for (auto& [id, w] : live_) {
-                if (!can_take_locked(w) || w.in_flight.size() >= max_in_flight_) continue;
+                if (!can_take_locked(w) || w.in_flight.size() >= depth) continue;
                 if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
             }
             if (!best) return;
@@ -471,6 +491,7 @@ private:
         }
         Job job = std::move(queue_.front());
         queue_.pop_front();
+        if (w.in_flight.empty()) w.busy_since = std::chrono::steady_clock::now();
         w.in_flight.push_back(job.frame.tag);
         if (w.tasks_left > 0) --w.tasks_left;
         w.writer.push(std::move(job.frame));
@@ -569,11 +590,22 @@ private:
             batch.answers.push_back(std::move(*f));
             ++got;
         }
+        if (got) measure_service_locked(w, got);
         idle_tokens_ += got;
         if (const IncomingFrame* next = w.reading ? w.reader.frame_in_progress() : nullptr) {
             std::string why = illegal_locked(w, next->kind, next->tag);
             if (!why.empty()) fail_protocol_locked(w, why, batch);
         }
+    }
+
+    // `answered` answers from `w` arrived together: the time since its current job began is
+    // theirs, shared (several arriving at once were short). Measured by the manager thread only.
+    void measure_service_locked(Worker& w, std::size_t answered) {
+        auto now = std::chrono::steady_clock::now();
+        double each = std::chrono::duration<double, std::nano>(now - w.busy_since).count() /
+                      static_cast<double>(answered);
+        service_ns_ = service_ns_ < 0 ? each : service_ns_ + kServiceWeight * (each - service_ns_);
+        w.busy_since = now;
     }
 
     // Why the worker may not send a frame of this kind and tag now ("" if it may).
@@ -692,6 +724,7 @@ private:
 
     std::map<std::uint32_t, Worker> live_;  // the manager thread's (dispatch_locked too)
     bool retry_dispatch_ = false;            // the manager thread's: a start was Busy
+    double service_ns_ = -1;                 // recent service time per job (mu_); -1: none yet
     std::uint32_t next_id_ = 0;
 };
 
