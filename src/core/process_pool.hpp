@@ -252,6 +252,23 @@ public:
         return queue_.size();
     }
 
+    // Which job each busy worker runs, and since when. Workers run their jobs one at a time, in
+    // the order sent, so the answer to one job is the report that the next one (if it was sent)
+    // started: the job running is the first of the worker's in flight, since it was sent to the
+    // worker idle or the previous answer arrived (Worker::busy_since). No frame on the hot path.
+    struct RunningJob {
+        int pid;
+        std::uint64_t tag;
+        std::chrono::steady_clock::time_point since;
+    };
+    std::vector<RunningJob> running() const {
+        std::lock_guard<std::mutex> g(mu_);
+        std::vector<RunningJob> out;
+        for (auto& [id, w] : live_)
+            if (!w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
+        return out;
+    }
+
     // --- manager thread --------------------------------------------------------------------------
 
     // Returns when the pool is shut down (or broken) and every worker has exited. Never throws

@@ -38,7 +38,11 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
     while (end.recv(f, err) == WorkerEnd::Recv::Frame) {
         if (f.kind == FrameKind::Stop) ::_exit(0);
         switch (behaviour) {
-            case Behaviour::Echo: break;
+            case Behaviour::Echo:
+                // "sleep:N" answers after N ms: a task that takes time.
+                if (f.payload.view().rfind("sleep:", 0) == 0)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(std::string(f.payload.view().substr(6)))));
+                break;
             case Behaviour::CrashOnFirstTask: ::_exit(3);
             case Behaviour::MalformedReply:
             case Behaviour::IgnoresSigterm: {
@@ -146,6 +150,33 @@ void run_broken_by(Behaviour b, Recorder& rec, std::chrono::milliseconds* took =
 }  // namespace
 
 TEST_SUITE("ProcessPool") {
+    TEST_CASE("the pool knows which job each worker runs and since when; one job at a time until task times are known") {
+        ProcessPool pool(1, true, -1);
+        start_workers(pool, 1, Behaviour::Echo);
+        Recorder rec;
+        std::thread manager([&] { pool.run(rec); });
+        pool.submit(job(1, "sleep:300"));
+        pool.submit(job(2, "sleep:300"));
+        auto running_tag = [&]() -> std::uint64_t {
+            auto r = pool.running();
+            return r.empty() ? 0 : r.front().tag;
+        };
+        auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (running_tag() != 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        auto first = pool.running();
+        REQUIRE(first.size() == 1);
+        CHECK(first[0].tag == 1);
+        CHECK(pool.queued() == 1);  // nothing measured yet: not sent ahead
+        while (running_tag() != 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        auto second = pool.running();
+        REQUIRE(second.size() == 1);
+        CHECK(second[0].tag == 2);
+        CHECK(second[0].since - first[0].since >= 250ms);  // it began when job 1 was answered
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.results == std::vector<std::string>{"sleep:300", "sleep:300"});
+    }
+
     TEST_CASE("jobs go out and results come back; shutdown stops the workers") {
         ProcessPool pool(2, true, -1);
         start_workers(pool, 2, Behaviour::Echo);
