@@ -50,8 +50,10 @@ NOTES = {
     "ProcessPoolExecutor dispatch": "A task is handed to one worker instead of a shared call "
         "queue. How many a worker gets ahead follows the measured task time: one at a time until "
         "the first answer and for tasks of 2 ms or more, up to 2-8 per worker (about 16 per pool) "
-        "for shorter ones. A task sent ahead behind one much longer than the recent tasks still "
-        "waits for it, even if another worker frees up first.",
+        "for shorter ones. Tasks sent ahead behind one that runs much longer than the recent ones "
+        "are asked back once another worker idles: they wait up to 4 times the recent task time "
+        "(at least 2 ms) instead of not at all; tasks with arguments of 1 MiB or more (sent as "
+        "attachments) are not asked back and wait for it.",
     "Future._condition": "Not a threading.Condition: a view of the future's lock (acquire/"
                          "release/with/wait/notify/notify_all; re-entrant, like the stdlib's "
                          "RLock) that keeps other threads' transitions out while held, and makes "

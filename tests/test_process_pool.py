@@ -208,12 +208,15 @@ def test_queued_large_arguments_hold_memory_in_flight_only(process_executor):
     assert [f.result(timeout=120) for f in fs] == [8 << 20] * 24
 
 
-def test_short_tasks_never_wait_behind_a_long_one_while_a_worker_is_free(process_executor, tmp_path):
-    # A fresh pool, one long task, then short ones: the other worker runs every short task
-    # while the long one still runs (tasks sent ahead to the busy worker used to wait for it).
-    # Not covered: short tasks sent ahead while recent tasks were much shorter still wait (see
-    # the deviation "ProcessPoolExecutor dispatch").
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh", "after-short-tasks"])
+def test_short_tasks_never_wait_behind_a_long_one_while_a_worker_is_free(process_executor, tmp_path, warm):
+    # One long task, then short ones: the other worker runs every short task while the long one
+    # still runs. Tasks sent ahead to the busy worker used to wait for it: on a fresh pool, and
+    # after short tasks (which make the pool send tasks ahead) even with prefetch adapted to task
+    # times, until the pool learnt to ask them back.
     ex = process_executor(2)
+    if warm:
+        assert list(ex.map(mul, range(200), range(200))) == [i * i for i in range(200)]
     release = tmp_path / "release"
     long = ex.submit(wait_for_path, str(release))
     shorts = [ex.submit(sleep_and_return, 0.02, i) for i in range(40)]

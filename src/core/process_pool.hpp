@@ -92,6 +92,7 @@ public:
     struct Job {
         OutgoingFrame frame;            // kind Task, tag = job id
         FutureCore* future = nullptr;   // kept alive by the owner until the job is reported
+        bool committed = false;         // given back by a worker: its future is RUNNING already
     };
     enum class Submit { Queued, Shutdown, Broken };
     struct SubmitAnswer {
@@ -113,9 +114,14 @@ public:
     // averaged over recent answers (weight kServiceWeight for the newest). Until the first
     // answer nothing is known, and each worker gets one job at a time: a long first task strands
     // nothing, and small tasks reach full depth after their first answer (tens of microseconds).
-    // What remains: jobs sent ahead behind a task much longer than the recent ones still wait
-    // for it.
+    // Jobs sent ahead behind a task much longer than the recent ones are asked back: when a
+    // worker idles with nothing queued while another's current job has run kRevokeFactor times
+    // the recent service time (and at least kPrefetchWindow), the manager sends Revoke for that
+    // worker's jobs waiting behind it (those without attachments, whose frames it keeps until
+    // they start); the ones the worker had not started come back (Revoked) and go first in the
+    // queue, their futures still RUNNING (as the stdlib's call queue holds RUNNING items).
     static constexpr std::chrono::microseconds kPrefetchWindow{2000};
+    static constexpr double kRevokeFactor = 4;
     static constexpr double kServiceWeight = 0.25;
     static std::size_t prefetch_depth(double service_ns, std::size_t max_depth) {
         if (service_ns < 0) return 1;  // nothing measured yet
@@ -204,9 +210,13 @@ public:
             std::lock_guard<std::mutex> g(mu_);
             shutdown_ = true;
             if (cancel_pending) {
-                drained.assign(std::make_move_iterator(queue_.begin()),
-                               std::make_move_iterator(queue_.end()));
-                queue_.clear();
+                // Jobs given back by a worker are RUNNING: they run, as in the stdlib.
+                std::deque<Job> kept;
+                for (Job& job : queue_) {
+                    if (job.committed) kept.push_back(std::move(job));
+                    else drained.push_back(std::move(job));
+                }
+                queue_ = std::move(kept);
             }
         }
         wake();
@@ -306,6 +316,8 @@ private:
         std::deque<std::uint64_t> in_flight;
         // When its first job in flight began: sent to it idle, or its previous answer arrived.
         std::chrono::steady_clock::time_point busy_since{};
+        std::map<std::uint64_t, OutgoingFrame> held;  // sent ahead, kept in case they come back
+        std::vector<std::uint64_t> revoking;          // asked back, not yet answered either way
         int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
         bool stop_sent = false;
         bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
@@ -341,6 +353,7 @@ private:
                     break_locked(BreakCause::Owner, why, batch);
                 }
                 if (!broken_) dispatch_locked(batch);
+                revoke_at_ = revoke_stranded_locked();
                 if ((shutdown_ || broken_) && queue_.empty()) send_stops_locked();
                 if (broken_) kill_stragglers_locked();
                 finished = (shutdown_ || broken_) && workers_ == 0 && live_.empty();
@@ -366,6 +379,7 @@ private:
             {
                 std::lock_guard<std::mutex> g(mu_);
                 if (!broken_) dispatch_locked(io);
+                revoke_at_ = revoke_stranded_locked();
             }
             flush_writers(io);
             if (!io.empty()) hooks.deliver(io);
@@ -377,8 +391,13 @@ private:
     int wait_timeout_ms() const {
         if (retry_dispatch_) return 1;
         int ms = -1;
+        if (revoke_at_ != std::chrono::steady_clock::time_point::max()) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                revoke_at_ - std::chrono::steady_clock::now()).count();
+            ms = static_cast<int>(std::clamp<long long>(left + 1, 1, 60000));
+        }
         for (auto& [id, w] : live_)
-            if (w.pidfd < 0) ms = 50;  // no pidfd: exits are polled
+            if (w.pidfd < 0) ms = ms < 0 ? 50 : std::min(ms, 50);  // no pidfd: exits are polled
         if (broken_ && !live_.empty()) {
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                 kill_at_ - std::chrono::steady_clock::now()).count();
@@ -398,7 +417,7 @@ private:
             for (auto& [id, w] : live_) {
                 ::kill(w.pid, SIGKILL);
                 batch.exited.push_back(w.pid);
-                for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+                release_frames(w, batch);
                 close_worker(w);
             }
             live_.clear();
@@ -475,10 +494,13 @@ private:
     void dispatch_locked(ProcessBatch& batch) {
         retry_dispatch_ = false;
         std::size_t depth = prefetch_depth(service_ns_, max_in_flight_);
+        auto long_since = std::chrono::steady_clock::now() - patience_locked();
         while (!queue_.empty()) {
             Worker* best = nullptr;
             for (auto& [id, w] : live_) {
                 if (!can_take_locked(w) || w.in_flight.size() >= depth) continue;
+                // Nothing is sent ahead to a worker whose job has run long: it would strand.
+                if (!w.in_flight.empty() && w.busy_since < long_since) continue;
                 if (!best || w.in_flight.size() < best->in_flight.size()) best = &w;
             }
             if (!best) return;
@@ -494,7 +516,7 @@ private:
     // future._condition:`): it cannot start now, and waiting for the edit while holding mu_ could
     // deadlock, so the job stays first in line and the manager retries shortly.
     bool dispatch_to_locked(Worker& w, ProcessBatch& batch) {
-        if (queue_.front().future) {
+        if (queue_.front().future && !queue_.front().committed) {
             switch (queue_.front().future->set_running_or_notify_cancel(/*may_wait=*/false)) {
                 case StartOutcome::Running: break;
                 case StartOutcome::Busy: return false;
@@ -531,7 +553,15 @@ private:
         for (auto& [id, w] : live_) {
             if (w.writer.empty() || w.task_fd < 0) continue;
             std::size_t failed_before = batch.unsendable.size();
-            IoStatus s = w.writer.flush(w.task_fd, &batch.released, &batch.unsendable);
+            std::vector<OutgoingFrame> sent;
+            IoStatus s = w.writer.flush(w.task_fd, &sent, &batch.unsendable);
+            for (auto& f : sent) {
+                // A job sent ahead of the one running may be asked back: keep its frame.
+                bool ahead = f.kind == FrameKind::Task && f.attachments.empty() && !w.in_flight.empty() &&
+                             w.in_flight.front() != f.tag;
+                if (ahead) w.held.emplace(f.tag, std::move(f));
+                else batch.released.push_back(std::move(f));
+            }
             for (std::size_t i = failed_before; i < batch.unsendable.size(); ++i) {
                 // Never sent: the worker does not expect it, and it still may take another.
                 auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), batch.unsendable[i].frame.tag);
@@ -591,6 +621,7 @@ private:
     // given is refused before its payload comes (a forged header could announce any length).
     void take_answers_locked(Worker& w, ProcessBatch& batch) {
         std::size_t got = 0;
+        std::vector<Job> given_back;
         while (w.reading) {
             auto f = w.reader.pop();
             if (!f) break;
@@ -604,9 +635,28 @@ private:
                 continue;
             }
             w.in_flight.erase(std::find(w.in_flight.begin(), w.in_flight.end(), f->tag));
+            auto asked = std::find(w.revoking.begin(), w.revoking.end(), f->tag);
+            if (asked != w.revoking.end()) w.revoking.erase(asked);
+            auto held = w.held.find(f->tag);
+            if (f->kind == FrameKind::Revoked) {
+                // Given back: first in line again (after others given back in this batch).
+                Job job;
+                job.frame = std::move(held->second);
+                job.committed = true;
+                w.held.erase(held);
+                if (w.tasks_left >= 0) ++w.tasks_left;
+                given_back.push_back(std::move(job));
+                continue;
+            }
+            if (held != w.held.end()) {
+                batch.released.push_back(std::move(held->second));
+                w.held.erase(held);
+            }
             batch.answers.push_back(std::move(*f));
             ++got;
         }
+        queue_.insert(queue_.begin(), std::make_move_iterator(given_back.begin()),
+                      std::make_move_iterator(given_back.end()));
         if (got) measure_service_locked(w, got);
         idle_tokens_ += got;
         if (const IncomingFrame* next = w.reading ? w.reader.frame_in_progress() : nullptr) {
@@ -636,6 +686,10 @@ private:
         }
         if (std::find(w.in_flight.begin(), w.in_flight.end(), tag) == w.in_flight.end())
             return "an answer to a job it was not given";
+        if (kind == FrameKind::Revoked &&
+            (std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end() ||
+             w.in_flight.front() == tag || !w.held.count(tag)))
+            return "a job back that it was not asked for";
         return "";
     }
 
@@ -674,7 +728,7 @@ private:
         }
         bool expected = (w.stop_sent || w.leaving) && w.in_flight.empty();
         int pid = w.pid;
-        for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+        release_frames(w, batch);
         std::deque<std::uint64_t> orphans = std::move(w.in_flight);
         close_worker(w);
         live_.erase(id);
@@ -706,11 +760,61 @@ private:
         for (auto& [id, w] : live_) {
             for (auto tag : w.in_flight) batch.lost.push_back(tag);
             w.in_flight.clear();
-            for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+            release_frames(w, batch);
             w.stop_sent = true;
             ::kill(w.pid, SIGTERM);
         }
         kill_at_ = std::chrono::steady_clock::now() + kKillGrace;
+    }
+
+    // Hands every outgoing frame the worker still has (unsent or kept) back to the owner.
+    static void release_frames(Worker& w, ProcessBatch& batch) {
+        for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+        for (auto& [tag, f] : w.held) batch.released.push_back(std::move(f));
+        w.held.clear();
+        w.revoking.clear();
+    }
+
+    // How long a job may run before the jobs behind it count as stranded.
+    std::chrono::nanoseconds patience_locked() const {
+        auto recent = std::chrono::nanoseconds(static_cast<std::int64_t>(kRevokeFactor * std::max(service_ns_, 0.0)));
+        return std::max<std::chrono::nanoseconds>(kPrefetchWindow, recent);
+    }
+
+    // Asks back the jobs stranded behind a long one (see kRevokeFactor) when a worker idles with
+    // nothing queued; returns when to look again (time_point::max() if nothing may strand).
+    std::chrono::steady_clock::time_point revoke_stranded_locked() {
+        auto never = std::chrono::steady_clock::time_point::max();
+        if (shutdown_ || broken_ || !queue_.empty()) return never;
+        bool someone_idle = false;
+        for (auto& [id, w] : live_)
+            if (can_take_locked(w) && w.in_flight.empty()) someone_idle = true;
+        if (!someone_idle) return never;
+        auto now = std::chrono::steady_clock::now();
+        auto patience = patience_locked();
+        auto next = never;
+        for (auto& [id, w] : live_) {
+            if (w.in_flight.size() < 2 || !w.reading || w.stop_sent) continue;
+            bool any = false;
+            for (std::size_t i = 1; i < w.in_flight.size(); ++i) {
+                std::uint64_t tag = w.in_flight[i];
+                if (w.held.count(tag) && std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end())
+                    any = true;
+            }
+            if (!any) continue;
+            if (now - w.busy_since < patience) {
+                next = std::min(next, w.busy_since + patience);
+                continue;
+            }
+            for (std::size_t i = 1; i < w.in_flight.size(); ++i) {
+                std::uint64_t tag = w.in_flight[i];
+                if (!w.held.count(tag) || std::find(w.revoking.begin(), w.revoking.end(), tag) != w.revoking.end())
+                    continue;
+                w.revoking.push_back(tag);
+                w.writer.push(OutgoingFrame::make(FrameKind::Revoke, tag, ""));
+            }
+        }
+        return next;
     }
 
     // Workers of a broken pool still there kKillGrace after their SIGTERM.
@@ -742,6 +846,8 @@ private:
     std::map<std::uint32_t, Worker> live_;  // the manager thread's (dispatch_locked too)
     bool retry_dispatch_ = false;            // the manager thread's: a start was Busy
     double service_ns_ = -1;                 // recent service time per job (mu_); -1: none yet
+    // The manager thread's: when revoke_stranded_locked() wants to look again.
+    std::chrono::steady_clock::time_point revoke_at_ = std::chrono::steady_clock::time_point::max();
     std::uint32_t next_id_ = 0;
 };
 

@@ -12,6 +12,16 @@
 //
 // State shared with the watch thread is one atomic flag, owned jointly (shared_ptr) so that the
 // watch may outlive its creator. No locks.
+//
+// Giving tasks back. The pool sends tasks ahead of the one a worker runs, and may ask for them
+// back (Revoke) when another worker idles while this one runs a long task. Tasks wait in the
+// worker's memory (read ahead into `pending_`), so only the worker can give them back, and its
+// main thread is busy: once a task has run kEngageAfter, the revoker thread reads the pipe in its
+// stead, removes each revoked task that has not started and answers Revoked. While the main
+// thread waits for a task it reads the pipe itself (no hand-over on the path of a small task).
+// `mu_` guards the reader, `pending_`, `busy_`, `busy_since_`, `closing_` and the reader's end
+// state; `send_mu_` orders whole frames on the pipe to the parent (answers from the main
+// thread, Revoked from the revoker).
 #pragma once
 
 #include <poll.h>
@@ -21,10 +31,14 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pidfd.hpp"
 #include "protocol.hpp"
@@ -63,6 +77,11 @@ class WorkerEnd {
 public:
     enum class Recv { Frame, Closed, PoolGone, Interrupted, Error };
 
+    // How long a task runs before the revoker thread starts reading the pipe for Revoke frames.
+    static constexpr auto kEngageAfter = std::chrono::milliseconds(1);
+    // How often an engaged revoker looks up from the pipe to see whether the task ended.
+    static constexpr int kEngagedPollMs = 10;
+
     // The channel's descriptors (protocol.hpp: frames in, frames out, attachments) stay the
     // caller's; `pool_pid` is the pool process to watch (0: none). With
     // `end_if_orphaned_while_busy`, a ParentWatch ends the process if the pool dies during a task.
@@ -72,18 +91,38 @@ public:
         if (end_if_orphaned_while_busy) watch_.emplace(pool_pid);
         // The reader drains the pipe until EAGAIN; waiting is poll's job.
         for (int fd : {in_fd, out_fd}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+        revoker_ = std::thread([this] { revoker_loop(); });
     }
     WorkerEnd(const WorkerEnd&) = delete;
     WorkerEnd& operator=(const WorkerEnd&) = delete;
     ~WorkerEnd() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            closing_ = true;
+        }
+        cv_.notify_all();
+        revoker_.join();
         if (pool_fd_ >= 0) ::close(pool_fd_);
     }
 
-    // Blocks for the next frame. Interrupted: a signal arrived (the caller runs its handlers and
-    // calls again). Closed: the parent closed the channel; PoolGone: the pool process died.
+    // Blocks for the next frame (Revoke frames are handled here, never returned). Interrupted: a
+    // signal arrived (the caller runs its handlers and calls again). Closed: the parent closed
+    // the channel; PoolGone: the pool process died. A Task returned counts as started.
     Recv recv(IncomingFrame& out, std::string& error) {
         if (watch_) watch_->set_idle(true);
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            busy_ = false;
+        }
         Recv r = recv_idle(out, error);
+        if (r == Recv::Frame && out.kind == FrameKind::Task) {
+            {
+                std::lock_guard<std::mutex> g(mu_);
+                busy_ = true;
+                busy_since_ = std::chrono::steady_clock::now();
+            }
+            cv_.notify_all();
+        }
         if (watch_) watch_->set_idle(false);
         return r;
     }
@@ -92,6 +131,7 @@ public:
     // (its payload and attachments may need releasing where the caller chooses).
     bool send(OutgoingFrame&& f, std::string& error) { return send(f, error); }
     bool send(OutgoingFrame& f, std::string& error) {
+        std::lock_guard<std::mutex> g(send_mu_);
         FrameWriter w(attachment_fd_);
         w.push(std::move(f));
         std::vector<OutgoingFrame> done;
@@ -126,10 +166,24 @@ public:
 private:
     Recv recv_idle(IncomingFrame& out, std::string& error) {
         for (;;) {
-            if (auto f = reader_.pop()) {
-                out = std::move(*f);
-                return Recv::Frame;
+            std::vector<std::uint64_t> revoked;
+            bool got = false;
+            IoStatus ended;
+            {
+                std::lock_guard<std::mutex> g(mu_);
+                take_frames_locked(revoked);
+                if (!pending_.empty()) {
+                    out = std::move(pending_.front());
+                    pending_.pop_front();
+                    got = true;
+                }
+                ended = ended_;
+                if (ended == IoStatus::Error) error = reader_.error();
             }
+            answer_revoked(revoked);
+            if (got) return Recv::Frame;
+            if (ended == IoStatus::Error) return Recv::Error;
+            if (ended != IoStatus::Ok) return Recv::Closed;
             pollfd fds[2] = {{in_fd_, POLLIN, 0}, {pool_fd_, POLLIN, 0}};
             if (::poll(fds, pool_fd_ >= 0 ? 2 : 1, -1) < 0) {
                 if (errno == EINTR) return Recv::Interrupted;
@@ -137,22 +191,87 @@ private:
                 return Recv::Error;
             }
             if (fds[0].revents) {
-                IoStatus s = reader_.fill(in_fd_);
-                if (s == IoStatus::Error) {
-                    error = reader_.error();
-                    return Recv::Error;
-                }
-                if (s == IoStatus::Eof && !reader_.has_ready()) return Recv::Closed;
+                std::lock_guard<std::mutex> g(mu_);
+                fill_locked();
                 continue;
             }
             if (pool_fd_ >= 0 && fds[1].revents) return Recv::PoolGone;
         }
     }
 
+    // Reads what the pipe has; the end of the stream or an error is kept (frames read before it
+    // are still taken first).
+    void fill_locked() {
+        if (ended_ != IoStatus::Ok) return;
+        IoStatus s = reader_.fill(in_fd_);
+        if (s == IoStatus::Error || s == IoStatus::Eof) ended_ = s;
+    }
+
+    // Moves complete frames into pending_, applying Revoke frames to it: each revoked task not
+    // yet started leaves pending_ and its tag goes to `revoked` (to answer outside the lock).
+    void take_frames_locked(std::vector<std::uint64_t>& revoked) {
+        while (auto f = reader_.pop()) {
+            if (f->kind != FrameKind::Revoke) {
+                pending_.push_back(std::move(*f));
+                continue;
+            }
+            for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+                if (it->kind == FrameKind::Task && it->tag == f->tag) {
+                    pending_.erase(it);
+                    revoked.push_back(f->tag);
+                    break;
+                }
+            }
+        }
+    }
+
+    void answer_revoked(const std::vector<std::uint64_t>& revoked) {
+        std::string error;
+        for (auto tag : revoked) send(OutgoingFrame::make(FrameKind::Revoked, tag, ""), error);
+    }
+
+    // The revoker thread (see the header): reads the pipe while a task has run kEngageAfter.
+    void revoker_loop() {
+        std::unique_lock<std::mutex> lock(mu_);
+        for (;;) {
+            cv_.wait(lock, [&] { return closing_ || busy_; });
+            if (closing_) return;
+            auto since = busy_since_;
+            auto same_task = [&] { return busy_ && busy_since_ == since && !closing_; };
+            if (cv_.wait_until(lock, since + kEngageAfter, [&] { return !same_task(); })) continue;
+            while (same_task() && ended_ == IoStatus::Ok) {
+                lock.unlock();
+                pollfd p{in_fd_, POLLIN, 0};
+                int n = ::poll(&p, 1, kEngagedPollMs);
+                lock.lock();
+                if (!same_task()) break;  // the main thread is back: it reads
+                if (n <= 0 || !p.revents) continue;
+                fill_locked();
+                std::vector<std::uint64_t> revoked;
+                take_frames_locked(revoked);
+                if (revoked.empty()) continue;
+                lock.unlock();
+                answer_revoked(revoked);
+                lock.lock();
+            }
+            // Nothing to read until this task ends (or the pipe ended): wait for the next one.
+            cv_.wait(lock, [&] { return !same_task(); });
+        }
+    }
+
     int in_fd_, out_fd_, attachment_fd_;
     int pool_fd_;
+    std::mutex mu_;
+    std::condition_variable cv_;
     FrameReader reader_;
+    std::deque<IncomingFrame> pending_;
+    IoStatus ended_ = IoStatus::Ok;  // Eof or Error once nothing more will come
+    bool busy_ = false;
+    std::chrono::steady_clock::time_point busy_since_{};
+    bool closing_ = false;
+    std::mutex send_mu_;
     std::optional<ParentWatch> watch_;
+    std::thread revoker_;
 };
 
 }  // namespace cfutures::core

@@ -24,6 +24,8 @@ int worker_status_after_pool_death(Worker kind, std::chrono::milliseconds limit)
         ::pause();
         ::_exit(0);
     }
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
     int worker = ::fork();
     REQUIRE(worker >= 0);
     if (worker == 0) {
@@ -31,10 +33,16 @@ int worker_status_after_pool_death(Worker kind, std::chrono::milliseconds limit)
         ::signal(SIGTERM, kind == Worker::BusyIgnoringSigterm ? SIG_IGN : SIG_DFL);
         ParentWatch watch(pool, 200ms);
         if (kind == Worker::Idle) watch.set_idle(true);  // as while waiting in recv_frame
+        [[maybe_unused]] ssize_t n = ::write(ready[1], "r", 1);
         std::this_thread::sleep_for(kind == Worker::Idle ? 1500ms : 30s);
         ::_exit(0);
     }
-    std::this_thread::sleep_for(100ms);  // the watch is in place
+    // The watch holds a pidfd of the pool once constructed (a fixed pause was too short for a
+    // sanitized build on a loaded machine).
+    char byte;
+    REQUIRE(::read(ready[0], &byte, 1) == 1);
+    ::close(ready[0]);
+    ::close(ready[1]);
     ::kill(pool, SIGKILL);
     ::waitpid(pool, nullptr, 0);
     auto deadline = std::chrono::steady_clock::now() + limit;

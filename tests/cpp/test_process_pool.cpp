@@ -150,6 +150,29 @@ void run_broken_by(Behaviour b, Recorder& rec, std::chrono::milliseconds* took =
 }  // namespace
 
 TEST_SUITE("ProcessPool") {
+    TEST_CASE("jobs sent ahead behind a long one are asked back when another worker idles") {
+        ProcessPool pool(2, true, -1);
+        start_workers(pool, 2, Behaviour::Echo);
+        Recorder rec;
+        std::thread manager([&] { pool.run(rec); });
+        auto answered = [&] {
+            std::lock_guard<std::mutex> g(rec.mu);
+            return rec.results.size();
+        };
+        std::uint64_t tag = 1;
+        for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));  // short: sent ahead from now on
+        auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        pool.submit(job(tag++, "sleep:1500"));
+        for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
+        while (answered() < 53 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        pool.shutdown(false);
+        manager.join();
+        REQUIRE(rec.results.size() == 53);
+        CHECK(rec.results.back() == "sleep:1500");  // every short job ran on the other worker
+        CHECK(rec.lost.empty());
+    }
+
     TEST_CASE("the pool knows which job each worker runs and since when; one job at a time until task times are known") {
         ProcessPool pool(1, true, -1);
         start_workers(pool, 1, Behaviour::Echo);
