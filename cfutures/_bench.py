@@ -127,6 +127,32 @@ def as_completed_live(impl, n):
         return time.perf_counter() - t0
 
 
+SHORT_TASK = 0.05  # seconds: the uneven workload's short tasks
+
+
+def _uneven(ex, n):
+    """One task as long as n short ones, then the n short ones, on 2 warm workers (seconds to the
+    last). Ideally one worker runs the long task while the other runs every short one."""
+    ex.submit(noop).result()
+    t0 = time.perf_counter()
+    fs = [ex.submit(time.sleep, n * SHORT_TASK)] + [ex.submit(time.sleep, SHORT_TASK) for _ in range(n)]
+    for f in fs:
+        f.result()
+    return time.perf_counter() - t0
+
+
+def thread_uneven(impl, n):
+    """The uneven workload on 2 threads."""
+    with _module(impl).ThreadPoolExecutor(2) as ex:
+        return _uneven(ex, n)
+
+
+def process_uneven(impl, n):
+    """The uneven workload on 2 worker processes."""
+    with _module(impl).ProcessPoolExecutor(2) as ex:
+        return _uneven(ex, n)
+
+
 def process_submit_result(impl, n):
     """submit + result of n no-op tasks on 2 worker processes (tasks per second)."""
     with _module(impl).ProcessPoolExecutor(2) as ex:
@@ -256,6 +282,8 @@ WORKLOADS = [
      "tasks/s", True, 5.0),
     ("thread round trip, 1 worker", thread_round_trip, 20_000, 3_000, "us", False, 3.0),
     ("thread map of identity, 4 workers", thread_map, 100_000, 20_000, "items/s", True, None),
+    ("thread uneven: one 2 s task, then 40 of 50 ms, 2 workers", thread_uneven, 40, 4, "ms",
+     False, 0.98),
     ("as_completed over finished futures", as_completed_finished, 100_000, 20_000, "ms",
      False, 10.0),
     ("wait on finished futures", wait_finished, 100_000, 20_000, "ms", False, 5.0),
@@ -270,6 +298,8 @@ WORKLOADS = [
     ("process round trip, 1 worker", process_round_trip, 2_000, 300, "us", False, 4.0),
     ("process map(chunksize=1000), 2 workers", process_map_chunks, 200_000, 50_000, "items/s",
      True, 2.0),
+    ("process uneven: one 2 s task, then 40 of 50 ms, 2 workers", process_uneven, 40, 4, "ms",
+     False, 0.98),
     ("process 64 MiB bytes argument", process_big_argument, 64 << 20, 16 << 20, "ms", False, 2.5),
     ("process 64 MiB NumPy array argument", process_big_array, 64 << 20, 16 << 20, "ms", False,
      None),
