@@ -310,9 +310,13 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
         if (core::is_done(f.state())) return true;
         return wait_outside_own_edit(f, deadline);
     }
-    if (!deadline || *deadline > Clock::now()) {
+    auto budget = g_result_spin.budget();
+    if (budget.count() && (!deadline || *deadline > Clock::now())) {
+        // The GIL is let go only to spin: when the policy says block, releasing it here and
+        // taking it back before blocking would cost a hand-over to the worker and back.
         without_gil([&] {
-            g_result_spin.spin_until([&] { return f.settled(); }, deadline.value_or(Clock::time_point::max()));
+            g_result_spin.spin_for(budget, [&] { return f.settled(); },
+                                   deadline.value_or(Clock::time_point::max()));
         });
     }
     if (f.settled()) return true;

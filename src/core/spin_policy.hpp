@@ -145,8 +145,15 @@ public:
     bool spin_until(Ready&& ready,
                     std::chrono::steady_clock::time_point cap = std::chrono::steady_clock::time_point::max()) {
         if (ready()) return true;
-        auto budget = this->budget();
-        if (budget.count() == 0) return false;
+        return spin_for(budget(), ready, cap);
+    }
+
+    // The same with a budget the caller took from budget() (to skip releasing the GIL when it
+    // is zero).
+    template <class Ready>
+    bool spin_for(std::chrono::nanoseconds budget, Ready&& ready,
+                  std::chrono::steady_clock::time_point cap = std::chrono::steady_clock::time_point::max()) {
+        if (budget.count() == 0) return ready();
         auto now = std::chrono::steady_clock::now();
         auto until = cap - now < budget ? cap : now + budget;
         unsigned n = 0;
