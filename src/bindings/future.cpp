@@ -310,15 +310,23 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
         if (core::is_done(f.state())) return true;
         return wait_outside_own_edit(f, deadline);
     }
+    auto began = Clock::now();
     auto budget = g_result_spin.budget();
-    if (budget.count() && (!deadline || *deadline > Clock::now())) {
+    if (budget.count() && (!deadline || *deadline > began)) {
         // The GIL is let go only to spin: when the policy says block, releasing it here and
         // taking it back before blocking would cost a hand-over to the worker and back.
         without_gil([&] {
-            g_result_spin.spin_for(budget, [&] { return f.settled(); },
-                                   deadline.value_or(Clock::time_point::max()));
+            core::SpinSite::spin_for(budget, [&] { return f.settled(); },
+                                     deadline.value_or(Clock::time_point::max()));
         });
     }
+    struct RecordWait {  // however the wait ends (an exception from a signal handler included)
+        Clock::time_point began;
+        PyFuture& f;
+        ~RecordWait() {
+            if (f.settled()) g_result_spin.record_wait(Clock::now() - began);
+        }
+    } record{began, f};
     if (f.settled()) return true;
     core::Waiter w(core::WaitMode::AnyDone);
     core::WaiterLink link;

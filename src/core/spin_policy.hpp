@@ -10,16 +10,25 @@
 // stdlib, which always blocks).
 //
 // What is measured, and when it spins:
-//   1. A free core. LoadGauge reads the number of runnable threads on the machine (the fourth
-//      field of /proc/loadavg: an instantaneous count, not an average) at most once per
-//      kLoadSampleInterval, by whichever waiter finds the sample stale. A core is free iff
-//      runnable <= cores: the sampling thread, about to spin, counts itself, and so does the
-//      thread it waits for if that one is running. Where /proc cannot be read, cores count as
-//      free (the behaviour before this policy).
+//   1. A free core. LoadGauge measures, over the last kLoadSampleInterval, how many cores the
+//      rest of the machine kept busy: the machine's busy time (/proc/stat: user, nice, system,
+//      irq, softirq and steal, since a VM's stolen time is not ours to use either) minus this
+//      process's own CPU time (getrusage), divided by the wall time. Spinning pays while the
+//      others leave more than one core: others_busy < cores - 1 (on 2 cores: less than one
+//      busy core). The estimate is noisy by up to about 0.8 core while this process blocks a
+//      lot (the kernel's wake-up work counts as nobody's, and /proc/stat is sampled at each
+//      tick while getrusage is exact), which a tighter bound mistook for load. It is sampled by
+//      whichever waiter finds the sample stale, at most once per interval. The instantaneous
+//      runnable count (/proc/loadavg) was tried first and misjudged an idle VM as loaded: kernel
+//      threads there count as runnable while using no CPU. Where /proc cannot be read, cores
+//      count as free (the behaviour before this policy).
 //   2. Recent waits at the site. Each SpinSite (one per kind of wait: a worker waiting for a task,
-//      result() waiting for a future) records whether its spins end with the event (a hit) or
-//      time out (a miss). After kMissesToStop misses in a row it stops spinning, and spins once
-//      every kProbeEvery waits to find out whether waits got short again; a hit resumes spinning.
+//      result() waiting for a future) is told how long each of its waits took, spun or blocked.
+//      After kLongWaitsToStop waits in a row longer than kLongWait (a worker fed every few
+//      milliseconds, result() on long tasks) it stops spinning; the next shorter wait resumes
+//      it. Counting only spins that caught their event was tried first: two threads that wait
+//      for each other (a round trip) each missed while the other blocked, and both stayed
+//      blocked.
 //   A wait spins (up to the site's budget) iff both hold; otherwise it blocks at once.
 //
 // Everything here is advisory and uses relaxed atomics: a stale or raced value costs at most one
@@ -29,6 +38,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -41,29 +51,34 @@
 
 namespace cfutures::core {
 
-// The runnable-thread count in a /proc/loadavg line ("0.50 0.40 0.30 3/412 12345"), or -1 when
-// the line does not have that shape.
-inline long runnable_from_loadavg(std::string_view line) {
-    std::size_t slash = line.find('/');
-    if (slash == std::string_view::npos) return -1;
-    std::size_t start = line.rfind(' ', slash);
-    start = start == std::string_view::npos ? 0 : start + 1;
-    if (start >= slash) return -1;
-    long n = 0;
-    for (std::size_t i = start; i < slash; ++i) {
-        char c = line[i];
-        if (c < '0' || c > '9') return -1;
-        n = n * 10 + (c - '0');
+// The busy and total jiffies of the first line of /proc/stat ("cpu  user nice system idle iowait
+// irq softirq steal ..."), or false when the line does not have that shape.
+inline bool busy_jiffies_from_stat(std::string_view text, std::uint64_t& busy, std::uint64_t& total) {
+    if (text.substr(0, 4) != "cpu ") return false;
+    std::uint64_t field[8] = {};
+    std::size_t i = 4, n = 0;
+    while (n < 8 && i < text.size() && text[i] != '\n') {
+        while (i < text.size() && text[i] == ' ') ++i;
+        if (i >= text.size() || text[i] < '0' || text[i] > '9') break;
+        std::uint64_t v = 0;
+        while (i < text.size() && text[i] >= '0' && text[i] <= '9') v = v * 10 + static_cast<std::uint64_t>(text[i++] - '0');
+        field[n++] = v;
     }
-    return n;
+    if (n < 4) return false;
+    // user nice system idle iowait irq softirq steal
+    busy = field[0] + field[1] + field[2] + field[5] + field[6] + field[7];
+    total = busy + field[3] + field[4];
+    return true;
 }
 
 // Whether spinning can use a core without taking it from anyone (see 1. above).
-constexpr bool core_is_free(long runnable, long cores) { return runnable < 0 || runnable <= cores; }
+constexpr bool core_is_free(double others_busy_cores, long cores) {
+    return others_busy_cores < static_cast<double>(cores) - 1.0;
+}
 
 class LoadGauge {
 public:
-    static constexpr auto kLoadSampleInterval = std::chrono::milliseconds(2);
+    static constexpr auto kLoadSampleInterval = std::chrono::milliseconds(100);
 
     static LoadGauge& instance() {
         static LoadGauge* gauge = new LoadGauge;  // leaked: waiters may run during exit
@@ -76,7 +91,7 @@ public:
         if (now >= due && next_sample_.compare_exchange_strong(
                               due, now + std::chrono::nanoseconds(kLoadSampleInterval).count(),
                               std::memory_order_relaxed)) {
-            free_.store(core_is_free(sample(), cores_), std::memory_order_relaxed);
+            sample(now);
         }
         return free_.load(std::memory_order_relaxed);
     }
@@ -95,52 +110,68 @@ private:
         cores_ = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
                                                               : static_cast<long>(std::thread::hardware_concurrency());
         if (cores_ < 1) cores_ = 1;
-        fd_ = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        ticks_per_second_ = ::sysconf(_SC_CLK_TCK);
+        fd_ = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
     }
 
-    long sample() const {
-        if (fd_ < 0) return -1;
-        char buf[128];
+    // One sample: runs on one thread at a time (the one that won the compare-exchange), so the
+    // previous values need no atomics of their own.
+    void sample(std::int64_t now_ns) {
+        if (fd_ < 0 || ticks_per_second_ <= 0) return;
+        char buf[256];
         ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
-        if (n <= 0) return -1;
-        return runnable_from_loadavg(std::string_view(buf, static_cast<std::size_t>(n)));
+        std::uint64_t busy = 0, total = 0;
+        if (n <= 0 || !busy_jiffies_from_stat(std::string_view(buf, static_cast<std::size_t>(n)), busy, total)) return;
+        rusage self{};
+        ::getrusage(RUSAGE_SELF, &self);
+        double own = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+                     static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) * 1e-6;
+        if (last_ns_ != 0 && now_ns > last_ns_) {
+            double wall = static_cast<double>(now_ns - last_ns_) * 1e-9;
+            double machine = static_cast<double>(busy - last_busy_) / static_cast<double>(ticks_per_second_);
+            double others = (machine - (own - last_own_)) / wall;
+            free_.store(core_is_free(others, cores_), std::memory_order_relaxed);
+        }
+        last_ns_ = now_ns;
+        last_busy_ = busy;
+        last_own_ = own;
     }
 
     long cores_ = 1;
+    long ticks_per_second_ = 0;
     int fd_ = -1;
     std::atomic<std::int64_t> next_sample_{0};
     std::atomic<bool> free_{true};
+    std::int64_t last_ns_ = 0;
+    std::uint64_t last_busy_ = 0;
+    double last_own_ = 0;
 };
 
 class SpinSite {
 public:
-    static constexpr unsigned kMissesToStop = 4;
-    static constexpr unsigned kProbeEvery = 16;
+    static constexpr auto kLongWait = std::chrono::milliseconds(1);
+    static constexpr unsigned kLongWaitsToStop = 4;
 
     constexpr explicit SpinSite(std::chrono::nanoseconds budget) : budget_(budget) {}
 
     // How long this wait may spin before it blocks: the site's budget, or zero.
     std::chrono::nanoseconds budget() {
-        unsigned misses = misses_.load(std::memory_order_relaxed);
-        if (misses >= kMissesToStop &&
-            waits_since_stop_.fetch_add(1, std::memory_order_relaxed) % kProbeEvery != 0)
-            return std::chrono::nanoseconds(0);
+        if (long_waits_.load(std::memory_order_relaxed) >= kLongWaitsToStop) return std::chrono::nanoseconds(0);
         if (!LoadGauge::instance().core_free()) return std::chrono::nanoseconds(0);
         return budget_;
     }
 
-    // What the spin that budget() allowed came to: the event arrived during it, or not.
-    void record(bool hit) {
-        if (hit) {
-            misses_.store(0, std::memory_order_relaxed);
-            waits_since_stop_.store(0, std::memory_order_relaxed);
+    // How long a wait at this site took, from its start to its event, spun or blocked.
+    void record_wait(std::chrono::nanoseconds took) {
+        if (took > kLongWait) {
+            if (long_waits_.load(std::memory_order_relaxed) < kLongWaitsToStop)
+                long_waits_.fetch_add(1, std::memory_order_relaxed);
         } else {
-            misses_.fetch_add(1, std::memory_order_relaxed);
+            long_waits_.store(0, std::memory_order_relaxed);
         }
     }
 
-    // Spins until `ready()`, the budget runs out or `cap` passes; returns ready() (and records
-    // the outcome when it spun at all).
+    // Spins until `ready()`, the budget runs out or `cap` passes; returns ready().
     template <class Ready>
     bool spin_until(Ready&& ready,
                     std::chrono::steady_clock::time_point cap = std::chrono::steady_clock::time_point::max()) {
@@ -151,29 +182,22 @@ public:
     // The same with a budget the caller took from budget() (to skip releasing the GIL when it
     // is zero).
     template <class Ready>
-    bool spin_for(std::chrono::nanoseconds budget, Ready&& ready,
-                  std::chrono::steady_clock::time_point cap = std::chrono::steady_clock::time_point::max()) {
+    static bool spin_for(std::chrono::nanoseconds budget, Ready&& ready,
+                         std::chrono::steady_clock::time_point cap = std::chrono::steady_clock::time_point::max()) {
         if (budget.count() == 0) return ready();
         auto now = std::chrono::steady_clock::now();
         auto until = cap - now < budget ? cap : now + budget;
         unsigned n = 0;
-        bool hit = false;
         for (;;) {
-            if (ready()) {
-                hit = true;
-                break;
-            }
+            if (ready()) return true;
             cpu_relax();
-            if ((++n & 63) == 0 && std::chrono::steady_clock::now() >= until) break;
+            if ((++n & 63) == 0 && std::chrono::steady_clock::now() >= until) return false;
         }
-        record(hit);
-        return hit;
     }
 
 private:
     const std::chrono::nanoseconds budget_;
-    std::atomic<unsigned> misses_{0};
-    std::atomic<unsigned> waits_since_stop_{0};
+    std::atomic<unsigned> long_waits_{0};
 };
 
 }  // namespace cfutures::core

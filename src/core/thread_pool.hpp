@@ -311,11 +311,13 @@ private:
     // Called idle (counted in idle_); returns a task, or nullptr when the worker must exit.
     Task* wait_for_task() {
         // Spins only while that pays (spin_policy.hpp); W1-W3 hold either way.
+        auto began = std::chrono::steady_clock::now();
         idle_spin_.spin_until([&] { return queued_.load(std::memory_order_relaxed) != 0; });
         std::unique_lock<std::mutex> lock(mu_);
         for (;;) {
             if (Task* t = pop_locked()) {
                 --idle_;
+                idle_spin_.record_wait(std::chrono::steady_clock::now() - began);
                 return t;
             }
             if (shutdown_ || broken_ || release_idle_) {

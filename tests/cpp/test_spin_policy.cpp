@@ -7,36 +7,40 @@ using namespace cfutures::core;
 using namespace std::chrono_literals;
 
 TEST_SUITE("SpinPolicy") {
-    TEST_CASE("the runnable count is read from a /proc/loadavg line") {
-        CHECK(runnable_from_loadavg("0.52 0.58 0.59 3/412 12345\n") == 3);
-        CHECK(runnable_from_loadavg("10.00 9.00 8.00 17/2048 1") == 17);
-        CHECK(runnable_from_loadavg("garbage") == -1);
-        CHECK(runnable_from_loadavg("0.1 0.2 0.3 x/12 5") == -1);
-        CHECK(runnable_from_loadavg("") == -1);
+    TEST_CASE("busy and total jiffies are read from /proc/stat's first line") {
+        std::uint64_t busy = 0, total = 0;
+        REQUIRE(busy_jiffies_from_stat("cpu  10 2 30 400 5 6 7 8 0 0\ncpu0 1 2 3\n", busy, total));
+        CHECK(busy == 10 + 2 + 30 + 6 + 7 + 8);
+        CHECK(total == busy + 400 + 5);
+        CHECK_FALSE(busy_jiffies_from_stat("garbage", busy, total));
+        CHECK_FALSE(busy_jiffies_from_stat("cpu  1 2\n", busy, total));
     }
 
-    TEST_CASE("a core is free while runnable threads do not outnumber the cores") {
-        CHECK(core_is_free(2, 2));  // the spinner and the thread it waits for
-        CHECK_FALSE(core_is_free(3, 2));
-        CHECK(core_is_free(-1, 2));  // unreadable: as before the policy
+    TEST_CASE("a core is free while the others leave more than one core") {
+        CHECK(core_is_free(0.0, 2));
+        CHECK(core_is_free(0.8, 2));        // the estimate's own noise while we block
+        CHECK_FALSE(core_is_free(1.0, 2));  // one busy process on a 2-core machine
+        CHECK_FALSE(core_is_free(2.0, 2));
+        CHECK(core_is_free(6.5, 8));
     }
 
     TEST_CASE("the machine's own gauge answers") {
         LoadGauge::instance().unpin_for_tests();
-        (void)LoadGauge::instance().core_free();  // reads /proc/loadavg without failing
+        (void)LoadGauge::instance().core_free();  // reads /proc/stat without failing
     }
 
-    TEST_CASE("a site stops spinning after repeated misses, probes now and then, resumes on a hit") {
+    TEST_CASE("a site stops spinning after repeated long waits and resumes after a short one") {
         LoadGauge::instance().pin_for_tests(true);
         SpinSite site(5us);
         CHECK(site.budget() == 5us);
-        for (unsigned i = 0; i < SpinSite::kMissesToStop; ++i) CHECK_FALSE(site.spin_until([] { return false; }));
-        unsigned spun = 0;
-        for (unsigned i = 0; i < 4 * SpinSite::kProbeEvery; ++i) spun += site.budget().count() != 0;
-        CHECK(spun == 4);  // one probe every kProbeEvery waits
-        site.record(true);
+        for (unsigned i = 0; i + 1 < SpinSite::kLongWaitsToStop; ++i) site.record_wait(10ms);
+        CHECK(site.budget() == 5us);
+        site.record_wait(10ms);
+        CHECK(site.budget() == 0ns);
+        site.record_wait(50us);  // a blocked wait that was short: spinning pays again
         CHECK(site.budget() == 5us);
         CHECK(site.spin_until([] { return true; }));
+        CHECK_FALSE(site.spin_until([] { return false; }));
         LoadGauge::instance().unpin_for_tests();
     }
 
