@@ -44,6 +44,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string_view>
 #include <thread>
 
@@ -87,11 +88,14 @@ public:
 
     bool core_free() {
         auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-        auto due = next_sample_.load(std::memory_order_relaxed);
-        if (now >= due && next_sample_.compare_exchange_strong(
-                              due, now + std::chrono::nanoseconds(kLoadSampleInterval).count(),
-                              std::memory_order_relaxed)) {
-            sample(now);
+        if (now >= next_sample_.load(std::memory_order_relaxed) && sample_mu_.try_lock()) {
+            // One sampler at a time, the others go on with the last answer.
+            if (now >= next_sample_.load(std::memory_order_relaxed)) {
+                next_sample_.store(now + std::chrono::nanoseconds(kLoadSampleInterval).count(),
+                                   std::memory_order_relaxed);
+                sample(now);
+            }
+            sample_mu_.unlock();
         }
         return free_.load(std::memory_order_relaxed);
     }
@@ -114,8 +118,7 @@ private:
         fd_ = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
     }
 
-    // One sample: runs on one thread at a time (the one that won the compare-exchange), so the
-    // previous values need no atomics of their own.
+    // One sample, under sample_mu_ (which guards the previous values).
     void sample(std::int64_t now_ns) {
         if (fd_ < 0 || ticks_per_second_ <= 0) return;
         char buf[256];
@@ -142,6 +145,7 @@ private:
     int fd_ = -1;
     std::atomic<std::int64_t> next_sample_{0};
     std::atomic<bool> free_{true};
+    std::mutex sample_mu_;
     std::int64_t last_ns_ = 0;
     std::uint64_t last_busy_ = 0;
     double last_own_ = 0;
