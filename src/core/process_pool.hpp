@@ -28,8 +28,8 @@
 // Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, service_ns_,
 // and in the Worker records everything but the reader; live_ itself changes only on the manager
 // thread, which may therefore read it without the lock. submit() may write a job without
-// attachments to an idle worker's pipe itself, under `mu_`. A reader belongs to the manager thread alone, so
-// reads happen without the lock. Nothing is called out while `mu_` is held, except
+// attachments to an idle worker's pipe itself, under `mu_`. A reader belongs to the manager
+// thread alone, so reads happen without the lock. Nothing is called out while `mu_` is held, except
 // FutureCore::set_running_or_notify_cancel(may_wait=false), which never waits on another lock.
 // Outgoing frames are never destroyed here while the pool runs: they go back to the owner in
 // ProcessBatch::released, to be dropped where the owner may (their payloads are Python objects).
@@ -795,21 +795,19 @@ private:
         auto next = never;
         for (auto& [id, w] : live_) {
             if (w.in_flight.size() < 2 || !w.reading || w.stop_sent) continue;
-            bool any = false;
+            // Behind the running job: those whose frames are kept and not asked back yet.
+            std::vector<std::uint64_t> behind;
             for (std::size_t i = 1; i < w.in_flight.size(); ++i) {
                 std::uint64_t tag = w.in_flight[i];
                 if (w.held.count(tag) && std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end())
-                    any = true;
+                    behind.push_back(tag);
             }
-            if (!any) continue;
+            if (behind.empty()) continue;
             if (now - w.busy_since < patience) {
                 next = std::min(next, w.busy_since + patience);
                 continue;
             }
-            for (std::size_t i = 1; i < w.in_flight.size(); ++i) {
-                std::uint64_t tag = w.in_flight[i];
-                if (!w.held.count(tag) || std::find(w.revoking.begin(), w.revoking.end(), tag) != w.revoking.end())
-                    continue;
+            for (std::uint64_t tag : behind) {
                 w.revoking.push_back(tag);
                 w.writer.push(OutgoingFrame::make(FrameKind::Revoke, tag, ""));
             }
