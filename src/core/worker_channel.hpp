@@ -19,6 +19,8 @@
 // main thread is busy: once a task has run kEngageAfter, the revoker thread reads the pipe in its
 // stead, removes each revoked task that has not started and answers Revoked. While the main
 // thread waits for a task it reads the pipe itself (no hand-over on the path of a small task).
+// The revoker looks at the main thread every kLookEvery instead of being woken at each task: a
+// wake-up per task cost the small-task throughput a core's worth of context switches.
 // `mu_` guards the reader, `pending_`, `busy_`, `busy_since_`, `closing_` and the reader's end
 // state; `send_mu_` orders whole frames on the pipe to the parent (answers from the main
 // thread, Revoked from the revoker).
@@ -77,10 +79,10 @@ class WorkerEnd {
 public:
     enum class Recv { Frame, Closed, PoolGone, Interrupted, Error };
 
-    // How long a task runs before the revoker thread starts reading the pipe for Revoke frames.
+    // How long a task runs before the revoker thread starts reading the pipe for Revoke frames,
+    // and how often the revoker looks (so a task may run up to their sum before it does).
     static constexpr auto kEngageAfter = std::chrono::milliseconds(1);
-    // How often an engaged revoker looks up from the pipe to see whether the task ended.
-    static constexpr int kEngagedPollMs = 10;
+    static constexpr auto kLookEvery = std::chrono::milliseconds(10);
 
     // The channel's descriptors (protocol.hpp: frames in, frames out, attachments) stay the
     // caller's; `pool_pid` is the pool process to watch (0: none). With
@@ -116,12 +118,9 @@ public:
         }
         Recv r = recv_idle(out, error);
         if (r == Recv::Frame && out.kind == FrameKind::Task) {
-            {
-                std::lock_guard<std::mutex> g(mu_);
-                busy_ = true;
-                busy_since_ = std::chrono::steady_clock::now();
-            }
-            cv_.notify_all();
+            std::lock_guard<std::mutex> g(mu_);
+            busy_ = true;
+            busy_since_ = std::chrono::steady_clock::now();
         }
         if (watch_) watch_->set_idle(false);
         return r;
@@ -234,15 +233,17 @@ private:
     void revoker_loop() {
         std::unique_lock<std::mutex> lock(mu_);
         for (;;) {
-            cv_.wait(lock, [&] { return closing_ || busy_; });
+            cv_.wait_for(lock, kLookEvery, [&] { return closing_; });  // only closing notifies
             if (closing_) return;
+            if (!busy_ || ended_ != IoStatus::Ok ||
+                std::chrono::steady_clock::now() - busy_since_ < kEngageAfter)
+                continue;
             auto since = busy_since_;
             auto same_task = [&] { return busy_ && busy_since_ == since && !closing_; };
-            if (cv_.wait_until(lock, since + kEngageAfter, [&] { return !same_task(); })) continue;
             while (same_task() && ended_ == IoStatus::Ok) {
                 lock.unlock();
                 pollfd p{in_fd_, POLLIN, 0};
-                int n = ::poll(&p, 1, kEngagedPollMs);
+                int n = ::poll(&p, 1, static_cast<int>(kLookEvery.count()));
                 lock.lock();
                 if (!same_task()) break;  // the main thread is back: it reads
                 if (n <= 0 || !p.revents) continue;
@@ -254,8 +255,6 @@ private:
                 answer_revoked(revoked);
                 lock.lock();
             }
-            // Nothing to read until this task ends (or the pipe ended): wait for the next one.
-            cv_.wait(lock, [&] { return !same_task(); });
         }
     }
 
