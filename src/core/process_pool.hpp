@@ -57,6 +57,7 @@
 #include "future_state.hpp"
 #include "pidfd.hpp"
 #include "protocol.hpp"
+#include "spin_policy.hpp"
 
 namespace cfutures::core {
 
@@ -195,6 +196,7 @@ public:
     // pipe to it, the pipe from it, the socket for attachments.
     void add_worker(int pid, int task_fd, int result_fd, int attachment_fd) {
         NewWorker nw{pid, open_pidfd(pid), task_fd, result_fd, attachment_fd};
+        LoadGauge::instance().add_relative(pid);  // its spinning is this pool's, not load
         {
             std::lock_guard<std::mutex> g(mu_);
             new_workers_.push_back(nw);
@@ -326,10 +328,12 @@ private:
     };
 
     static void close_new_worker(NewWorker& nw) {
+        LoadGauge::instance().remove_relative(nw.pid);
         for (int fd : {nw.pidfd, nw.task_fd, nw.result_fd, nw.attachment_fd})
             if (fd >= 0) ::close(fd);
     }
     void close_worker(Worker& w) {
+        LoadGauge::instance().remove_relative(w.pid);
         for (int* fd : {&w.pidfd, &w.task_fd, &w.result_fd, &w.attachment_fd}) {
             if (*fd >= 0) {
                 ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, *fd, nullptr);
@@ -634,6 +638,7 @@ private:
                 w.leaving = true;
                 continue;
             }
+            bool was_first = w.in_flight.front() == f->tag;
             w.in_flight.erase(std::find(w.in_flight.begin(), w.in_flight.end(), f->tag));
             auto asked = std::find(w.revoking.begin(), w.revoking.end(), f->tag);
             if (asked != w.revoking.end()) w.revoking.erase(asked);
@@ -646,6 +651,8 @@ private:
                 w.held.erase(held);
                 if (w.tasks_left >= 0) ++w.tasks_left;
                 given_back.push_back(std::move(job));
+                // It had not started: the next one begins now.
+                if (was_first) w.busy_since = std::chrono::steady_clock::now();
                 continue;
             }
             if (held != w.held.end()) {
@@ -686,9 +693,11 @@ private:
         }
         if (std::find(w.in_flight.begin(), w.in_flight.end(), tag) == w.in_flight.end())
             return "an answer to a job it was not given";
+        // A job asked back may have become the first in flight meanwhile (the one before it was
+        // answered, and the Revoke reached the worker before it started this one): it may come
+        // back all the same.
         if (kind == FrameKind::Revoked &&
-            (std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end() ||
-             w.in_flight.front() == tag || !w.held.count(tag)))
+            (std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end() || !w.held.count(tag)))
             return "a job back that it was not asked for";
         return "";
     }

@@ -2,7 +2,7 @@
 // watch that ends the worker when its pool process dies.
 //
 // A worker has nothing else to do while it waits, so its calls block (in poll, which the
-// bindings call without the GIL). Besides its pipe, a receive watches a pidfd of the pool
+// bindings call without the GIL), after a short spin when the spin policy allows (kIdleSpin). Besides its pipe, a receive watches a pidfd of the pool
 // process: an idle worker leaves as soon as its pool is gone. A worker in the middle of a long
 // task is not in recv(); for that case ParentWatch runs a detached thread blocked on its own
 // pidfd of the pool: when the pool is gone and the worker is busy (running a task or its
@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "pidfd.hpp"
+#include "spin_policy.hpp"
 #include "protocol.hpp"
 
 namespace cfutures::core {
@@ -83,6 +84,10 @@ public:
     // and how often the revoker looks (so a task may run up to their sum before it does).
     static constexpr auto kEngageAfter = std::chrono::milliseconds(1);
     static constexpr auto kLookEvery = std::chrono::milliseconds(10);
+    // How long an idle worker reads its pipe without blocking before it sleeps in poll, when
+    // the spin policy allows (spin_policy.hpp): a task that comes within it starts at once,
+    // where a wake-up from poll costs tens of microseconds on an idle VM.
+    static constexpr auto kIdleSpin = std::chrono::microseconds(50);
 
     // The channel's descriptors (protocol.hpp: frames in, frames out, attachments) stay the
     // caller's; `pool_pid` is the pool process to watch (0: none). With
@@ -91,6 +96,7 @@ public:
         : in_fd_(in_fd), out_fd_(out_fd), attachment_fd_(attachment_fd), pool_fd_(open_pidfd(pool_pid)),
           reader_(Direction::FromParent, attachment_fd) {
         if (end_if_orphaned_while_busy) watch_.emplace(pool_pid);
+        if (pool_pid > 0) LoadGauge::instance().count_family_of(pool_pid);
         // The reader drains the pipe until EAGAIN; waiting is poll's job.
         for (int fd : {in_fd, out_fd}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
         revoker_ = std::thread([this] { revoker_loop(); });
@@ -116,7 +122,9 @@ public:
             std::lock_guard<std::mutex> g(mu_);
             busy_ = false;
         }
+        auto began = std::chrono::steady_clock::now();
         Recv r = recv_idle(out, error);
+        if (r == Recv::Frame) idle_spin_.record_wait(std::chrono::steady_clock::now() - began);
         if (r == Recv::Frame && out.kind == FrameKind::Task) {
             std::lock_guard<std::mutex> g(mu_);
             busy_ = true;
@@ -164,6 +172,7 @@ public:
 
 private:
     Recv recv_idle(IncomingFrame& out, std::string& error) {
+        bool spun = false;
         for (;;) {
             std::vector<std::uint64_t> revoked;
             bool got = false;
@@ -183,6 +192,10 @@ private:
             if (got) return Recv::Frame;
             if (ended == IoStatus::Error) return Recv::Error;
             if (ended != IoStatus::Ok) return Recv::Closed;
+            if (!spun) {
+                spun = true;
+                if (spin_for_frame()) continue;
+            }
             pollfd fds[2] = {{in_fd_, POLLIN, 0}, {pool_fd_, POLLIN, 0}};
             if (::poll(fds, pool_fd_ >= 0 ? 2 : 1, -1) < 0) {
                 if (errno == EINTR) return Recv::Interrupted;
@@ -196,6 +209,16 @@ private:
             }
             if (pool_fd_ >= 0 && fds[1].revents) return Recv::PoolGone;
         }
+    }
+
+    // Reads the pipe without blocking until a frame or the end of the stream is there, for as
+    // long as the spin policy allows (kIdleSpin at most).
+    bool spin_for_frame() {
+        return SpinSite::spin_for(idle_spin_.budget(), [&] {
+            std::lock_guard<std::mutex> g(mu_);
+            fill_locked();
+            return reader_.has_ready() || ended_ != IoStatus::Ok;
+        });
     }
 
     // Reads what the pipe has; the end of the stream or an error is kept (frames read before it
@@ -271,6 +294,7 @@ private:
     std::mutex send_mu_;
     std::optional<ParentWatch> watch_;
     std::thread revoker_;
+    SpinSite idle_spin_{kIdleSpin};
 };
 
 }  // namespace cfutures::core

@@ -4,7 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <poll.h>
+
 #include <chrono>
+#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -27,11 +30,73 @@ enum class Behaviour {
     AnswersUnknownJob,     // answers a tag it was never given
     HugeHeader,            // a header announcing 4 GiB, then a few bytes, then idles
     IgnoresSigterm,        // crashes the pool via junk, and ignores the SIGTERM that follows
+    AnswersBeforeGivingBack,  // answers "hold" only once a Revoke came, then gives back (raw frames)
 };
+
+// A worker speaking the protocol by hand, to order frames as a real one only does by chance: it
+// holds the answer to a "hold" task until the pool asks back a task sent behind it, then sends
+// that answer first and the task back after it. The pool, which takes the first job in flight
+// for the running one, sees the job it asked back come back as the first in flight.
+[[noreturn]] void answers_before_giving_back(int in, int out, int sock) {
+    ::fcntl(in, F_SETFL, ::fcntl(in, F_GETFL) | O_NONBLOCK);
+    FrameReader reader(Direction::FromParent, sock);
+    std::deque<IncomingFrame> pending;
+    auto next = [&]() -> IncomingFrame {
+        for (;;) {
+            if (auto f = reader.pop()) return std::move(*f);
+            pollfd p{in, POLLIN, 0};
+            ::poll(&p, 1, -1);
+            IoStatus s = reader.fill(in);
+            if (s == IoStatus::Eof || s == IoStatus::Error) ::_exit(0);
+        }
+    };
+    auto send = [&](FrameKind kind, std::uint64_t tag, std::string payload) {
+        FrameWriter w(sock);
+        w.push(OutgoingFrame::make(kind, tag, std::move(payload)));
+        if (w.flush(out) != IoStatus::Ok) ::_exit(2);
+    };
+    auto give_back = [&](std::uint64_t tag) {
+        for (auto it = pending.begin(); it != pending.end(); ++it) {
+            if (it->tag == tag) {
+                pending.erase(it);
+                send(FrameKind::Revoked, tag, "");
+                return true;
+            }
+        }
+        return false;
+    };
+    for (;;) {
+        IncomingFrame f;
+        if (!pending.empty()) {
+            f = std::move(pending.front());
+            pending.pop_front();
+        } else {
+            f = next();
+        }
+        if (f.kind == FrameKind::Stop) ::_exit(0);
+        if (f.kind == FrameKind::Revoke) {
+            give_back(f.tag);
+            continue;
+        }
+        if (f.payload.view() == "hold") {
+            std::vector<std::uint64_t> asked;
+            while (asked.empty()) {
+                IncomingFrame g = next();
+                if (g.kind == FrameKind::Revoke) asked.push_back(g.tag);
+                else pending.push_back(std::move(g));
+            }
+            send(FrameKind::Result, f.tag, "hold");
+            for (auto tag : asked) give_back(tag);
+            continue;
+        }
+        send(FrameKind::Result, f.tag, std::string(f.payload.view()));
+    }
+}
 
 void worker_main(int in, int out, int sock, Behaviour behaviour) {
     // (doctest's own handler, inherited through fork, would report SIGTERM as a crash.)
     ::signal(SIGTERM, behaviour == Behaviour::IgnoresSigterm ? SIG_IGN : SIG_DFL);
+    if (behaviour == Behaviour::AnswersBeforeGivingBack) answers_before_giving_back(in, out, sock);
     WorkerEnd end(in, out, sock, 0);
     IncomingFrame f;
     std::string err;
@@ -54,6 +119,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
                 end.send(OutgoingFrame::make(FrameKind::Exiting, 0, ""), err);
                 for (;;) ::pause();
             case Behaviour::AnswersUnknownJob: f.tag += 1000; break;
+            case Behaviour::AnswersBeforeGivingBack: break;  // (served above)
             case Behaviour::HugeHeader: {
                 // As a task writing into its worker's socket: the real answer follows, swallowed.
                 FrameHeader h{kFrameMagic, 3, 0, f.tag, std::uint64_t{0xFFFFFFF0}};
@@ -170,6 +236,30 @@ TEST_SUITE("ProcessPool") {
         manager.join();
         REQUIRE(rec.results.size() == 53);
         CHECK(rec.results.back() == "sleep:1500");  // every short job ran on the other worker
+        CHECK(rec.lost.empty());
+    }
+
+    TEST_CASE("a job asked back may come back after the job before it was answered") {
+        ProcessPool pool(2, true, -1);
+        start_workers(pool, 2, Behaviour::AnswersBeforeGivingBack);
+        Recorder rec;
+        std::thread manager([&] { pool.run(rec); });
+        auto answered = [&] {
+            std::lock_guard<std::mutex> g(rec.mu);
+            return rec.results.size();
+        };
+        std::uint64_t tag = 1;
+        for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));  // short: sent ahead from now on
+        auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        pool.submit(job(tag++, "hold"));
+        for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
+        while (answered() < 53 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        CHECK_FALSE(pool.is_broken());
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.broken == "");
+        CHECK(rec.results.size() == 53);
         CHECK(rec.lost.empty());
     }
 

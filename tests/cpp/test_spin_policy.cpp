@@ -1,4 +1,8 @@
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <string>
 
 #include "helpers.hpp"
 #include "core/spin_policy.hpp"
@@ -14,6 +18,34 @@ TEST_SUITE("SpinPolicy") {
         CHECK(total == busy + 400 + 5);
         CHECK_FALSE(busy_jiffies_from_stat("garbage", busy, total));
         CHECK_FALSE(busy_jiffies_from_stat("cpu  1 2\n", busy, total));
+    }
+
+    TEST_CASE("a process's CPU ticks are read from /proc/PID/stat, whatever its name") {
+        std::uint64_t ticks = 0;
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        REQUIRE(process_ticks_from_stat("42 (a) b) (c) S 1 42 42 0 -1 4194560 10 0 0 0 17 5 0 0 20 0\n", ticks));
+        CHECK(ticks == 22);
+        CHECK_FALSE(process_ticks_from_stat("42 (short) S 1 2\n", ticks));
+        CHECK_FALSE(process_ticks_from_stat("no parenthesis", ticks));
+        std::string text;
+        {
+            int fd = ::open("/proc/self/stat", O_RDONLY);
+            char buf[1024];
+            ssize_t n = ::read(fd, buf, sizeof buf);
+            ::close(fd);
+            REQUIRE(n > 0);
+            text.assign(buf, static_cast<std::size_t>(n));
+        }
+        CHECK(process_ticks_from_stat(text, ticks));
+    }
+
+    TEST_CASE("CPU pressure is read from /proc/pressure/cpu's first line") {
+        std::uint64_t us = 0;
+        REQUIRE(cpu_stall_us_from_pressure(
+            "some avg10=3.23 avg60=7.98 avg300=6.88 total=3837601460\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n", us));
+        CHECK(us == 3837601460u);
+        CHECK_FALSE(cpu_stall_us_from_pressure("full avg10=0.00 total=5\n", us));
+        CHECK_FALSE(cpu_stall_us_from_pressure("some avg10=0.00\nfull total=5\n", us));
     }
 
     TEST_CASE("a core is free while the others leave more than one core") {
