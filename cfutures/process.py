@@ -168,8 +168,18 @@ class _PoolHost:
 
 
 def _chunks(iterables, chunksize):
-    """Tuples of up to chunksize argument tuples: one task each."""
-    arguments = zip(*iterables)
+    """Up to chunksize arguments at a time, one task each: the items themselves when there is one
+    iterable (cheaper to make and to pickle than 1-tuples), argument tuples otherwise."""
+    if len(iterables) == 1 and type(iterables[0]) in (list, tuple, range):
+        # A slice is made in C (of a range, another range: a few bytes to pickle). Indexes are
+        # read as the chunks are made, as an iterator over the sequence would read them.
+        sequence = iterables[0]
+        start = 0
+        while start < len(sequence):
+            yield sequence[start:start + chunksize]
+            start += chunksize
+        return
+    arguments = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables)
     while True:
         chunk = tuple(itertools.islice(arguments, chunksize))
         if not chunk:
@@ -178,16 +188,25 @@ def _chunks(iterables, chunksize):
 
 
 def _process_chunk(fn, chunk):
-    """Runs in a worker: one chunk of a map()."""
-    return [fn(*args) for args in chunk]
+    """Runs in a worker: one chunk of a map() over one iterable."""
+    return list(map(fn, chunk))
+
+
+def _process_chunk_of_tuples(fn, chunk):
+    """Runs in a worker: one chunk of a map() over several iterables."""
+    return list(itertools.starmap(fn, chunk))
+
+
+def _draining(items):
+    """The items of a list in order, each dropped from the list as it is yielded."""
+    items.reverse()
+    return map(items.pop, itertools.repeat(-1, len(items)))
 
 
 def _flatten(lists):
-    """Yields the items of each list in order, dropping each reference as it goes."""
-    for items in lists:
-        items.reverse()
-        while items:
-            yield items.pop()
+    """Yields the items of each list in order, dropping each reference as it goes (as the
+    stdlib's _chain_from_iterable_of_lists), with no Python frame per item."""
+    yield from itertools.chain.from_iterable(map(_draining, lists))
 
 
 class _CallQueueView:
@@ -310,7 +329,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        results = super().map(functools.partial(_process_chunk, fn),
+        run_chunk = _process_chunk if len(iterables) == 1 else _process_chunk_of_tuples
+        results = super().map(functools.partial(run_chunk, fn),
                               _chunks(iterables, chunksize),
                               timeout=timeout, buffersize=buffersize)
         return _flatten(results)

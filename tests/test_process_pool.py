@@ -40,6 +40,34 @@ def test_submit_and_map(process_executor):
     assert list(ex.map(mul, range(5), range(5))) == [i * i for i in range(5)]
 
 
+@pytest.mark.parametrize("make", [list, tuple, lambda r: r, iter], ids=["list", "tuple", "range", "iterator"])
+@pytest.mark.parametrize("chunksize", [1, 3, 7, 100])
+def test_map_in_chunks_of_any_input(process_executor, make, chunksize):
+    # One iterable is chunked from its items (sequences sliced), several as argument tuples.
+    ex = process_executor(2)
+    expected = [i for i in range(20)]
+    assert list(ex.map(identity, make(range(20)), chunksize=chunksize)) == expected
+    assert list(ex.map(identity, make(range(0)), chunksize=chunksize)) == []
+    assert list(ex.map(mul, make(range(20)), range(25), chunksize=chunksize)) == [i * i for i in range(20)]
+    assert list(ex.map(identity, make([(1, 2), (3,)]), chunksize=chunksize)) == [(1, 2), (3,)]
+    assert list(ex.map(mul, chunksize=chunksize)) == []
+
+
+def test_map_result_is_a_generator_that_lets_each_item_go(process_executor):
+    # As the stdlib's: a generator (close() works), and an item yielded and dropped by the
+    # caller is freed before the rest of its chunk is consumed.
+    ex = process_executor(1)
+    results = ex.map(make_bytes, [10] * 6, chunksize=6)
+    first = next(results)
+    assert first == b"\x01" * 10
+    results.close()
+    with pytest.raises(StopIteration):
+        next(results)
+    results = ex.map(nested_list, [3] * 6, chunksize=6)
+    probe = next(results)
+    assert sys.getrefcount(probe) == 2  # the caller's name and getrefcount's argument only
+
+
 def test_remote_exception_keeps_type_and_traceback_text(process_executor):
     f = process_executor(1).submit(fails)
     with pytest.raises(ValueError, match="in worker") as info:
