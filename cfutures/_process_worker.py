@@ -7,13 +7,15 @@ A call that cannot be unpickled ends the worker, as in the stdlib: the parent se
 breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
 """
 
-from concurrent.futures import _base
-from concurrent.futures.process import _ExceptionWithTraceback
-
 from . import _cfutures, _pickling
+
+# concurrent.futures.process (and the multiprocessing modules it pulls in) is imported only when
+# a task fails: a spawned worker that never sees an exception starts without it, which is part of
+# the pool's time to its first result.
 
 
 def _send_exception(channel, tag, exc):
+    from concurrent.futures.process import _ExceptionWithTraceback
     try:
         payload, attachments = _pickling.dumps(_ExceptionWithTraceback(exc, exc.__traceback__))
     except BaseException as e:  # the exception itself cannot be pickled: say why
@@ -28,6 +30,7 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         try:
             initializer(*initargs)
         except BaseException:
+            from concurrent.futures import _base
             _base.LOGGER.critical('Exception in initializer:', exc_info=True)
             # The parent sees this process exit and marks the pool broken.
             return

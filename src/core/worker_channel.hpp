@@ -99,7 +99,6 @@ public:
         if (pool_pid > 0) LoadGauge::instance().count_family_of(pool_pid);
         // The reader drains the pipe until EAGAIN; waiting is poll's job.
         for (int fd : {in_fd, out_fd}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-        revoker_ = std::thread([this] { revoker_loop(); });
     }
     WorkerEnd(const WorkerEnd&) = delete;
     WorkerEnd& operator=(const WorkerEnd&) = delete;
@@ -109,7 +108,7 @@ public:
             closing_ = true;
         }
         cv_.notify_all();
-        revoker_.join();
+        if (revoker_.joinable()) revoker_.join();
         if (pool_fd_ >= 0) ::close(pool_fd_);
     }
 
@@ -117,6 +116,9 @@ public:
     // signal arrived (the caller runs its handlers and calls again). Closed: the parent closed
     // the channel; PoolGone: the pool process died. A Task returned counts as started.
     Recv recv(IncomingFrame& out, std::string& error) {
+        // The pool sends nothing ahead before its first answer (process_pool.hpp), so nothing
+        // can be asked back before then: the revoker starts off the first task's path.
+        if (!revoker_.joinable() && answered_first_.load(std::memory_order_relaxed)) revoker_ = std::thread([this] { revoker_loop(); });
         if (watch_) watch_->set_idle(true);
         {
             std::lock_guard<std::mutex> g(mu_);
@@ -139,6 +141,7 @@ public:
     bool send(OutgoingFrame&& f, std::string& error) { return send(f, error); }
     bool send(OutgoingFrame& f, std::string& error) {
         std::lock_guard<std::mutex> g(send_mu_);
+        answered_first_.store(true, std::memory_order_relaxed);
         FrameWriter w(attachment_fd_);
         w.push(std::move(f));
         std::vector<OutgoingFrame> done;
@@ -293,7 +296,8 @@ private:
     bool closing_ = false;
     std::mutex send_mu_;
     std::optional<ParentWatch> watch_;
-    std::thread revoker_;
+    std::thread revoker_;         // started by recv() once the worker has answered
+    std::atomic<bool> answered_first_{false};  // the worker has sent an answer
     SpinSite idle_spin_{kIdleSpin};
 };
 
