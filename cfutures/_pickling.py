@@ -32,6 +32,7 @@ only when copyreg's table or ForkingPickler's registrations change size.
 import copyreg
 import io
 import pickle
+from types import FunctionType as _FunctionType
 from multiprocessing.reduction import ForkingPickler
 
 from . import _cfutures
@@ -56,8 +57,32 @@ def _dispatch_table():
     return _table
 
 
+# Objects of these exact types pickle the same with or without the dispatch table (the C pickler
+# saves them, and plain functions, before it looks at any table) and have no out-of-band buffers.
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _is_plain(obj):
+    t = type(obj)
+    return t in _PLAIN and (len(obj) < THRESHOLD if t is bytes or t is str else True)
+
+
+def _is_plain_call(call):
+    """Whether call is (function, args, kwargs) with only plain arguments: most small tasks."""
+    if type(call) is not tuple or len(call) != 3:
+        return False
+    fn, args, kwargs = call
+    return (type(fn) is _FunctionType and type(args) is tuple and type(kwargs) is dict
+            and all(map(_is_plain, args)) and all(map(_is_plain, kwargs.values())))
+
+
 def dumps(obj):
     """(payload, attachments) for obj; attachments is a sequence of contiguous buffers."""
+    if _is_plain(obj) or _is_plain_call(obj):
+        # The fast path: no Pickler to set up (it cost more than pickling a small call).
+        data = pickle.dumps(obj, PROTOCOL)
+        if len(data) < THRESHOLD:
+            return data, ()
     if _large_view(obj) is not None:
         obj = _Large(obj)
     buf = io.BytesIO()

@@ -4,6 +4,7 @@ The parity tests check that values arrive intact with either implementation; the
 cfutures really takes the attachment path where it should, and only there. Attachments are
 handed over as the receiver would get them (buffers over the same bytes), without a process."""
 
+import io
 import pickle
 import random
 
@@ -82,3 +83,30 @@ def test_attachments_are_bounded_per_frame():
     made, back = _ship(obj)
     assert made == _pickling.MAX_ATTACHMENTS  # the rest travel in the payload
     assert back == obj
+
+
+def _plain_function(*args, **kwargs):
+    return args, kwargs
+
+
+@pytest.mark.parametrize("obj, attachments", [
+    (None, 0), (3, 0), ("s", 0), (b"b", 0), (2.5, 0), (True, 0), (1j, 0),
+    ((_plain_function, (1, "a", 2.0, b"x", None), {"k": 4}), 0),  # a plain call
+    ((_plain_function, (), {}), 0),
+    ("z" * (2 * MiB), 1),  # plain but large: still an attachment
+    (b"y" * (2 * MiB), 1),
+    ((_plain_function, tuple(b"x" * (MiB // 4) for _ in range(5)), {}), 1),  # large in total
+    ((_plain_function, ([1],), {}), 0),  # not plain (a list argument): the general path
+])
+def test_plain_objects_take_the_fast_path_with_the_same_result(obj, attachments):
+    # The fast path (pickle.dumps, no Pickler set up) must give what the general one would.
+    made, back = _ship(obj)
+    assert made == attachments
+    assert back == obj
+    if not attachments:
+        payload, _ = _pickling.dumps(obj)
+        general = io.BytesIO()
+        pickler = pickle.Pickler(general, _pickling.PROTOCOL)
+        pickler.dispatch_table = _pickling._dispatch_table()
+        pickler.dump(obj)
+        assert bytes(payload) == general.getvalue()
