@@ -34,6 +34,8 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
             _base.LOGGER.critical('Exception in initializer:', exc_info=True)
             # The parent sees this process exit and marks the pool broken.
             return
+    if not channel.ready():  # the pool is gone
+        return
     done = 0
     while True:
         message = channel.recv()

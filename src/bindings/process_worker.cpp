@@ -40,6 +40,13 @@ public:
         }
     }
 
+    // Tells the pool that the worker is set up (see WorkerEnd::announce_ready); false if the
+    // pool cannot hear it (it is gone: the worker has nothing to do).
+    bool ready() {
+        std::string error;
+        return without_gil([&] { return end_.announce_ready(error); });
+    }
+
     // Sends an answer: `payload` and each of `attachments` are contiguous buffers.
     void send(int kind, std::uint64_t tag, py::handle payload, py::handle attachments) {
         core::OutgoingFrame frame;
@@ -66,6 +73,7 @@ void register_process_worker(py::module_& m) {
         .def(py::init<int, int, int, int>(), py::arg("task_fd"), py::arg("result_fd"),
              py::arg("attachment_fd"), py::arg("pool_pid"))
         .def("recv", &WorkerChannel::recv)
+        .def("ready", &WorkerChannel::ready)
         .def("send", &WorkerChannel::send, py::arg("kind"), py::arg("tag"), py::arg("payload"),
              py::arg("attachments"));
     m.attr("FRAME_TASK") = static_cast<int>(core::FrameKind::Task);
@@ -73,6 +81,7 @@ void register_process_worker(py::module_& m) {
     m.attr("FRAME_RESULT") = static_cast<int>(core::FrameKind::Result);
     m.attr("FRAME_EXCEPTION") = static_cast<int>(core::FrameKind::Exception);
     m.attr("FRAME_EXITING") = static_cast<int>(core::FrameKind::Exiting);
+    m.attr("FRAME_READY") = static_cast<int>(core::FrameKind::Ready);
     m.attr("MAX_ATTACHMENTS") = static_cast<int>(core::kMaxAttachments);
 }
 

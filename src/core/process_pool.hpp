@@ -264,10 +264,12 @@ public:
         return queue_.size();
     }
 
-    // Which job each busy worker runs, and since when. Workers run their jobs one at a time, in
-    // the order sent, so the answer to one job is the report that the next one (if it was sent)
+    // Which job each busy worker runs, and since when. A worker reports once that it is ready
+    // (Ready: started, initializer done); from then on it runs its jobs one at a time, in the
+    // order sent, so the answer to one job is the report that the next one (if it was sent)
     // started: the job running is the first of the worker's in flight, since it was sent to the
-    // worker idle or the previous answer arrived (Worker::busy_since). No frame on the hot path.
+    // worker idle, the previous answer arrived, or the worker became ready
+    // (Worker::busy_since). A job given back (Revoked) had not started. No frame per task.
     struct RunningJob {
         int pid;
         std::uint64_t tag;
@@ -277,7 +279,7 @@ public:
         std::lock_guard<std::mutex> g(mu_);
         std::vector<RunningJob> out;
         for (auto& [id, w] : live_)
-            if (!w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
+            if (w.ready && !w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
         return out;
     }
 
@@ -321,6 +323,7 @@ private:
         std::map<std::uint64_t, OutgoingFrame> held;  // sent ahead, kept in case they come back
         std::vector<std::uint64_t> revoking;          // asked back, not yet answered either way
         int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
+        bool ready = false;     // sent Ready: jobs sent to it start from now on
         bool stop_sent = false;
         bool leaving = false;   // announced Exiting (max_tasks_per_child reached)
         bool want_out = false;  // EPOLLOUT registered on task_fd
@@ -638,6 +641,12 @@ private:
                 w.leaving = true;
                 continue;
             }
+            if (f->kind == FrameKind::Ready) {
+                // A job sent while it was starting begins now: its time so far was not service.
+                w.ready = true;
+                if (!w.in_flight.empty()) w.busy_since = std::chrono::steady_clock::now();
+                continue;
+            }
             bool was_first = w.in_flight.front() == f->tag;
             w.in_flight.erase(std::find(w.in_flight.begin(), w.in_flight.end(), f->tag));
             auto asked = std::find(w.revoking.begin(), w.revoking.end(), f->tag);
@@ -685,6 +694,7 @@ private:
     // Why the worker may not send a frame of this kind and tag now ("" if it may).
     std::string illegal_locked(const Worker& w, FrameKind kind, std::uint64_t tag) const {
         if (w.leaving) return "a message after its Exiting message";
+        if (kind == FrameKind::Ready) return w.ready ? "a second Ready message" : "";
         if (kind == FrameKind::Exiting) {
             // Only a worker whose max_tasks_per_child allowance is spent, and which has
             // answered everything, may leave on its own.

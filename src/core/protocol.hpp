@@ -11,7 +11,7 @@
 //     u32 magic        kFrameMagic
 //     u16 kind         see below
 //     u16 attachments  descriptors that travel with the frame, at most kMaxAttachments
-//     u64 tag          the job id (Task, Result, Exception, Revoke, Revoked); 0 for Stop and Exiting
+//     u64 tag          the job id (Task, Result, Exception, Revoke, Revoked); 0 for Stop, Exiting, Ready
 //     u64 length       payload bytes, at most kMaxPayload
 // The payload is a pickle (cfutures/_pickling.py); this layer never looks inside it.
 //
@@ -23,8 +23,10 @@
 //     Exiting    worker -> parent  leaving on its own after its last answer (max_tasks_per_child)
 //     Revoke     parent -> worker  give task `tag` back if it has not started; no payload
 //     Revoked    worker -> parent  task `tag` was given back and will not run; no payload
+//     Ready      worker -> parent  once, when it is set up (its initializer ran) and about to
+//                                  take its first task: tasks sent before wait until now; no payload
 // Which frames are legal at a given moment (a tag the worker was given, Exiting only once its
-// allowance is spent, Revoked only for a task the parent asked back) is the pool's business
+// allowance is spent, Revoked only for a task the parent asked back, Ready once) is the pool's business
 // (process_pool.hpp): here each frame stands alone.
 //
 // ATTACHMENTS carry buffers too large to copy through a pipe (pickle protocol 5 out-of-band
@@ -82,7 +84,7 @@
 namespace cfutures::core {
 
 enum class FrameKind : std::uint16_t {
-    Task = 1, Stop = 2, Result = 3, Exception = 4, Exiting = 5, Revoke = 6, Revoked = 7
+    Task = 1, Stop = 2, Result = 3, Exception = 4, Exiting = 5, Revoke = 6, Revoked = 7, Ready = 8
 };
 
 // Which end a reader serves: what it may receive.
@@ -90,7 +92,7 @@ enum class Direction { FromParent, FromWorker };
 
 inline bool accepts(Direction d, std::uint16_t kind) {
     if (d == Direction::FromParent) return kind == 1 || kind == 2 || kind == 6;
-    return (kind >= 3 && kind <= 5) || kind == 7;
+    return (kind >= 3 && kind <= 5) || kind == 7 || kind == 8;
 }
 
 struct FrameHeader {

@@ -136,6 +136,10 @@ public:
         return r;
     }
 
+    // Tells the pool that this worker is set up (its initializer ran) and takes tasks now: the
+    // pool counts a task's time from here, not from when it was sent (process_pool.hpp).
+    bool announce_ready(std::string& error) { return send(OutgoingFrame::make(FrameKind::Ready, 0, ""), error); }
+
     // Blocks until `f` is written; false with `error` set if it cannot be. `f` is handed back
     // (its payload and attachments may need releasing where the caller chooses).
     bool send(OutgoingFrame&& f, std::string& error) { return send(f, error); }

@@ -31,6 +31,8 @@ enum class Behaviour {
     HugeHeader,            // a header announcing 4 GiB, then a few bytes, then idles
     IgnoresSigterm,        // crashes the pool via junk, and ignores the SIGTERM that follows
     AnswersBeforeGivingBack,  // answers "hold" only once a Revoke came, then gives back (raw frames)
+    SlowStart,             // echoes, but announces Ready only 300 ms after it started
+    ReadyTwice,            // announces Ready twice
 };
 
 // A worker speaking the protocol by hand, to order frames as a real one only does by chance: it
@@ -65,6 +67,7 @@ enum class Behaviour {
         }
         return false;
     };
+    send(FrameKind::Ready, 0, "");
     for (;;) {
         IncomingFrame f;
         if (!pending.empty()) {
@@ -100,10 +103,14 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
     WorkerEnd end(in, out, sock, 0);
     IncomingFrame f;
     std::string err;
+    if (behaviour == Behaviour::SlowStart) std::this_thread::sleep_for(300ms);  // an initializer
+    end.announce_ready(err);
+    if (behaviour == Behaviour::ReadyTwice) end.announce_ready(err);
     while (end.recv(f, err) == WorkerEnd::Recv::Frame) {
         if (f.kind == FrameKind::Stop) ::_exit(0);
         switch (behaviour) {
             case Behaviour::Echo:
+            case Behaviour::SlowStart:
                 // "sleep:N" answers after N ms: a task that takes time.
                 if (f.payload.view().rfind("sleep:", 0) == 0)
                     std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(std::string(f.payload.view().substr(6)))));
@@ -120,6 +127,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
                 for (;;) ::pause();
             case Behaviour::AnswersUnknownJob: f.tag += 1000; break;
             case Behaviour::AnswersBeforeGivingBack: break;  // (served above)
+            case Behaviour::ReadyTwice: break;
             case Behaviour::HugeHeader: {
                 // As a task writing into its worker's socket: the real answer follows, swallowed.
                 FrameHeader h{kFrameMagic, 3, 0, f.tag, std::uint64_t{0xFFFFFFF0}};
@@ -239,6 +247,26 @@ TEST_SUITE("ProcessPool") {
         CHECK(rec.lost.empty());
     }
 
+    TEST_CASE("a job sent to a worker still starting runs from when the worker is ready") {
+        ProcessPool pool(1, true, -1);
+        start_workers(pool, 1, Behaviour::SlowStart);
+        Recorder rec;
+        std::thread manager([&] { pool.run(rec); });
+        auto t0 = std::chrono::steady_clock::now();
+        pool.submit(job(1, "sleep:300"));
+        std::this_thread::sleep_for(150ms);
+        CHECK(pool.running().empty());  // sent, but the worker is in its "initializer"
+        auto deadline = t0 + 10s;
+        while (pool.running().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        auto running = pool.running();
+        REQUIRE(running.size() == 1);
+        CHECK(running[0].tag == 1);
+        CHECK(running[0].since - t0 >= 250ms);
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.results == std::vector<std::string>{"sleep:300"});
+    }
+
     TEST_CASE("a job asked back may come back after the job before it was answered") {
         ProcessPool pool(2, true, -1);
         start_workers(pool, 2, Behaviour::AnswersBeforeGivingBack);
@@ -330,7 +358,8 @@ TEST_SUITE("ProcessPool") {
         };
         for (const Case& c : {Case{Behaviour::MalformedReply, "wrong magic"},
                               Case{Behaviour::UnaskedExiting, "Exiting message it was not entitled to"},
-                              Case{Behaviour::AnswersUnknownJob, "a job it was not given"}}) {
+                              Case{Behaviour::AnswersUnknownJob, "a job it was not given"},
+                              Case{Behaviour::ReadyTwice, "a second Ready message"}}) {
             CAPTURE(c.words);
             Recorder rec;
             run_broken_by(c.behaviour, rec);
