@@ -221,27 +221,36 @@ void run_broken_by(Behaviour b, Recorder& rec, std::chrono::milliseconds* took =
     CHECK(rec.exited.size() == 1);
 }
 
+// On a 2-worker pool of `b` workers: 40 short jobs (after which jobs are sent ahead), then
+// `long_job`, then 12 short ones, waiting for every answer (at most 20 s), then shutdown.
+// Returns whether the pool was broken before shutdown.
+bool run_long_then_short(Behaviour b, const char* long_job, Recorder& rec) {
+    ProcessPool pool(2, true, -1);
+    start_workers(pool, 2, b);
+    std::thread manager([&] { pool.run(rec); });
+    auto answered = [&] {
+        std::lock_guard<std::mutex> g(rec.mu);
+        return rec.results.size();
+    };
+    std::uint64_t tag = 1;
+    for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    pool.submit(job(tag++, long_job));
+    for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
+    while (answered() < 53 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    bool broken = pool.is_broken();
+    pool.shutdown(false);
+    manager.join();
+    return broken;
+}
+
 }  // namespace
 
 TEST_SUITE("ProcessPool") {
     TEST_CASE("jobs sent ahead behind a long one are asked back when another worker idles") {
-        ProcessPool pool(2, true, -1);
-        start_workers(pool, 2, Behaviour::Echo);
         Recorder rec;
-        std::thread manager([&] { pool.run(rec); });
-        auto answered = [&] {
-            std::lock_guard<std::mutex> g(rec.mu);
-            return rec.results.size();
-        };
-        std::uint64_t tag = 1;
-        for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));  // short: sent ahead from now on
-        auto deadline = std::chrono::steady_clock::now() + 20s;
-        while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-        pool.submit(job(tag++, "sleep:1500"));
-        for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
-        while (answered() < 53 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-        pool.shutdown(false);
-        manager.join();
+        run_long_then_short(Behaviour::Echo, "sleep:1500", rec);
         REQUIRE(rec.results.size() == 53);
         CHECK(rec.results.back() == "sleep:1500");  // every short job ran on the other worker
         CHECK(rec.lost.empty());
@@ -268,24 +277,8 @@ TEST_SUITE("ProcessPool") {
     }
 
     TEST_CASE("a job asked back may come back after the job before it was answered") {
-        ProcessPool pool(2, true, -1);
-        start_workers(pool, 2, Behaviour::AnswersBeforeGivingBack);
         Recorder rec;
-        std::thread manager([&] { pool.run(rec); });
-        auto answered = [&] {
-            std::lock_guard<std::mutex> g(rec.mu);
-            return rec.results.size();
-        };
-        std::uint64_t tag = 1;
-        for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));  // short: sent ahead from now on
-        auto deadline = std::chrono::steady_clock::now() + 20s;
-        while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-        pool.submit(job(tag++, "hold"));
-        for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
-        while (answered() < 53 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-        CHECK_FALSE(pool.is_broken());
-        pool.shutdown(false);
-        manager.join();
+        CHECK_FALSE(run_long_then_short(Behaviour::AnswersBeforeGivingBack, "hold", rec));
         CHECK(rec.broken == "");
         CHECK(rec.results.size() == 53);
         CHECK(rec.lost.empty());
