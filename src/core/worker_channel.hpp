@@ -2,8 +2,9 @@
 // watch that ends the worker when its pool process dies.
 //
 // A worker has nothing else to do while it waits, so its calls block (in poll, which the
-// bindings call without the GIL), after a short spin when the spin policy allows (kIdleSpin). Besides its pipe, a receive watches a pidfd of the pool
-// process: an idle worker leaves as soon as its pool is gone. A worker in the middle of a long
+// bindings call without the GIL), after a short spin when the spin policy allows (kIdleSpin).
+// Besides its pipe, a receive watches a pidfd of the pool process: an idle worker leaves as soon
+// as its pool is gone. A worker in the middle of a long
 // task is not in recv(); for that case ParentWatch runs a detached thread blocked on its own
 // pidfd of the pool: when the pool is gone and the worker is busy (running a task or its
 // initializer), it sends the process SIGTERM (which a task's own handler may act on), and if the
@@ -43,8 +44,8 @@
 #include <vector>
 
 #include "pidfd.hpp"
-#include "spin_policy.hpp"
 #include "protocol.hpp"
+#include "spin_policy.hpp"
 
 namespace cfutures::core {
 
@@ -116,9 +117,11 @@ public:
     // signal arrived (the caller runs its handlers and calls again). Closed: the parent closed
     // the channel; PoolGone: the pool process died. A Task returned counts as started.
     Recv recv(IncomingFrame& out, std::string& error) {
-        // The pool sends nothing ahead before its first answer (process_pool.hpp), so nothing
-        // can be asked back before then: the revoker starts off the first task's path.
-        if (!revoker_.joinable() && answered_first_.load(std::memory_order_relaxed)) revoker_ = std::thread([this] { revoker_loop(); });
+        // The revoker starts once a first task has run, off the path of the pool's first
+        // result. Until then the pool sends a worker nothing ahead, unless it measured task
+        // times on other workers already (a replacement worker); a Revoke that comes then is
+        // served by this thread when the task ends, later but still correctly.
+        if (took_a_task_ && !revoker_.joinable()) revoker_ = std::thread([this] { revoker_loop(); });
         if (watch_) watch_->set_idle(true);
         {
             std::lock_guard<std::mutex> g(mu_);
@@ -128,6 +131,7 @@ public:
         Recv r = recv_idle(out, error);
         if (r == Recv::Frame) idle_spin_.record_wait(std::chrono::steady_clock::now() - began);
         if (r == Recv::Frame && out.kind == FrameKind::Task) {
+            took_a_task_ = true;
             std::lock_guard<std::mutex> g(mu_);
             busy_ = true;
             busy_since_ = std::chrono::steady_clock::now();
@@ -145,7 +149,6 @@ public:
     bool send(OutgoingFrame&& f, std::string& error) { return send(f, error); }
     bool send(OutgoingFrame& f, std::string& error) {
         std::lock_guard<std::mutex> g(send_mu_);
-        answered_first_.store(true, std::memory_order_relaxed);
         FrameWriter w(attachment_fd_);
         w.push(std::move(f));
         std::vector<OutgoingFrame> done;
@@ -300,8 +303,8 @@ private:
     bool closing_ = false;
     std::mutex send_mu_;
     std::optional<ParentWatch> watch_;
-    std::thread revoker_;         // started by recv() once the worker has answered
-    std::atomic<bool> answered_first_{false};  // the worker has sent an answer
+    std::thread revoker_;       // started by recv() once a first task has run
+    bool took_a_task_ = false;  // the calling (main) thread's alone
     SpinSite idle_spin_{kIdleSpin};
 };
 
