@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cstring>
 #include <string>
 #include <thread>
@@ -35,6 +37,12 @@ struct Channel {
     int worker_in() const { return to_worker[0]; }
     int worker_out() const { return from_worker[1]; }
     int worker_socket() const { return sockets[1]; }
+    // Writes one frame to the worker whole.
+    void send_to_worker(OutgoingFrame f) const {
+        FrameWriter w(parent_socket());
+        w.push(std::move(f));
+        REQUIRE(w.flush(parent_out()) == IoStatus::Ok);
+    }
     void close_worker() {
         for (int* fd : {&to_worker[0], &from_worker[1], &sockets[1]}) {
             ::close(*fd);
@@ -341,6 +349,30 @@ TEST_SUITE("Protocol") {
         w.push(OutgoingFrame::make(FrameKind::Task, 1, "x"));
         CHECK(w.flush(ch.parent_out()) == IoStatus::Eof);
         CHECK(w.take_all().size() == 1);
+    }
+
+    TEST_CASE("a worker's revoker thread starts once a first task has run, not on its path") {
+        auto threads = [] {
+            int n = 0;
+            DIR* d = ::opendir("/proc/self/task");
+            REQUIRE(d != nullptr);
+            while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+            ::closedir(d);
+            return n;
+        };
+        Channel ch;
+        int before = threads();
+        WorkerEnd end(ch.worker_in(), ch.worker_out(), ch.worker_socket(), 0);
+        std::string err;
+        REQUIRE(end.announce_ready(err));
+        ch.send_to_worker(OutgoingFrame::make(FrameKind::Task, 1, "first"));
+        IncomingFrame got;
+        REQUIRE(end.recv(got, err) == WorkerEnd::Recv::Frame);
+        CHECK(threads() == before);  // Ready sent and the first task taken: still no revoker
+        REQUIRE(end.send(OutgoingFrame::make(FrameKind::Result, 1, ""), err));
+        ch.send_to_worker(OutgoingFrame::make(FrameKind::Stop, 0, ""));
+        REQUIRE(end.recv(got, err) == WorkerEnd::Recv::Frame);
+        CHECK(threads() == before + 1);
     }
 
     TEST_CASE("a receiving worker hears of its pool's death") {
