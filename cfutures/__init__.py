@@ -61,6 +61,9 @@ _LAZY = {
     "install": "._install",
     "uninstall": "._install",
     "installed": "._install",
+    # Beyond the stdlib (opt-in; not in __all__, not installed into concurrent.futures).
+    "TaskTimeout": ".process",
+    "WorkerDied": ".process",
 }
 _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
                "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",

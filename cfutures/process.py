@@ -20,6 +20,14 @@ Who does what:
   * A worker that exits without being asked to (crash, os._exit, kill, failed initializer), or
     sends what the protocol does not allow, breaks the pool the stdlib's way: BrokenProcessPool
     on every pending future and on later submits.
+
+Beyond the stdlib, opt-in (keyword-only arguments after the stdlib's):
+  * task_timeout=S (and executor.options(task_timeout=S)): a task running longer than S seconds
+    from when its worker started it has that worker killed and replaced; its future fails with
+    TaskTimeout. Deadlines are kept by the native manager loop.
+  * on_worker_death="replace": a worker that dies once started fails only the task it was
+    running, with WorkerDied (a BrokenProcessPool); the pool replaces it and goes on.
+  Either way the tasks sent ahead to the stopped worker are dispatched again, not failed.
 """
 
 import functools
@@ -37,6 +45,45 @@ BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
 _ExceptionWithTraceback = _std_process._ExceptionWithTraceback
 _RemoteTraceback = _std_process._RemoteTraceback
+
+class TaskTimeout(Exception):
+    """The task ran longer than its task_timeout: its worker process was killed and replaced.
+
+    Deliberately not a TimeoutError: code that retries result(timeout=...) on TimeoutError must
+    not wait forever for a task that was stopped."""
+
+
+class WorkerDied(BrokenProcessPool):
+    """The worker process running the task died (a signal, os._exit, the OOM killer); with
+    on_worker_death="replace" only that task fails and the pool goes on.
+
+    exitcode follows multiprocessing's convention: the exit status, or -N for signal N."""
+
+    def __init__(self, message, exitcode=None):
+        super().__init__(message)
+        self.exitcode = exitcode
+
+    def __reduce__(self):
+        return type(self), (self.args[0] if self.args else "", self.exitcode)
+
+
+# core::StopCause, in order.
+_TIMED_OUT, _CANCELLED, _WORKER_DIED = range(3)
+
+
+def _stopped_error(cause, exitcode):
+    if cause == _TIMED_OUT:
+        return TaskTimeout("the task ran longer than its task_timeout; its worker process was "
+                           "stopped and replaced")
+    if cause == _WORKER_DIED:
+        if exitcode is None:
+            how = "exit code unknown"
+        else:
+            how = f"killed by signal {-exitcode}" if exitcode < 0 else f"exit code {exitcode}"
+        return WorkerDied(f"The worker process running the task died ({how}); it was replaced",
+                          exitcode)
+    return _base.CancelledError()
+
 
 _pools = weakref.WeakSet()  # handles of pools whose manager runs, for interpreter exit
 _managers = weakref.WeakSet()
@@ -89,11 +136,13 @@ class _PoolHost:
       start_worker()        -> (pid, task_fd, result_fd, attachment_fd): one new worker process
                                and the parent's ends of its channel (now the native pool's)
       start_manager(handle) -> None: the manager thread, running handle.run_manager()
-      reap(pids)            -> None: join worker processes that have exited
+      reap(pids)            -> {pid: exitcode}: join worker processes that have exited
       dumps(obj), dumps_call(fn, args, kwargs) -> (payload, attachments); buffer_threshold:
       arguments this large go through dumps_call;
       unpickle(payload) -> obj, and when type(obj) is packed_type, unpack(obj, attachments)
-      -> the answer (_pickling.loads in two steps: most answers need only the first, in C).
+      -> the answer (_pickling.loads in two steps: most answers need only the first, in C);
+      stopped_error(cause, exitcode) -> the exception of a task whose worker was stopped or died
+      while the pool goes on.
     """
 
     dumps = staticmethod(_pickling.dumps)
@@ -102,6 +151,7 @@ class _PoolHost:
     unpickle = staticmethod(pickle.loads)
     packed_type = _pickling.Packed
     unpack = staticmethod(_pickling.unpack)
+    stopped_error = staticmethod(_stopped_error)
 
     def __init__(self, mp_context, initializer, initargs, max_tasks_per_child):
         self.mp_context = mp_context
@@ -160,11 +210,14 @@ class _PoolHost:
             _managers.add(t)
 
     def reap(self, pids):
+        exitcodes = {}
         for pid in pids:
             with self._lock:
                 p = self.processes.pop(pid, None)
             if p is not None:
                 p.join()
+                exitcodes[pid] = p.exitcode
+        return exitcodes
 
 
 def _chunks(iterables, chunksize):
@@ -209,6 +262,63 @@ def _flatten(lists):
     yield from itertools.chain.from_iterable(map(_draining, lists))
 
 
+def _map(executor, fn, iterables, timeout, chunksize, buffersize):
+    """ProcessPoolExecutor.map through `executor` (the executor, or a view of it)."""
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    run_chunk = _process_chunk if len(iterables) == 1 else _process_chunk_of_tuples
+    results = _base.Executor.map(executor, functools.partial(run_chunk, fn),
+                                 _chunks(iterables, chunksize),
+                                 timeout=timeout, buffersize=buffersize)
+    return _flatten(results)
+
+
+class _ExecutorOptions:
+    """What ProcessPoolExecutor.options() returns: the executor, with submit() and map() applying
+    the given options to each task they create (each chunk, for map).
+
+    It refers to the executor weakly, as map()'s iterator does: neither keeps the pool alive."""
+
+    def __init__(self, executor, task_timeout):
+        self._executor_ref = weakref.ref(executor)
+        self._task_timeout = task_timeout
+
+    @property
+    def _executor(self):
+        executor = self._executor_ref()
+        if executor is None:
+            raise RuntimeError("cannot schedule new futures after the executor was dropped")
+        return executor
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._executor._submit_timed(self._task_timeout, fn, *args, **kwargs)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        # The iterator refills (buffersize) through this view: it keeps the view.
+        return _keeping(_map(self, fn, iterables, timeout, chunksize, buffersize), self)
+
+    def __getattr__(self, name):
+        return getattr(self._executor, name)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} task_timeout={self._task_timeout!r} of {self._executor_ref()!r}>"
+
+
+def _keeping(iterator, owner):
+    """`iterator`'s items; `owner` lives as long as this generator."""
+    yield from iterator
+
+
+def _check_task_timeout(task_timeout):
+    if task_timeout is None:
+        return None
+    if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
+        raise TypeError("task_timeout must be a number of seconds or None")
+    if not task_timeout > 0:
+        raise ValueError("task_timeout must be a positive number of seconds or None")
+    return task_timeout
+
+
 class _CallQueueView:
     """Stand-in for the stdlib's executor._call_queue: there is no shared queue here (each worker
     has its own pipe); code that joins or closes it at shutdown keeps working."""
@@ -232,7 +342,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
     """
 
     def __init__(self, max_workers=None, mp_context=None,
-                 initializer=None, initargs=(), *, max_tasks_per_child=None):
+                 initializer=None, initargs=(), *, max_tasks_per_child=None,
+                 task_timeout=None, on_worker_death="break"):
         """Initializes a new ProcessPoolExecutor instance.
 
         Args:
@@ -250,6 +361,14 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 live as long as the executor. Requires a non-'fork' mp_context
                 start method. When given, we default to using 'spawn' if no
                 mp_context is supplied.
+            task_timeout: (cfutures, opt-in) Seconds a task may run, counted from when
+                its worker starts it. A task running longer has its worker killed and
+                replaced, and its future fails with cfutures.TaskTimeout; the tasks
+                sent ahead to that worker run on. None (the default): no limit.
+            on_worker_death: (cfutures, opt-in) "break" (the default, the stdlib's
+                behaviour): a worker that dies breaks the pool. "replace": it fails
+                only the task it was running, with cfutures.WorkerDied, and is
+                replaced; a worker whose initializer fails still breaks the pool.
         """
         _check_system_limits()
         if max_workers is None:
@@ -259,6 +378,11 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         if mp_context is None:
             if max_tasks_per_child is not None:
                 mp_context = mp.get_context("spawn")
+            elif ((task_timeout is not None or on_worker_death == "replace")
+                  and mp.get_start_method() == "fork"):
+                # Replacement workers are started while the pool's threads run: not by fork
+                # (as the stdlib chooses spawn for max_tasks_per_child).
+                mp_context = mp.get_context("forkserver")
             else:
                 mp_context = mp.get_context()
         if initializer is not None and not callable(initializer):
@@ -273,11 +397,15 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 raise ValueError("max_tasks_per_child is incompatible with"
                                  " the 'fork' multiprocessing start method;"
                                  " supply a different mp_context.")
+        task_timeout = _check_task_timeout(task_timeout)
+        if on_worker_death not in ("break", "replace"):
+            raise ValueError('on_worker_death must be "break" or "replace"')
         # Under 'fork', all workers start at once, before any thread of ours exists (forking a
         # process that has threads can deadlock the child), as in the stdlib.
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
         self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child)
-        super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host)
+        super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host,
+                         task_timeout, on_worker_death == "replace")
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer
@@ -327,13 +455,14 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 before the given timeout.
             Exception: If fn(*args) raises for any values.
         """
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        run_chunk = _process_chunk if len(iterables) == 1 else _process_chunk_of_tuples
-        results = super().map(functools.partial(run_chunk, fn),
-                              _chunks(iterables, chunksize),
-                              timeout=timeout, buffersize=buffersize)
-        return _flatten(results)
+        return _map(self, fn, iterables, timeout, chunksize, buffersize)
+
+    def options(self, *, task_timeout=None):
+        """(cfutures, opt-in) A view of this executor whose submit() and map() give each task
+        they create (each chunk, for map with chunksize) these options: task_timeout, in
+        seconds from when the task starts (see __init__). map()'s own timeout= keeps its
+        meaning."""
+        return _ExecutorOptions(self, _check_task_timeout(task_timeout))
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._shutdown_lock:

@@ -139,3 +139,19 @@ def wait_for_path(path, limit=60):
     while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
     return os.path.exists(path)
+
+
+def kill_self(sig):
+    import signal
+    if sig == signal.SIGSEGV:
+        import faulthandler
+        faulthandler.disable()  # as segfault(): a forked worker's inherited dump is only noise
+    os.kill(os.getpid(), sig)
+
+
+def sleep_then_write(t, path):
+    """Sleeps, then leaves `path` behind: a stopped task never writes it."""
+    time.sleep(t)
+    with open(path, "w") as f:
+        f.write("ran")
+    return t

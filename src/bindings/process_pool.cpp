@@ -24,6 +24,7 @@
 #include <fcntl.h>
 
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -64,13 +65,14 @@ ProcessStdlib& pstd() {
 struct Host {
     py::object start_worker;   // () -> (pid, task_fd, result_fd, attachment_fd): a new worker process
     py::object start_manager;  // (handle) -> None: the manager thread, running handle.run_manager()
-    py::object reap;           // (pids) -> None: join exited worker processes
+    py::object reap;           // (pids) -> {pid: exitcode}: join exited worker processes
     py::object dumps;          // (obj) -> (payload, attachments)
     py::object dumps_call;     // (fn, args, kwargs) -> (payload, attachments); large buffers out of band
     Py_ssize_t buffer_threshold;  // arguments this large go through dumps_call
     py::object unpickle;       // (payload) -> obj
     PyObject* packed_type;     // an obj of this type is finished by...
     py::object unpack;         // (obj, attachments) -> the answer
+    py::object stopped_error;  // (cause, exitcode) -> the exception of a job stopped (core::StopCause)
 
     static Host of(py::handle host) {
         return Host{host.attr("start_worker"),
@@ -81,7 +83,8 @@ struct Host {
                     host.attr("buffer_threshold").cast<Py_ssize_t>(),
                     host.attr("unpickle"),
                     py::object(host.attr("packed_type")).release().ptr(),  // a class: kept for good
-                    host.attr("unpack")};
+                    host.attr("unpack"),
+                    host.attr("stopped_error")};
     }
 
     // An answer: its payload unpickled, then unpacked with its attachments if need be.
@@ -192,10 +195,11 @@ constexpr const char* kAbruptExit =
     "A child process terminated abruptly, the process pool is not usable anymore";
 
 struct ProcShared : ForkOwned {
-    ProcShared(std::size_t max_workers, bool start_all, int max_tasks, Host h)
-        : pool(max_workers, start_all, max_tasks), host(std::move(h)) {}
+    ProcShared(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, Host h)
+        : pool(max_workers, start_all, max_tasks, replace_dead), host(std::move(h)) {}
     core::ProcessPool pool;
     Host host;
+    std::chrono::nanoseconds task_timeout{0};  // the executor's task_timeout; 0: none (set once)
     JobTable jobs;
     py::object broken_text;                  // executor._broken once broken (jobs.mu)
     std::atomic<bool> manager_started{false};
@@ -308,13 +312,27 @@ struct Hooks final : core::ProcessPoolHooks {
         for (core::IncomingFrame& answer : batch.answers) complete(answer);
         if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
         for (PyObject* fut : shared.jobs.take(batch.lost)) fail_future(fut, broken_error(batch.broken_reason));
+        py::dict exitcodes;
         if (!batch.exited.empty()) {
             py::list pids;
             for (int pid : batch.exited) pids.append(pid);
             try {
-                shared.host.reap(pids);
+                exitcodes = shared.host.reap(pids);
             } catch (py::error_already_set& e) {
                 e.discard_as_unraisable("cfutures process pool: reaping workers");
+            }
+        }
+        // After reaping: a forkserver's worker is not our child, its exit code is its Process's.
+        for (const core::StoppedJob& stop : batch.stopped) {
+            PyObject* fut = shared.jobs.take(stop.tag);
+            if (!fut) continue;
+            try {
+                py::object code = stop.exitcode_known ? py::int_(stop.exitcode)
+                                                      : exitcodes.attr("get")(stop.pid);
+                fail_future(fut, shared.host.stopped_error(static_cast<int>(stop.cause), code));
+            } catch (py::error_already_set& e) {
+                // The future must not stay pending: fail it with what went wrong instead.
+                fail_future(fut, exception_of(e));
             }
         }
         if (batch.start_workers) {
@@ -407,8 +425,8 @@ struct ProcessPoolHandle {
 };
 
 struct PyProcessExecutor {
-    PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks, Host host)
-        : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks, std::move(host))} {}
+    PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, Host host)
+        : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks, replace_dead, std::move(host))} {}
     ~PyProcessExecutor() {
         if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);  // the executor is gone
     }
@@ -457,10 +475,11 @@ std::optional<py::tuple> pickle_call(ProcShared& shared, const CallArguments& ca
 
 // The job for a pickled call: its payload and attachments borrow the Python buffers.
 core::ProcessPool::Job make_job(ProcShared& shared, std::uint64_t tag, const py::tuple& pickled,
-                                PyFuture* future) {
+                                PyFuture* future, std::chrono::nanoseconds timeout) {
     auto payload = std::make_unique<BufferView>(py::object(pickled[0]));
     core::ProcessPool::Job job;
     job.future = future;
+    job.timeout = timeout;
     job.frame.kind = core::FrameKind::Task;
     job.frame.tag = tag;
     job.frame.data = payload->data();
@@ -483,9 +502,9 @@ void start_what_is_needed(ProcShared& shared, const std::shared_ptr<ProcShared>&
     shared.pool.manager_started();
 }
 
-PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+// submit(fn, /, *args, **kwargs) with a timeout per task (0: none).
+PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanoseconds timeout) {
     return guarded([&]() -> PyObject* {
-        CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
         PyProcessExecutor* ex = native_ptr<PyProcessExecutor>(self, g_process_executor_base);
         if (!ex) raise(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
         const std::shared_ptr<ProcShared>& owner = ex->handle.shared;
@@ -503,7 +522,8 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
         std::uint64_t tag = shared.jobs.add(future, fn_args_kwargs);
         core::ProcessPool::Job job;
         try {
-            job = make_job(shared, tag, *pickled, as_future(future.ptr()));
+            job = make_job(shared, tag, *pickled, as_future(future.ptr()),
+                           timeout.count() ? timeout : shared.task_timeout);
         } catch (...) {
             Py_XDECREF(shared.jobs.take(tag));
             throw;
@@ -522,16 +542,46 @@ PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargs
     });
 }
 
+PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+    return guarded([&]() -> PyObject* {
+        return submit_call(self, unpack_submit_arguments(argv, nargsf, kwnames), std::chrono::nanoseconds(0));
+    });
+}
+
+// A task timeout in seconds (a positive number, or None for the executor's own) as nanoseconds.
+std::chrono::nanoseconds timeout_of(PyObject* seconds) {
+    if (seconds == Py_None) return std::chrono::nanoseconds(0);
+    double s = PyFloat_AsDouble(seconds);
+    if (s == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    if (!(s > 0) || s > 1e9) raise(PyExc_ValueError, "task_timeout must be a positive number of seconds or None");
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(s * 1e9));
+}
+
+// _submit_timed(task_timeout, fn, /, *args, **kwargs): what executor.options(task_timeout=)
+// submits through.
+PyObject* process_submit_timed(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+    return guarded([&]() -> PyObject* {
+        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+        if (nargs < 2) raise(PyExc_TypeError, "_submit_timed() takes a timeout and a callable");
+        std::chrono::nanoseconds timeout = timeout_of(argv[0]);
+        return submit_call(self, unpack_submit_arguments(argv + 1, nargs - 1, kwnames), timeout);
+    });
+}
+
 }  // namespace
 
 void register_process_pool(py::module_& m) {
     py::class_<PyProcessExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host) {
-                return new PyProcessExecutor(max_workers, start_all, max_tasks, Host::of(host));
+    cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host,
+                        py::handle task_timeout, bool replace_dead_workers) {
+                auto* ex = new PyProcessExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
+                                                 Host::of(host));
+                ex->handle.shared->task_timeout = timeout_of(task_timeout.ptr());
+                return ex;
             }),
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
-            py::arg("host"))
+            py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false)
         .def("_shutdown_pool", [](PyProcessExecutor& ex, bool cancel_futures) {
             ex.handle.shutdown(cancel_futures);
         }, py::arg("cancel_futures"))
@@ -548,6 +598,11 @@ void register_process_pool(py::module_& m) {
         // What cfutures.process turns into the stdlib's executor._pending_work_items.
         .def("_pending_jobs", [](PyProcessExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
     add_submit_method(cls, &process_submit, PoolKind::Process);
+    static PyMethodDef submit_timed{
+        "_submit_timed", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&process_submit_timed)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "_submit_timed(task_timeout, fn, /, *args, **kwargs)\n--\n\nsubmit() with a task timeout (seconds, or None)."};
+    add_raw_method(cls, &submit_timed);
 
     py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")
         .def("run_manager", &ProcessPoolHandle::run_manager)

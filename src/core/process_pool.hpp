@@ -25,6 +25,20 @@
 // may ignore SIGTERM; nothing outlives its pool). run() returns once every worker is gone. The
 // manager thread never dies silently: whatever ends it has been reported through deliver().
 //
+// Stopping one job (opt-in: a job's timeout, cancel_running(), replace_dead_workers). The job a
+// worker runs is known (running()), so one job can end without breaking the pool: its worker
+// is sent SIGKILL (a task cannot be interrupted any other way), and when its exit is seen the
+// job is reported in ProcessBatch::stopped with the cause, the jobs sent ahead to that worker go
+// back to the front of the queue (committed: their futures stay RUNNING) and a replacement is
+// started. The victim is the job that was running when the worker was stopped: if its answer
+// was already in the pipe, the answer wins and the victim is not reported (exactly one outcome);
+// a job that started after it is dispatched again. Deadlines (the job's timeout from when it
+// started) are kept by the manager's event loop, not a thread per job. With
+// replace_dead_workers, a worker that dies on its own once Ready fails only its running job
+// (StopCause::WorkerDied); one that dies before Ready (its initializer failed) still breaks the
+// pool. To dispatch jobs again, every Task frame a worker has in flight is kept (Worker::held)
+// once anything can stop a job; only frames without attachments are ever asked back (Revoke).
+//
 // Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, service_ns_,
 // and in the Worker records everything but the reader; live_ itself changes only on the manager
 // thread, which may therefore read it without the lock. submit() may write a job without
@@ -52,6 +66,7 @@
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 #include "future_state.hpp"
@@ -63,6 +78,16 @@ namespace cfutures::core {
 
 enum class BreakCause { None, WorkerDied, Protocol, Owner, Internal };
 
+// Why a job ended without an answer while the pool goes on (see "Stopping one job" below).
+enum class StopCause { TimedOut, Cancelled, WorkerDied };
+struct StoppedJob {
+    std::uint64_t tag;
+    StopCause cause;
+    int pid;             // of its worker
+    bool exitcode_known; // the worker is this process's child (not under forkserver)
+    int exitcode;        // if known: multiprocessing's convention, -N for signal N
+};
+
 // What one round of the manager loop hands to the owner, in one call (one GIL acquisition).
 struct ProcessBatch {
     std::vector<IncomingFrame> answers;        // Result / Exception frames, tag = job id
@@ -71,12 +96,14 @@ struct ProcessBatch {
     std::vector<FrameWriter::Unsendable> unsendable;  // jobs whose attachments could not be made
     std::vector<int> exited;                   // pids of workers that exited (to reap)
     std::vector<std::uint64_t> lost;           // jobs that will never complete: the pool broke
+    std::vector<StoppedJob> stopped;           // jobs whose worker was stopped or died; pool goes on
     BreakCause broken = BreakCause::None;      // set in the batch where the pool broke
     std::string broken_reason;                 // ... and why, in words
     std::size_t start_workers = 0;             // workers to start (replacing ones that left)
     bool empty() const {
         return answers.empty() && released.empty() && cancelled.empty() && unsendable.empty() &&
-               exited.empty() && lost.empty() && broken == BreakCause::None && start_workers == 0;
+               exited.empty() && lost.empty() && stopped.empty() && broken == BreakCause::None &&
+               start_workers == 0;
     }
 };
 
@@ -94,6 +121,7 @@ public:
         OutgoingFrame frame;            // kind Task, tag = job id
         FutureCore* future = nullptr;   // kept alive by the owner until the job is reported
         bool committed = false;         // given back by a worker: its future is RUNNING already
+        std::chrono::nanoseconds timeout{0};  // how long it may run once started; 0: no limit
     };
     enum class Submit { Queued, Shutdown, Broken };
     struct SubmitAnswer {
@@ -132,10 +160,11 @@ public:
     // How long a worker of a broken pool has to leave after SIGTERM before SIGKILL.
     static constexpr std::chrono::milliseconds kKillGrace{2000};
 
-    ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child)
+    ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child,
+                bool replace_dead_workers = false)
         : max_workers_(max_workers), start_all_(start_all_at_once),
-          max_tasks_per_child_(max_tasks_per_child),
-          max_in_flight_(default_in_flight(max_workers)) {
+          max_tasks_per_child_(max_tasks_per_child), replace_dead_(replace_dead_workers),
+          max_in_flight_(default_in_flight(max_workers)), keep_frames_(replace_dead_workers) {
         wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
         if (wake_fd_ < 0 || epoll_fd_ < 0) throw std::system_error(errno, std::generic_category());
@@ -168,9 +197,15 @@ public:
             if (broken_) return {Submit::Broken, 0};
             if (shutdown_) return {Submit::Shutdown, 0};
             bool direct = queue_.empty() && new_workers_.empty() && job.frame.attachments.empty();
+            bool timed = job.timeout.count() > 0;
+            if (timed) {
+                timeouts_[job.frame.tag] = job.timeout;
+                keep_frames_ = true;
+            }
             queue_.push_back(std::move(job));
             answer.start_workers = workers_to_start_locked();
-            if (direct && released) need_wake = !dispatch_directly_locked(released);
+            // A timed job's deadline is the manager's to keep: it must hear of the job.
+            if (direct && released) need_wake = !dispatch_directly_locked(released) || timed;
         }
         if (need_wake) wake();
         return answer;
@@ -251,6 +286,26 @@ public:
         wake();
     }
 
+    // Stops the job `tag` if a worker runs it now: the worker is killed and the job reported
+    // stopped (StopCause::Cancelled) unless its answer beats the kill. Returns whether it ran.
+    bool stop_running(std::uint64_t tag) {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            if (broken_) return false;
+            Worker* w = worker_running_locked(tag);
+            if (!w) return false;
+            stop_worker_locked(*w, StopCause::Cancelled);
+        }
+        wake();
+        return true;
+    }
+    // From now on every in-flight frame is kept, so that a stopped worker's jobs can be sent again
+    // (before the first job that stop_running() may be asked to stop is dispatched).
+    void keep_frames() {
+        std::lock_guard<std::mutex> g(mu_);
+        keep_frames_ = true;
+    }
+
     bool is_broken() const {
         std::lock_guard<std::mutex> g(mu_);
         return broken_;
@@ -322,6 +377,8 @@ private:
         std::chrono::steady_clock::time_point busy_since{};
         std::map<std::uint64_t, OutgoingFrame> held;  // sent ahead, kept in case they come back
         std::vector<std::uint64_t> revoking;          // asked back, not yet answered either way
+        std::uint64_t victim = 0;  // stopped (SIGKILL sent) while running this job; 0: not stopped
+        StopCause victim_cause = StopCause::TimedOut;
         int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
         bool ready = false;     // sent Ready: jobs sent to it start from now on
         bool stop_sent = false;
@@ -361,6 +418,7 @@ private:
                 }
                 if (!broken_) dispatch_locked(batch);
                 revoke_at_ = revoke_stranded_locked();
+                deadline_at_ = enforce_deadlines_locked();
                 if ((shutdown_ || broken_) && queue_.empty()) send_stops_locked();
                 if (broken_) kill_stragglers_locked();
                 finished = (shutdown_ || broken_) && workers_ == 0 && live_.empty();
@@ -387,6 +445,7 @@ private:
                 std::lock_guard<std::mutex> g(mu_);
                 if (!broken_) dispatch_locked(io);
                 revoke_at_ = revoke_stranded_locked();
+                deadline_at_ = enforce_deadlines_locked();
             }
             flush_writers(io);
             if (!io.empty()) hooks.deliver(io);
@@ -398,10 +457,12 @@ private:
     int wait_timeout_ms() const {
         if (retry_dispatch_) return 1;
         int ms = -1;
-        if (revoke_at_ != std::chrono::steady_clock::time_point::max()) {
+        for (auto at : {revoke_at_, deadline_at_}) {
+            if (at == std::chrono::steady_clock::time_point::max()) continue;
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                revoke_at_ - std::chrono::steady_clock::now()).count();
-            ms = static_cast<int>(std::clamp<long long>(left + 1, 1, 60000));
+                at - std::chrono::steady_clock::now()).count();
+            int until = static_cast<int>(std::clamp<long long>(left + 1, 1, 60000));
+            ms = ms < 0 ? until : std::min(ms, until);
         }
         for (auto& [id, w] : live_)
             if (w.pidfd < 0) ms = ms < 0 ? 50 : std::min(ms, 50);  // no pidfd: exits are polled
@@ -457,7 +518,7 @@ private:
     }
 
     bool can_take_locked(const Worker& w) const {
-        return !w.stop_sent && !w.leaving && w.tasks_left != 0 && w.reading;
+        return !w.stop_sent && !w.leaving && w.tasks_left != 0 && w.reading && !w.victim;
     }
 
     // The stdlib's policy: reuse an idle worker if there is one (one token per answer
@@ -563,10 +624,13 @@ private:
             std::vector<OutgoingFrame> sent;
             IoStatus s = w.writer.flush(w.task_fd, &sent, &batch.unsendable);
             for (auto& f : sent) {
-                // A job sent ahead of the one running may be asked back: keep its frame.
+                // A job sent ahead of the one running may be asked back: keep its frame. Once a
+                // job can be stopped, keep every frame in flight: a stopped worker's jobs go again.
                 bool ahead = f.kind == FrameKind::Task && f.attachments.empty() && !w.in_flight.empty() &&
                              w.in_flight.front() != f.tag;
-                if (ahead) w.held.emplace(f.tag, std::move(f));
+                bool keep = ahead || (keep_frames_ && f.kind == FrameKind::Task &&
+                                      std::find(w.in_flight.begin(), w.in_flight.end(), f.tag) != w.in_flight.end());
+                if (keep) w.held.emplace(f.tag, std::move(f));
                 else batch.released.push_back(std::move(f));
             }
             for (std::size_t i = failed_before; i < batch.unsendable.size(); ++i) {
@@ -668,6 +732,7 @@ private:
                 batch.released.push_back(std::move(held->second));
                 w.held.erase(held);
             }
+            timeouts_.erase(f->tag);
             batch.answers.push_back(std::move(*f));
             ++got;
         }
@@ -746,14 +811,49 @@ private:
             fail_protocol_locked(w, "a malformed message: " + w.reader.error(), batch);
         }
         bool expected = (w.stop_sent || w.leaving) && w.in_flight.empty();
+        // Stopped on purpose, or died running a job in a pool that survives deaths: one job ends.
+        bool one_job = !expected && !broken_ && (w.victim || (replace_dead_ && w.ready));
         int pid = w.pid;
+        if (one_job) {
+            std::uint64_t victim = w.victim;
+            StopCause cause = w.victim_cause;
+            if (!victim && !w.in_flight.empty()) {
+                victim = w.in_flight.front();
+                cause = StopCause::WorkerDied;
+            }
+            std::vector<Job> again;
+            for (std::uint64_t tag : w.in_flight) {
+                auto held = w.held.find(tag);
+                if (tag == victim || held == w.held.end()) {
+                    // (A frame not kept can only be the victim's: keep_frames_ holds the rest.)
+                    int code = 0;
+                    bool known = exit_code_of(pid, code);
+                    batch.stopped.push_back({tag, cause, pid, known, code});
+                    timeouts_.erase(tag);
+                    continue;
+                }
+                Job job;
+                job.frame = std::move(held->second);
+                job.committed = true;
+                w.held.erase(held);
+                again.push_back(std::move(job));
+            }
+            w.in_flight.clear();
+            queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()),
+                          std::make_move_iterator(again.end()));
+        }
         release_frames(w, batch);
         std::deque<std::uint64_t> orphans = std::move(w.in_flight);
         close_worker(w);
         live_.erase(id);
         batch.exited.push_back(pid);
         if (workers_ > 0) --workers_;
-        if (!expected && !broken_) {
+        if (one_job) {
+            if ((!shutdown_ || !queue_.empty()) && workers_ < max_workers_) {
+                ++workers_;
+                ++batch.start_workers;
+            }
+        } else if (!expected && !broken_) {
             for (auto tag : orphans) batch.lost.push_back(tag);
             break_locked(BreakCause::WorkerDied,
                          "A process in the process pool was terminated abruptly while the future "
@@ -769,6 +869,7 @@ private:
 
     void break_locked(BreakCause cause, const std::string& why, ProcessBatch& batch) {
         broken_ = true;
+        timeouts_.clear();
         batch.broken = cause;
         batch.broken_reason = why;
         for (Job& job : queue_) {
@@ -813,12 +914,14 @@ private:
         auto patience = patience_locked();
         auto next = never;
         for (auto& [id, w] : live_) {
-            if (w.in_flight.size() < 2 || !w.reading || w.stop_sent) continue;
+            if (w.in_flight.size() < 2 || !w.reading || w.stop_sent || w.victim) continue;
             // Behind the running job: those whose frames are kept and not asked back yet.
             std::vector<std::uint64_t> behind;
             for (std::size_t i = 1; i < w.in_flight.size(); ++i) {
                 std::uint64_t tag = w.in_flight[i];
-                if (w.held.count(tag) && std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end())
+                auto held = w.held.find(tag);
+                if (held != w.held.end() && held->second.attachments.empty() &&
+                    std::find(w.revoking.begin(), w.revoking.end(), tag) == w.revoking.end())
                     behind.push_back(tag);
             }
             if (behind.empty()) continue;
@@ -834,6 +937,48 @@ private:
         return next;
     }
 
+    // The worker running `tag` now (Ready, first in flight, not being stopped), or nullptr.
+    Worker* worker_running_locked(std::uint64_t tag) {
+        for (auto& [id, w] : live_)
+            if (w.ready && !w.victim && !w.in_flight.empty() && w.in_flight.front() == tag) return &w;
+        return nullptr;
+    }
+
+    // Kills `w` for the job it runs now; its exit (pidfd) ends that job (see "Stopping one job").
+    void stop_worker_locked(Worker& w, StopCause cause) {
+        w.victim = w.in_flight.front();
+        w.victim_cause = cause;
+        ::kill(w.pid, SIGKILL);
+    }
+
+    // Stops the workers whose running job is past its deadline (its timeout from when it
+    // started); returns the next deadline (time_point::max() if none).
+    std::chrono::steady_clock::time_point enforce_deadlines_locked() {
+        auto next = std::chrono::steady_clock::time_point::max();
+        if (timeouts_.empty() || broken_) return next;
+        auto now = std::chrono::steady_clock::now();
+        for (auto& [id, w] : live_) {
+            if (!w.ready || w.victim || w.in_flight.empty()) continue;
+            auto timeout = timeouts_.find(w.in_flight.front());
+            if (timeout == timeouts_.end()) continue;
+            auto deadline = w.busy_since + timeout->second;
+            if (now >= deadline) stop_worker_locked(w, StopCause::TimedOut);
+            else next = std::min(next, deadline);
+        }
+        return next;
+    }
+
+    // The exit status of an exited, not yet reaped child, as multiprocessing reports it (-N for
+    // signal N); false when it is not this process's child (a forkserver's). WNOWAIT: the owner
+    // reaps it.
+    static bool exit_code_of(int pid, int& code) {
+        siginfo_t info{};
+        if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid)
+            return false;
+        code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+        return true;
+    }
+
     // Workers of a broken pool still there kKillGrace after their SIGTERM.
     void kill_stragglers_locked() {
         if (std::chrono::steady_clock::now() < kill_at_) return;
@@ -843,6 +988,7 @@ private:
     const std::size_t max_workers_;
     const bool start_all_;
     const int max_tasks_per_child_;
+    const bool replace_dead_;
     const std::size_t max_in_flight_;
     int wake_fd_ = -1;
     int epoll_fd_ = -1;
@@ -863,8 +1009,13 @@ private:
     std::map<std::uint32_t, Worker> live_;  // the manager thread's (dispatch_locked too)
     bool retry_dispatch_ = false;            // the manager thread's: a start was Busy
     double service_ns_ = -1;                 // recent service time per job (mu_); -1: none yet
-    // The manager thread's: when revoke_stranded_locked() wants to look again.
+    bool keep_frames_;                       // (mu_) keep every frame in flight: jobs may be stopped
+    // (mu_) The timeouts of timed jobs not yet answered, stopped or lost, by job id.
+    std::unordered_map<std::uint64_t, std::chrono::nanoseconds> timeouts_;
+    // The manager thread's: when revoke_stranded_locked() and enforce_deadlines_locked() want to
+    // look again.
     std::chrono::steady_clock::time_point revoke_at_ = std::chrono::steady_clock::time_point::max();
+    std::chrono::steady_clock::time_point deadline_at_ = std::chrono::steady_clock::time_point::max();
     std::uint32_t next_id_ = 0;
 };
 

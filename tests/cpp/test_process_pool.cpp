@@ -33,6 +33,7 @@ enum class Behaviour {
     AnswersBeforeGivingBack,  // answers "hold" only once a Revoke came, then gives back (raw frames)
     SlowStart,             // echoes, but announces Ready only 300 ms after it started
     ReadyTwice,            // announces Ready twice
+    DiesBeforeReady,       // exits before Ready, as after a failing initializer
 };
 
 // A worker speaking the protocol by hand, to order frames as a real one only does by chance: it
@@ -104,6 +105,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
     IncomingFrame f;
     std::string err;
     if (behaviour == Behaviour::SlowStart) std::this_thread::sleep_for(300ms);  // an initializer
+    if (behaviour == Behaviour::DiesBeforeReady) ::_exit(1);
     end.announce_ready(err);
     if (behaviour == Behaviour::ReadyTwice) end.announce_ready(err);
     while (end.recv(f, err) == WorkerEnd::Recv::Frame) {
@@ -128,6 +130,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
             case Behaviour::AnswersUnknownJob: f.tag += 1000; break;
             case Behaviour::AnswersBeforeGivingBack: break;  // (served above)
             case Behaviour::ReadyTwice: break;
+            case Behaviour::DiesBeforeReady: break;
             case Behaviour::HugeHeader: {
                 // As a task writing into its worker's socket: the real answer follows, swallowed.
                 FrameHeader h{kFrameMagic, 3, 0, f.tag, std::uint64_t{0xFFFFFFF0}};
@@ -173,10 +176,16 @@ struct Recorder final : ProcessPoolHooks {
     std::vector<int> exited;
     BreakCause cause = BreakCause::None;
     std::string broken;
+    std::vector<StoppedJob> stopped;
     int throw_in_delivery = -1;  // deliver() throws on this call (0-based), to test Internal
     int deliveries = 0;
+    // Replacement workers cannot be forked here (threads run): the pool hears they failed.
+    ProcessPool* pool = nullptr;
     void deliver(ProcessBatch& b) override {
+        if (pool)
+            for (std::size_t i = 0; i < b.start_workers; ++i) pool->worker_start_failed();
         std::lock_guard<std::mutex> g(mu);
+        stopped.insert(stopped.end(), b.stopped.begin(), b.stopped.end());
         for (auto& f : b.answers) results.emplace_back(f.payload.view());
         lost.insert(lost.end(), b.lost.begin(), b.lost.end());
         exited.insert(exited.end(), b.exited.begin(), b.exited.end());
@@ -189,10 +198,24 @@ struct Recorder final : ProcessPoolHooks {
     }
 };
 
-ProcessPool::Job job(std::uint64_t tag, std::string payload) {
+ProcessPool::Job job(std::uint64_t tag, std::string payload, std::chrono::nanoseconds timeout = 0ns) {
     ProcessPool::Job j;
     j.frame = OutgoingFrame::make(FrameKind::Task, tag, std::move(payload));
+    j.timeout = timeout;
     return j;
+}
+
+// Waits (at most 20 s) until `done()` holds under the recorder's lock.
+template <class Done>
+void wait_until(Recorder& rec, Done&& done) {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    for (;;) {
+        {
+            std::lock_guard<std::mutex> g(rec.mu);
+            if (done() || std::chrono::steady_clock::now() > deadline) return;
+        }
+        std::this_thread::sleep_for(1ms);
+    }
 }
 
 // Starts `n` workers (before any thread exists: forking a threaded process is unsafe).
@@ -224,8 +247,10 @@ void run_broken_by(Behaviour b, Recorder& rec, std::chrono::milliseconds* took =
 // On a 2-worker pool of `b` workers: 40 short jobs (after which jobs are sent ahead), then
 // `long_job`, then 12 short ones, waiting for every answer (at most 20 s), then shutdown.
 // Returns whether the pool was broken before shutdown.
-bool run_long_then_short(Behaviour b, const char* long_job, Recorder& rec) {
+bool run_long_then_short(Behaviour b, const char* long_job, Recorder& rec,
+                         std::chrono::nanoseconds long_timeout = 0ns) {
     ProcessPool pool(2, true, -1);
+    rec.pool = &pool;
     start_workers(pool, 2, b);
     std::thread manager([&] { pool.run(rec); });
     auto answered = [&] {
@@ -236,9 +261,11 @@ bool run_long_then_short(Behaviour b, const char* long_job, Recorder& rec) {
     for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-    pool.submit(job(tag++, long_job));
+    pool.submit(job(tag++, long_job, long_timeout));
     for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
-    while (answered() < 53 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    std::size_t want = long_timeout.count() ? 52 : 53;
+    while (answered() < want && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    if (long_timeout.count()) wait_until(rec, [&] { return !rec.stopped.empty(); });
     bool broken = pool.is_broken();
     pool.shutdown(false);
     manager.join();
@@ -254,6 +281,90 @@ TEST_SUITE("ProcessPool") {
         REQUIRE(rec.results.size() == 53);
         CHECK(rec.results.back() == "sleep:1500");  // every short job ran on the other worker
         CHECK(rec.lost.empty());
+    }
+
+    TEST_CASE("a job past its timeout has its worker killed; the jobs sent ahead to it run elsewhere") {
+        Recorder rec;
+        auto t0 = std::chrono::steady_clock::now();
+        CHECK_FALSE(run_long_then_short(Behaviour::Echo, "sleep:10000", rec, 300ms));
+        CHECK(std::chrono::steady_clock::now() - t0 < 8s);
+        CHECK(rec.results.size() == 52);  // every other job answered, none lost
+        CHECK(rec.lost.empty());
+        CHECK(rec.broken.empty());
+        REQUIRE(rec.stopped.size() == 1);
+        CHECK(rec.stopped[0].tag == 41);
+        CHECK(rec.stopped[0].cause == StopCause::TimedOut);
+        CHECK(rec.stopped[0].exitcode == -SIGKILL);
+    }
+
+    TEST_CASE("a timed job answered in time is not stopped, and its clock starts when it starts") {
+        ProcessPool pool(1, true, -1);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::SlowStart);  // Ready after 300 ms
+        std::thread manager([&] { pool.run(rec); });
+        pool.submit(job(1, "sleep:200", 400ms));  // would time out if counted from the submit
+        pool.submit(job(2, "sleep:10", 400ms));
+        wait_until(rec, [&] { return rec.results.size() + rec.stopped.size() == 2; });
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.results == std::vector<std::string>{"sleep:200", "sleep:10"});
+        CHECK(rec.stopped.empty());
+    }
+
+    TEST_CASE("stop_running() kills the worker of a running job only") {
+        ProcessPool pool(2, true, -1);
+        Recorder rec;
+        rec.pool = &pool;
+        pool.keep_frames();
+        start_workers(pool, 2, Behaviour::Echo);
+        std::thread manager([&] { pool.run(rec); });
+        pool.submit(job(1, "sleep:10000"));
+        auto deadline = std::chrono::steady_clock::now() + 10s;
+        while (pool.running().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        CHECK_FALSE(pool.stop_running(2));  // not a running job
+        CHECK(pool.stop_running(1));
+        for (std::uint64_t i = 2; i <= 6; ++i) pool.submit(job(i, "after"));
+        wait_until(rec, [&] { return rec.results.size() == 5 && rec.stopped.size() == 1; });
+        pool.shutdown(false);
+        manager.join();
+        REQUIRE(rec.stopped.size() == 1);
+        CHECK(rec.stopped[0].tag == 1);
+        CHECK(rec.stopped[0].cause == StopCause::Cancelled);
+        CHECK(rec.results.size() == 5);
+        CHECK(rec.broken.empty());
+    }
+
+    TEST_CASE("replace_dead_workers: a worker dying fails its running job only") {
+        ProcessPool pool(2, true, -1, /*replace_dead_workers=*/true);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::CrashOnFirstTask);
+        start_workers(pool, 1, Behaviour::Echo);
+        std::thread manager([&] { pool.run(rec); });
+        for (std::uint64_t i = 1; i <= 8; ++i) pool.submit(job(i, "x"));
+        wait_until(rec, [&] { return rec.results.size() + rec.stopped.size() == 8; });
+        pool.shutdown(false);
+        manager.join();
+        REQUIRE(rec.stopped.size() == 1);
+        CHECK(rec.stopped[0].cause == StopCause::WorkerDied);
+        CHECK(rec.stopped[0].exitcode == 3);
+        CHECK(rec.results.size() == 7);
+        CHECK(rec.lost.empty());
+        CHECK(rec.broken.empty());
+    }
+
+    TEST_CASE("replace_dead_workers: a worker dying before Ready (its initializer) still breaks the pool") {
+        ProcessPool pool(1, true, -1, /*replace_dead_workers=*/true);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::DiesBeforeReady);
+        pool.submit(job(1, "x"));
+        std::thread manager([&] { pool.run(rec); });
+        manager.join();
+        CHECK(rec.cause == BreakCause::WorkerDied);
+        CHECK(rec.lost == std::vector<std::uint64_t>{1});
+        CHECK(rec.stopped.empty());
     }
 
     TEST_CASE("a job sent to a worker still starting runs from when the worker is ready") {

@@ -1,0 +1,262 @@
+"""cfutures' opt-in process-pool features beyond the stdlib: task_timeout (and options()),
+on_worker_death="replace". cfutures only: the stdlib has none of these."""
+
+import concurrent.futures
+import concurrent.futures.process
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+
+import pytest
+
+import cfutures
+from conftest import ProcessExecutorFactory, _child_pids
+from process_helpers import (  # noqa: E402  (importable by spawned workers, see conftest)
+    exits, getpid, hard_exit, init_fails, kill_self, make_bytes, mul, sleep_and_return,
+    sleep_then_write)
+
+BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
+
+
+@pytest.fixture(params=["forkserver", "spawn", "fork"])
+def cf_process(request):
+    factory = ProcessExecutorFactory(cfutures, request.param)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def cf_forkserver():
+    factory = ProcessExecutorFactory(cfutures, "forkserver")
+    yield factory
+    factory.close()
+
+
+def shm_entries():
+    try:
+        return set(os.listdir("/dev/shm"))
+    except OSError:
+        return set()
+
+
+# --- the names ---------------------------------------------------------------------------------
+
+def test_new_names_are_cfutures_attributes_only():
+    assert issubclass(cfutures.WorkerDied, BrokenProcessPool)
+    assert not issubclass(cfutures.TaskTimeout, TimeoutError)
+    for name in ("TaskTimeout", "WorkerDied"):
+        assert name not in cfutures.__all__
+        assert not hasattr(concurrent.futures, name)
+
+
+def test_worker_died_pickles_with_its_exit_code():
+    e = pickle.loads(pickle.dumps(cfutures.WorkerDied("gone", -9)))
+    assert (type(e), e.args, e.exitcode) == (cfutures.WorkerDied, ("gone",), -9)
+
+
+def test_bad_options(cf_forkserver):
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="task_timeout"):
+            cf_forkserver(1, task_timeout=bad)
+    with pytest.raises(TypeError, match="task_timeout"):
+        cf_forkserver(1, task_timeout="1")
+    with pytest.raises(ValueError, match="on_worker_death"):
+        cf_forkserver(1, on_worker_death="ignore")
+    ex = cf_forkserver(1)
+    with pytest.raises(ValueError, match="task_timeout"):
+        ex.options(task_timeout=0)
+
+
+def test_defaults_keep_the_stdlib_behaviour(cf_forkserver):
+    ex = cf_forkserver(2)
+    assert ex.submit(sleep_and_return, 0.5, 1).result(timeout=60) == 1
+    with pytest.raises(BrokenProcessPool) as info:
+        ex.submit(kill_self, signal.SIGKILL).result(timeout=60)
+    assert type(info.value) is BrokenProcessPool
+
+
+def test_without_mp_context_the_pool_does_not_fork_replacements():
+    with cfutures.ProcessPoolExecutor(1, task_timeout=30) as ex:
+        assert ex._mp_context.get_start_method() != "fork"
+    with cfutures.ProcessPoolExecutor(1, on_worker_death="replace") as ex:
+        assert ex._mp_context.get_start_method() != "fork"
+
+
+# --- task_timeout ------------------------------------------------------------------------------
+
+def test_a_task_past_its_timeout_is_stopped_and_the_pool_goes_on(cf_process, tmp_path):
+    ex = cf_process(2, task_timeout=1)
+    ex.submit(mul, 1, 1).result(timeout=60)  # workers started
+    marker = tmp_path / "ran"
+    t0 = time.monotonic()
+    stuck = ex.submit(sleep_then_write, 30, str(marker))
+    with pytest.raises(cfutures.TaskTimeout):
+        stuck.result(timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert not marker.exists()  # its worker was killed, not left running
+    assert [ex.submit(mul, i, 2).result(timeout=60) for i in range(4)] == [0, 2, 4, 6]
+
+
+def test_the_clock_starts_when_the_task_starts(cf_forkserver):
+    # One worker: each task waits for the one before it, longer than the timeout, and is not
+    # stopped for that.
+    ex = cf_forkserver(1, task_timeout=1.5)
+    fs = [ex.submit(sleep_and_return, 0.6, i) for i in range(4)]
+    assert [f.result(timeout=60) for f in fs] == [0, 1, 2, 3]
+
+
+def test_tasks_sent_ahead_to_a_stopped_worker_run_normally(cf_forkserver):
+    ex = cf_forkserver(1)
+    # Many quick tasks first, so that the pool sends tasks ahead to its worker.
+    assert sum(ex.map(mul, range(200), range(200))) == sum(i * i for i in range(200))
+    timed = ex.options(task_timeout=0.5)
+    stuck = timed.submit(sleep_and_return, 30, "late")
+    behind = [ex.submit(mul, i, 3) for i in range(20)]
+    with pytest.raises(cfutures.TaskTimeout):
+        stuck.result(timeout=60)
+    assert [f.result(timeout=60) for f in behind] == [i * 3 for i in range(20)]
+
+
+def test_a_timeout_racing_completion_gives_exactly_one_outcome(cf_forkserver):
+    ex = cf_forkserver(2)
+    timed = ex.options(task_timeout=0.05)
+    fs = [timed.submit(sleep_and_return, 0.04 + (i % 5) * 0.005, i) for i in range(60)]
+    outcomes = {"result": 0, "timeout": 0}
+    for i, f in enumerate(fs):
+        try:
+            assert f.result(timeout=60) == i
+            outcomes["result"] += 1
+        except cfutures.TaskTimeout:
+            outcomes["timeout"] += 1
+        assert f.done() and not f.cancelled()
+    assert sum(outcomes.values()) == 60
+    assert ex.submit(mul, 2, 2).result(timeout=60) == 4
+
+
+def test_many_timeouts_leak_no_worker_zombie_or_shm(cf_forkserver):
+    shm_before = shm_entries()
+    ex = cf_forkserver(2, task_timeout=0.1)
+    big = make_bytes(1 << 20)  # travels as an attachment (a memfd, not /dev/shm)
+    fs = [ex.submit(sleep_and_return, 10, i) for i in range(12)]
+    fs += [ex.submit(sleep_and_return, 10, big) for _ in range(4)]
+    for f in fs:
+        with pytest.raises(cfutures.TaskTimeout):
+            f.result(timeout=60)
+    assert len(ex._processes) <= 2
+    ex.shutdown(wait=True)
+    deadline = time.monotonic() + 10
+    # Reaped: no zombie child either (live_processes() leaves zombies out, so look for them).
+    while time.monotonic() < deadline and _zombie_children():
+        time.sleep(0.05)
+    assert _zombie_children() == set()
+    assert shm_entries() <= shm_before
+
+
+def _zombie_children():
+    zombies = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] == "Z":
+                zombies.add(int(entry))
+    return zombies
+
+
+def test_options_map_times_each_chunk_and_keeps_maps_own_timeout(cf_forkserver):
+    ex = cf_forkserver(2)
+    timed = ex.options(task_timeout=5)
+    assert list(timed.map(mul, range(10), range(10), chunksize=3)) == [i * i for i in range(10)]
+    # Chunks of 2 tasks of 0.4 s: each chunk takes 0.8 s, past its 0.6 s.
+    with pytest.raises(cfutures.TaskTimeout):
+        list(ex.options(task_timeout=0.6).map(sleep_and_return, [0.4] * 4, range(4), chunksize=2))
+    # map()'s own timeout is the stdlib's: a TimeoutError for the whole iteration.
+    with pytest.raises(TimeoutError):
+        list(timed.map(sleep_and_return, [3], [1], timeout=0.2))
+
+
+def test_timeouts_while_map_buffersize_streams(cf_forkserver):
+    ex = cf_forkserver(2)
+    consumed = []
+
+    def inputs():
+        for i in range(12):
+            consumed.append(i)
+            yield i
+
+    timed = ex.options(task_timeout=0.5)
+    it = timed.map(sleep_and_return, [0.01 if i != 5 else 10 for i in range(12)], inputs(),
+                   buffersize=3)
+    got = []
+    with pytest.raises(cfutures.TaskTimeout):
+        for x in it:
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]
+    assert len(consumed) <= 5 + 3 + 1  # the buffer bounded how far the input was read
+
+
+def test_the_view_does_not_keep_the_executor_alive(cf_forkserver):
+    ex = cf_forkserver(1)
+    view = ex.options(task_timeout=5)
+    assert view.submit(mul, 3, 3).result(timeout=60) == 9
+    assert view._max_workers == 1  # the executor's attributes read through
+    assert "task_timeout=5" in repr(view)
+
+
+def test_shutdown_wait_false_with_timed_tasks(cf_forkserver):
+    ex = cf_forkserver(2, task_timeout=0.5)
+    fs = [ex.submit(sleep_and_return, 10, 0), ex.submit(sleep_and_return, 0.1, 1)]
+    time.sleep(0.2)
+    ex.shutdown(wait=False)
+    with pytest.raises(cfutures.TaskTimeout):
+        fs[0].result(timeout=60)
+    assert fs[1].result(timeout=60) == 1
+
+
+# --- on_worker_death="replace" -----------------------------------------------------------------
+
+@pytest.mark.parametrize("how,exitcode", [
+    ((kill_self, signal.SIGKILL), -signal.SIGKILL),
+    ((kill_self, signal.SIGSEGV), -signal.SIGSEGV),
+    ((hard_exit,), 7),
+], ids=["sigkill", "segfault", "os_exit"])
+def test_a_dying_worker_fails_only_its_task(cf_process, how, exitcode):
+    ex = cf_process(2, on_worker_death="replace")
+    before = ex.submit(getpid).result(timeout=60)
+    others = [ex.submit(sleep_and_return, 0.3, i) for i in range(6)]
+    with pytest.raises(cfutures.WorkerDied) as info:
+        ex.submit(*how).result(timeout=60)
+    assert info.value.exitcode == exitcode
+    assert isinstance(info.value, BrokenProcessPool)
+    assert [f.result(timeout=60) for f in others] == list(range(6))
+    assert ex.submit(mul, 6, 7).result(timeout=60) == 42
+    assert before is not None
+
+
+def test_replace_with_max_tasks_per_child(cf_forkserver):
+    ex = cf_forkserver(2, on_worker_death="replace", max_tasks_per_child=2)
+    pids = {ex.submit(getpid).result(timeout=60) for _ in range(6)}
+    assert len(pids) >= 3
+    with pytest.raises(cfutures.WorkerDied):
+        ex.submit(kill_self, signal.SIGKILL).result(timeout=60)
+    assert [ex.submit(mul, i, i).result(timeout=60) for i in range(5)] == [i * i for i in range(5)]
+
+
+def test_replace_still_breaks_on_a_failing_initializer(cf_forkserver):
+    ex = cf_forkserver(1, on_worker_death="replace", initializer=init_fails)
+    with pytest.raises(BrokenProcessPool) as info:
+        ex.submit(mul, 1, 1).result(timeout=60)
+    assert not isinstance(info.value, cfutures.WorkerDied)
+
+
+def test_system_exit_in_a_task_is_its_exception_not_a_death(cf_forkserver):
+    ex = cf_forkserver(1, on_worker_death="replace")
+    with pytest.raises(SystemExit):
+        ex.submit(exits).result(timeout=60)
+    assert ex.submit(mul, 2, 5).result(timeout=60) == 10
