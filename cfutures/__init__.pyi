@@ -14,6 +14,8 @@ from ._base import (
 )
 
 from .process import ProcessPoolExecutor as ProcessPoolExecutor
+from .process import TaskTimeout as TaskTimeout
+from .process import WorkerDied as WorkerDied
 from .thread import ThreadPoolExecutor as ThreadPoolExecutor
 
 __version__: str

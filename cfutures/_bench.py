@@ -159,6 +159,13 @@ def process_submit_result(impl, n):
         return _submit_and_wait(ex, n)
 
 
+def process_submit_result_timed(impl, n):
+    """process_submit_result with cfutures giving each task a 60 s task_timeout (the stdlib has
+    none): the cost of a deadline per task, read against the row above."""
+    with _module(impl).ProcessPoolExecutor(2) as ex:
+        return _submit_and_wait(ex if impl == "stdlib" else ex.options(task_timeout=60), n)
+
+
 def process_round_trip(impl, n):
     """submit -> result latency on a 1-process pool (seconds per round trip)."""
     with _module(impl).ProcessPoolExecutor(1) as ex:
@@ -298,6 +305,8 @@ WORKLOADS = [
      False, None),
     ("process submit+result of no-op tasks, 2 workers", process_submit_result, 20_000, 3_000,
      "tasks/s", True, 5.0),
+    ("process submit+result, cfutures with task_timeout=60 each, 2 workers",
+     process_submit_result_timed, 20_000, 3_000, "tasks/s", True, None),
     ("process round trip, 1 worker", process_round_trip, 2_000, 300, "us", False, 4.0),
     ("process map(chunksize=1000), 2 workers", process_map_chunks, 200_000, 50_000, "items/s",
      True, 2.0),

@@ -3,16 +3,35 @@ import concurrent.futures.process
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool as BrokenProcessPool
 from multiprocessing.context import BaseContext
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, TypeVar
 
-from ._base import Executor
+from ._base import Executor, Future
+
+_T = TypeVar("_T")
+
+class TaskTimeout(Exception): ...
+
+class WorkerDied(BrokenProcessPool):
+    exitcode: int | None
+    def __init__(self, message: str, exitcode: int | None = None) -> None: ...
+
+class _ExecutorOptions:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]: ...
+    def map(
+        self, fn: Callable[..., _T], *iterables: Iterable[Any], timeout: float | None = None,
+        chunksize: int = 1, buffersize: int | None = None,
+    ) -> Iterator[_T]: ...
+    def __getattr__(self, name: str) -> Any: ...
 
 class ProcessPoolExecutor(Executor, concurrent.futures.process.ProcessPoolExecutor):
     def __init__(
         self, max_workers: int | None = None, mp_context: BaseContext | None = None,
         initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (), *,
-        max_tasks_per_child: int | None = None,
+        max_tasks_per_child: int | None = None, task_timeout: float | None = None,
+        on_worker_death: Literal["break", "replace"] = "break",
     ) -> None: ...
+    def options(self, *, task_timeout: float | None = None) -> _ExecutorOptions: ...
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
     def terminate_workers(self) -> None: ...
     def kill_workers(self) -> None: ...

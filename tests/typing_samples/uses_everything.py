@@ -38,6 +38,13 @@ def main() -> None:
         run(px)
         px.terminate_workers()
         px.kill_workers()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             task_timeout=30.0, on_worker_death="replace") as tx:
+        timed = tx.options(task_timeout=10)
+        five: int = timed.submit(square, 2).result() + sum(timed.map(square, [1], chunksize=1))
+        assert five == 5
+    extras: tuple[type[BaseException], ...] = (cfutures.TaskTimeout, cfutures.WorkerDied)
+    assert extras
     plain: concurrent.futures.Future[int] = Future()
     plain.set_result(1)
     assert isinstance(plain, concurrent.futures.Future)
