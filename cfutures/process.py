@@ -27,6 +27,8 @@ Beyond the stdlib, opt-in (keyword-only arguments after the stdlib's):
     TaskTimeout. Deadlines are kept by the native manager loop.
   * on_worker_death="replace": a worker that dies once started fails only the task it was
     running, with WorkerDied (a BrokenProcessPool); the pool replaces it and goes on.
+  * cancel_running=True: Future.cancel() on a running task stops it (its worker is killed and
+    replaced) and returns True; the future ends CANCELLED.
   Either way the tasks sent ahead to the stopped worker are dispatched again, not failed.
 """
 
@@ -343,7 +345,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
 
     def __init__(self, max_workers=None, mp_context=None,
                  initializer=None, initargs=(), *, max_tasks_per_child=None,
-                 task_timeout=None, on_worker_death="break"):
+                 task_timeout=None, cancel_running=False, on_worker_death="break"):
         """Initializes a new ProcessPoolExecutor instance.
 
         Args:
@@ -365,6 +367,12 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 its worker starts it. A task running longer has its worker killed and
                 replaced, and its future fails with cfutures.TaskTimeout; the tasks
                 sent ahead to that worker run on. None (the default): no limit.
+            cancel_running: (cfutures, opt-in) If true, Future.cancel() on a running
+                task stops it: its worker is killed and replaced, cancel() returns True
+                and the future ends CANCELLED (callbacks and waiters fire as for any
+                cancel). A task sent ahead to a worker and not started is taken back.
+                If its result arrives first, cancel() returns False, as for a
+                finished future.
             on_worker_death: (cfutures, opt-in) "break" (the default, the stdlib's
                 behaviour): a worker that dies breaks the pool. "replace": it fails
                 only the task it was running, with cfutures.WorkerDied, and is
@@ -378,7 +386,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         if mp_context is None:
             if max_tasks_per_child is not None:
                 mp_context = mp.get_context("spawn")
-            elif ((task_timeout is not None or on_worker_death == "replace")
+            elif ((task_timeout is not None or cancel_running or on_worker_death == "replace")
                   and mp.get_start_method() == "fork"):
                 # Replacement workers are started while the pool's threads run: not by fork
                 # (as the stdlib chooses spawn for max_tasks_per_child).
@@ -405,7 +413,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
         self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child)
         super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host,
-                         task_timeout, on_worker_death == "replace")
+                         task_timeout, on_worker_death == "replace", bool(cancel_running))
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer

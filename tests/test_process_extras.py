@@ -260,3 +260,100 @@ def test_system_exit_in_a_task_is_its_exception_not_a_death(cf_forkserver):
     with pytest.raises(SystemExit):
         ex.submit(exits).result(timeout=60)
     assert ex.submit(mul, 2, 5).result(timeout=60) == 10
+
+
+# --- cancel_running ----------------------------------------------------------------------------
+
+def wait_running(f, limit=30):
+    deadline = time.monotonic() + limit
+    while not f.running() and not f.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.running()
+
+
+def test_cancel_running_stops_the_task_and_fires_callbacks_and_waiters(cf_process, tmp_path):
+    ex = cf_process(2, cancel_running=True)
+    marker = tmp_path / "ran"
+    f = ex.submit(sleep_then_write, 3, str(marker))
+    seen = []
+    f.add_done_callback(lambda fut: seen.append(fut.cancelled()))
+    waiter = cfutures.as_completed([f], timeout=60)
+    stdlib_waited = []
+    import threading
+    t = threading.Thread(target=lambda: stdlib_waited.append(
+        concurrent.futures.wait([f], timeout=60)))
+    t.start()
+    wait_running(f)
+    assert f.cancel() is True
+    assert f.cancelled() and f.done()
+    with pytest.raises(concurrent.futures.CancelledError):
+        f.result(timeout=1)
+    assert seen == [True]
+    assert next(waiter) is f
+    t.join(60)
+    assert len(stdlib_waited[0].done) == 1
+    assert f.cancel() is True  # cancelled already
+    time.sleep(3.5)
+    assert not marker.exists()  # stopped, not left running
+    assert ex.submit(mul, 3, 4).result(timeout=60) == 12
+
+
+def test_without_cancel_running_a_running_task_cannot_be_cancelled(cf_forkserver):
+    ex = cf_forkserver(1)
+    f = ex.submit(sleep_and_return, 0.5, 1)
+    wait_running(f)
+    assert f.cancel() is False
+    assert f.result(timeout=60) == 1
+
+
+def test_cancel_of_a_finished_task_is_refused(cf_forkserver):
+    ex = cf_forkserver(1, cancel_running=True)
+    f = ex.submit(mul, 2, 2)
+    assert f.result(timeout=60) == 4
+    assert f.cancel() is False
+    assert f.result() == 4
+
+
+def test_cancel_racing_completion_gives_exactly_one_outcome(cf_forkserver):
+    ex = cf_forkserver(2, cancel_running=True)
+    fs = [ex.submit(sleep_and_return, 0.02 * (i % 4), i) for i in range(40)]
+    results = {}
+    for i, f in enumerate(fs):
+        time.sleep(0.01)
+        cancelled = f.cancel()
+        if cancelled:
+            assert f.cancelled()
+            with pytest.raises(concurrent.futures.CancelledError):
+                f.result(timeout=60)
+        else:
+            results[i] = f.result(timeout=60)
+            assert results[i] == i
+    assert ex.submit(mul, 5, 5).result(timeout=60) == 25
+
+
+def test_cancelling_tasks_sent_ahead_leaves_the_others_alone(cf_forkserver):
+    ex = cf_forkserver(1, cancel_running=True)
+    assert sum(ex.map(mul, range(200), range(200))) == sum(i * i for i in range(200))
+    first = ex.submit(sleep_and_return, 0.5, "first")
+    behind = [ex.submit(sleep_and_return, 0.01, i) for i in range(10)]
+    wait_running(first)
+    cancelled = [f for f in behind[::2] if f.cancel()]
+    assert all(f.cancelled() for f in cancelled)
+    assert first.result(timeout=60) == "first"
+    for i, f in enumerate(behind):
+        if f not in cancelled:
+            assert f.result(timeout=60) == i
+
+
+def test_cancel_while_map_buffersize_streams(cf_forkserver):
+    # A running task cancelled (its worker killed) while a map streams on the same workers: the
+    # map's tasks sent to that worker run again elsewhere, and the map yields every item.
+    ex = cf_forkserver(2, cancel_running=True)
+    assert sum(ex.map(mul, range(100), range(100))) == sum(i * i for i in range(100))
+    it = ex.map(sleep_and_return, [0.02] * 60, range(60), buffersize=6)
+    got = [next(it) for _ in range(5)]
+    victim = ex.submit(sleep_and_return, 30, "victim")
+    wait_running(victim)
+    assert victim.cancel() is True
+    got += list(it)
+    assert got == list(range(60))

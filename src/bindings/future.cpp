@@ -241,9 +241,22 @@ bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc) {
     return take_and_run_callbacks(f, self);
 }
 
+namespace {
+std::atomic<RunningStopper> g_running_stopper{nullptr};
+}
+
+void set_running_stopper(RunningStopper stopper) { g_running_stopper.store(stopper); }
+
 bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
     switch (f.cancel()) {
-        case core::CancelOutcome::Refused: *cancelled = false; return true;
+        case core::CancelOutcome::Refused: {
+            RunningStopper stop = g_running_stopper.load(std::memory_order_acquire);
+            *cancelled = stop && f.state() == core::FutureState::Running && stop(f, self) &&
+                         f.cancel_running();
+            if (!*cancelled) return true;
+            tell_stdlib_waiters(f, self);
+            return take_and_run_callbacks(f, self);
+        }
         case core::CancelOutcome::AlreadyCancelled: *cancelled = true; return true;
         case core::CancelOutcome::Cancelled: break;
     }

@@ -60,6 +60,11 @@ py::object new_future();
 bool future_set_result(PyFuture& f, PyObject* self, PyObject* value);
 bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc);
 bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled);
+// How cancel() reaches the pool running a RUNNING future (process pools made with
+// cancel_running=True): returns true when the pool stops the call, which it no longer reports;
+// the future is then cancelled. Installed once by the process pool. GIL held.
+using RunningStopper = bool (*)(PyFuture& f, PyObject* self);
+void set_running_stopper(RunningStopper stopper);
 // set_running_or_notify_cancel() with the stdlib's side effects (its waiters told of a notified
 // cancellation). GIL held.
 core::StartOutcome future_start(PyFuture& f, PyObject* self);

@@ -23,6 +23,7 @@
 // taken except in submit (job table first, then the pool), never the other way round.
 #include <fcntl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <exception>
@@ -110,7 +111,19 @@ public:
         std::lock_guard<std::mutex> g(mu);
         std::uint64_t tag = next_++;
         jobs_.emplace(tag, e);
+        if (track_futures_) tag_of_.emplace(e.future, tag);
         return tag;
+    }
+    // From now on the table also maps each future to its job id (cancel_running).
+    void track_futures() {
+        std::lock_guard<std::mutex> g(mu);
+        track_futures_ = true;
+    }
+    // The id of the job whose future is `future`, or 0.
+    std::uint64_t tag_of(PyObject* future) {
+        std::lock_guard<std::mutex> g(mu);
+        auto it = tag_of_.find(future);
+        return it == tag_of_.end() ? 0 : it->second;
     }
     // The job's future (strong), or nullptr if it was reported already.
     PyObject* take(std::uint64_t tag) {
@@ -121,6 +134,7 @@ public:
             if (it == jobs_.end()) return nullptr;
             e = it->second;
             jobs_.erase(it);
+            tag_of_.erase(e.future);
         }
         Py_DECREF(e.call);
         return e.future;
@@ -134,6 +148,7 @@ public:
                 auto it = jobs_.find(tag);
                 if (it == jobs_.end()) continue;
                 taken.push_back(it->second);
+                tag_of_.erase(it->second.future);
                 jobs_.erase(it);
             }
         }
@@ -145,6 +160,7 @@ public:
             std::lock_guard<std::mutex> g(mu);
             for (auto& [tag, e] : jobs_) taken.push_back(e);
             jobs_.clear();
+            tag_of_.clear();
         }
         return futures_of(taken);
     }
@@ -187,6 +203,8 @@ private:
         return out;
     }
     std::unordered_map<std::uint64_t, Entry> jobs_;
+    std::unordered_map<PyObject*, std::uint64_t> tag_of_;  // only while track_futures_
+    bool track_futures_ = false;
     std::uint64_t next_ = 1;
 };
 
@@ -364,6 +382,11 @@ struct Hooks final : core::ProcessPoolHooks {
         PyFuture* f = as_future(fut);
         bool ok = true;
         try {
+            if (core::is_cancelled(f->state())) {
+                // Cancelled while running (cancel_running) just as its answer came: cancelled wins.
+                Py_DECREF(fut);
+                return;
+            }
             ok = answer.kind == core::FrameKind::Result ? future_set_result(*f, fut, value.ptr())
                                                         : future_set_exception(*f, fut, value.ptr());
         } catch (py::error_already_set& e) {
@@ -423,6 +446,42 @@ struct ProcessPoolHandle {
         }
     }
 };
+
+// The pools made with cancel_running=True, for Future.cancel() on a RUNNING future (which does
+// not know its pool): each is asked whether the future is one of its jobs. Guarded by
+// g_cancellable_mu; expired pools are dropped as they are met.
+std::mutex g_cancellable_mu;
+std::vector<std::weak_ptr<ProcShared>> g_cancellable;
+
+bool stop_running_future(PyFuture&, PyObject* self) {
+    std::vector<std::shared_ptr<ProcShared>> pools;
+    {
+        std::lock_guard<std::mutex> g(g_cancellable_mu);
+        auto expired = [](const std::weak_ptr<ProcShared>& p) { return p.expired(); };
+        g_cancellable.erase(std::remove_if(g_cancellable.begin(), g_cancellable.end(), expired), g_cancellable.end());
+        for (auto& p : g_cancellable)
+            if (auto shared = p.lock()) pools.push_back(std::move(shared));
+    }
+    for (auto& shared : pools) {
+        if (shared->inherited()) continue;
+        std::uint64_t tag = shared->jobs.tag_of(self);
+        if (!tag) continue;
+        std::vector<core::OutgoingFrame> released;  // dropped here, GIL held
+        if (!shared->pool.stop_job(tag, released)) return false;
+        // The pool will not report it: out of the table (the reference the table held goes).
+        Py_XDECREF(shared->jobs.take(tag));
+        return true;
+    }
+    return false;
+}
+
+void allow_cancel_running(const std::shared_ptr<ProcShared>& shared) {
+    shared->pool.keep_frames();
+    shared->jobs.track_futures();
+    std::lock_guard<std::mutex> g(g_cancellable_mu);
+    g_cancellable.push_back(shared);
+    set_running_stopper(&stop_running_future);
+}
 
 struct PyProcessExecutor {
     PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, Host host)
@@ -574,14 +633,16 @@ void register_process_pool(py::module_& m) {
     py::class_<PyProcessExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
     cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host,
-                        py::handle task_timeout, bool replace_dead_workers) {
+                        py::handle task_timeout, bool replace_dead_workers, bool cancel_running) {
                 auto* ex = new PyProcessExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
                                                  Host::of(host));
                 ex->handle.shared->task_timeout = timeout_of(task_timeout.ptr());
+                if (cancel_running) allow_cancel_running(ex->handle.shared);
                 return ex;
             }),
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
-            py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false)
+            py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false,
+            py::arg("cancel_running") = false)
         .def("_shutdown_pool", [](PyProcessExecutor& ex, bool cancel_futures) {
             ex.handle.shutdown(cancel_futures);
         }, py::arg("cancel_futures"))

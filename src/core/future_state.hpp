@@ -1,8 +1,9 @@
 // FutureCore: the state machine of one future, the list of waiters watching it, and edits.
 //
 //     PENDING --cancel()--> CANCELLED --set_running_or_notify_cancel()--> CANCELLED_AND_NOTIFIED
-//        |
-//        +--set_running_or_notify_cancel()--> RUNNING --finish()--> FINISHED
+//        |                                                                  ^
+//        +--set_running_or_notify_cancel()--> RUNNING --cancel_running()----+  (opt-in, see there)
+//        |                                       +------finish()--> FINISHED
 //        +--finish()-----------------------------------------------> FINISHED
 //
 // The outcome (result, exception, callbacks) belongs to the derived class, which stores it inside
@@ -98,6 +99,19 @@ public:
         state_.store(FutureState::Cancelled, std::memory_order_release);
         fire_locked(Completion::Cancelled, /*collective=*/false);
         return CancelOutcome::Cancelled;
+    }
+
+    // RUNNING -> CANCELLED_AND_NOTIFIED: the call was stopped by its pool (a process pool made
+    // with cancel_running=True; the stdlib never cancels a running call). Returns whether it
+    // did; on true the caller must run the done-callbacks.
+    bool cancel_running() {
+        std::unique_lock<SmallMutex> g(mu_, std::defer_lock);
+        lock_between_edits(g);
+        if (state_.load(std::memory_order_relaxed) != FutureState::Running) return false;
+        state_.store(FutureState::CancelledAndNotified, std::memory_order_release);
+        collective_at_ = ++clock_;
+        fire_locked(Completion::Cancelled, /*collective=*/true);
+        return true;
     }
 
     // `may_wait` false: returns Busy instead of waiting for another thread's edit (for callers

@@ -25,9 +25,9 @@
 // may ignore SIGTERM; nothing outlives its pool). run() returns once every worker is gone. The
 // manager thread never dies silently: whatever ends it has been reported through deliver().
 //
-// Stopping one job (opt-in: a job's timeout, cancel_running(), replace_dead_workers). The job a
-// worker runs is known (running()), so one job can end without breaking the pool: its worker
-// is sent SIGKILL (a task cannot be interrupted any other way), and when its exit is seen the
+// Stopping one job (opt-in: a job's timeout, stop_job() for cancel_running,
+// replace_dead_workers). The job a worker runs is known (running()), so one job can end without
+// breaking the pool: its worker is sent SIGKILL (a task cannot be interrupted any other way), and when its exit is seen the
 // job is reported in ProcessBatch::stopped with the cause, the jobs sent ahead to that worker go
 // back to the front of the queue (committed: their futures stay RUNNING) and a replacement is
 // started. The victim is the job that was running when the worker was stopped: if its answer
@@ -67,6 +67,7 @@
 #include <string>
 #include <system_error>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "future_state.hpp"
@@ -286,21 +287,48 @@ public:
         wake();
     }
 
-    // Stops the job `tag` if a worker runs it now: the worker is killed and the job reported
-    // stopped (StopCause::Cancelled) unless its answer beats the kill. Returns whether it ran.
-    bool stop_running(std::uint64_t tag) {
+    // Stops the job `tag`, dispatched and not answered yet (its future RUNNING), for
+    // cancel_running; returns false when the pool no longer has it (answered, lost). Where it is:
+    //   - running on a worker: the worker is killed (the job is reported stopped, Cancelled,
+    //     unless its answer beats the kill); the jobs sent ahead to it go again;
+    //   - given back and queued: it leaves the queue (its frame in `released`);
+    //   - sent ahead to a worker: it is asked back (Revoke) and dropped when it comes back;
+    //     should it start first (it has attachments, or the Revoke came late), its worker is
+    //     killed as above, and an answer that beats that is dropped.
+    bool stop_job(std::uint64_t tag, std::vector<OutgoingFrame>& released) {
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return false;
-            Worker* w = worker_running_locked(tag);
-            if (!w) return false;
-            stop_worker_locked(*w, StopCause::Cancelled);
+            timeouts_.erase(tag);
+            if (Worker* w = worker_running_locked(tag)) {
+                stop_worker_locked(*w, StopCause::Cancelled);
+            } else {
+                auto queued = std::find_if(queue_.begin(), queue_.end(),
+                                           [&](const Job& j) { return j.frame.tag == tag; });
+                if (queued != queue_.end()) {
+                    released.push_back(std::move(queued->frame));
+                    queue_.erase(queued);
+                    return true;
+                }
+                Worker* holder = nullptr;
+                for (auto& [id, w] : live_)
+                    if (std::find(w.in_flight.begin(), w.in_flight.end(), tag) != w.in_flight.end()) holder = &w;
+                if (!holder) return false;
+                dropped_.insert(tag);
+                auto held = holder->held.find(tag);
+                bool revocable = held != holder->held.end() && held->second.attachments.empty() && holder->ready &&
+                                 holder->in_flight.front() != tag;
+                if (revocable && std::find(holder->revoking.begin(), holder->revoking.end(), tag) == holder->revoking.end()) {
+                    holder->revoking.push_back(tag);
+                    holder->writer.push(OutgoingFrame::make(FrameKind::Revoke, tag, ""));
+                }
+            }
         }
         wake();
         return true;
     }
     // From now on every in-flight frame is kept, so that a stopped worker's jobs can be sent again
-    // (before the first job that stop_running() may be asked to stop is dispatched).
+    // (before the first job that stop_job() may be asked to stop is dispatched).
     void keep_frames() {
         std::lock_guard<std::mutex> g(mu_);
         keep_frames_ = true;
@@ -716,6 +744,14 @@ private:
             auto asked = std::find(w.revoking.begin(), w.revoking.end(), f->tag);
             if (asked != w.revoking.end()) w.revoking.erase(asked);
             auto held = w.held.find(f->tag);
+            bool dropped = dropped_.erase(f->tag) != 0;  // stopped by stop_job(): nobody waits for it
+            if (f->kind == FrameKind::Revoked && dropped) {
+                batch.released.push_back(std::move(held->second));
+                w.held.erase(held);
+                if (w.tasks_left >= 0) ++w.tasks_left;
+                if (was_first) w.busy_since = std::chrono::steady_clock::now();
+                continue;
+            }
             if (f->kind == FrameKind::Revoked) {
                 // Given back: first in line again (after others given back in this batch).
                 Job job;
@@ -733,7 +769,7 @@ private:
                 w.held.erase(held);
             }
             timeouts_.erase(f->tag);
-            batch.answers.push_back(std::move(*f));
+            if (!dropped) batch.answers.push_back(std::move(*f));
             ++got;
         }
         queue_.insert(queue_.begin(), std::make_move_iterator(given_back.begin()),
@@ -824,6 +860,7 @@ private:
             std::vector<Job> again;
             for (std::uint64_t tag : w.in_flight) {
                 auto held = w.held.find(tag);
+                if (dropped_.erase(tag)) continue;  // stopped by stop_job(): not sent again
                 if (tag == victim || held == w.held.end()) {
                     // (A frame not kept can only be the victim's: keep_frames_ holds the rest.)
                     int code = 0;
@@ -870,6 +907,7 @@ private:
     void break_locked(BreakCause cause, const std::string& why, ProcessBatch& batch) {
         broken_ = true;
         timeouts_.clear();
+        dropped_.clear();
         batch.broken = cause;
         batch.broken_reason = why;
         for (Job& job : queue_) {
@@ -955,10 +993,15 @@ private:
     // started); returns the next deadline (time_point::max() if none).
     std::chrono::steady_clock::time_point enforce_deadlines_locked() {
         auto next = std::chrono::steady_clock::time_point::max();
-        if (timeouts_.empty() || broken_) return next;
+        if ((timeouts_.empty() && dropped_.empty()) || broken_) return next;
         auto now = std::chrono::steady_clock::now();
         for (auto& [id, w] : live_) {
             if (!w.ready || w.victim || w.in_flight.empty()) continue;
+            if (dropped_.count(w.in_flight.front())) {
+                // Stopped by stop_job() while sent ahead, and it started all the same.
+                stop_worker_locked(w, StopCause::Cancelled);
+                continue;
+            }
             auto timeout = timeouts_.find(w.in_flight.front());
             if (timeout == timeouts_.end()) continue;
             auto deadline = w.busy_since + timeout->second;
@@ -1012,6 +1055,9 @@ private:
     bool keep_frames_;                       // (mu_) keep every frame in flight: jobs may be stopped
     // (mu_) The timeouts of timed jobs not yet answered, stopped or lost, by job id.
     std::unordered_map<std::uint64_t, std::chrono::nanoseconds> timeouts_;
+    // (mu_) Jobs stopped by stop_job() while sent ahead to a worker: dropped when they come back
+    // or are answered, their worker killed should they start.
+    std::unordered_set<std::uint64_t> dropped_;
     // The manager thread's: when revoke_stranded_locked() and enforce_deadlines_locked() want to
     // look again.
     std::chrono::steady_clock::time_point revoke_at_ = std::chrono::steady_clock::time_point::max();

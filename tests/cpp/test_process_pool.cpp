@@ -312,7 +312,7 @@ TEST_SUITE("ProcessPool") {
         CHECK(rec.stopped.empty());
     }
 
-    TEST_CASE("stop_running() kills the worker of a running job only") {
+    TEST_CASE("stop_job() kills the worker of a running job only") {
         ProcessPool pool(2, true, -1);
         Recorder rec;
         rec.pool = &pool;
@@ -322,8 +322,9 @@ TEST_SUITE("ProcessPool") {
         pool.submit(job(1, "sleep:10000"));
         auto deadline = std::chrono::steady_clock::now() + 10s;
         while (pool.running().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-        CHECK_FALSE(pool.stop_running(2));  // not a running job
-        CHECK(pool.stop_running(1));
+        std::vector<OutgoingFrame> released;
+        CHECK_FALSE(pool.stop_job(2, released));  // not a job of the pool
+        CHECK(pool.stop_job(1, released));
         for (std::uint64_t i = 2; i <= 6; ++i) pool.submit(job(i, "after"));
         wait_until(rec, [&] { return rec.results.size() == 5 && rec.stopped.size() == 1; });
         pool.shutdown(false);
