@@ -64,6 +64,7 @@ _LAZY = {
     # Beyond the stdlib (opt-in; not in __all__, not installed into concurrent.futures).
     "TaskTimeout": ".process",
     "WorkerDied": ".process",
+    "ExecutorStats": "._base",
 }
 _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
                "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",

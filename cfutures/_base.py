@@ -39,6 +39,19 @@ BrokenExecutor = _std.BrokenExecutor
 DoneAndNotDoneFutures = _std.DoneAndNotDoneFutures
 
 
+class ExecutorStats(collections.namedtuple(
+        "ExecutorStats", "submitted queued running completed failed cancelled workers idle_workers")):
+    """What ThreadPoolExecutor.stats() and ProcessPoolExecutor.stats() return (cfutures, beyond
+    the stdlib): tasks submitted, queued (not started), running (started: in a process pool,
+    sent to a worker, the stdlib's RUNNING), completed (a result), failed (an exception),
+    cancelled; worker threads or processes, and those idle.
+
+    Whenever no call is in flight, submitted == queued + running + completed + failed +
+    cancelled, and once every future submitted is done, queued == running == 0."""
+
+    __slots__ = ()
+
+
 def _run_callback(fn, future):
     # Called by the native core for each done-callback: an Exception is logged, anything else
     # (KeyboardInterrupt, SystemExit) propagates, as in the stdlib.
@@ -111,6 +124,15 @@ class Executor(_std.Executor):
     Subclasses implement submit(); map() is built on it. Instances are also instances of
     concurrent.futures.Executor.
     """
+
+    def stats(self):
+        """(cfutures) Live statistics: an ExecutorStats named tuple (submitted, queued, running,
+        completed, failed, cancelled, workers, idle_workers), counted by the native pool
+        without a lock on the task's path. Only cfutures' own pools keep them."""
+        native = getattr(self, "_stats", None)
+        if native is None:
+            raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
+        return ExecutorStats(*native())
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Returns an iterator equivalent to map(fn, iter).

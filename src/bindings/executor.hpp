@@ -8,6 +8,7 @@
 
 #include <atomic>
 
+#include "../core/executor_stats.hpp"
 #include "common.hpp"
 
 namespace cfutures::bindings {
@@ -62,5 +63,9 @@ void add_submit_method(py::handle cls, PyObject* (*submit)(PyObject*, PyObject* 
 
 // The exception a caught error_already_set holds, with its traceback attached.
 py::object exception_of(const py::error_already_set& e);
+
+// Executor._stats(): (submitted, queued, running, completed, failed, cancelled, workers,
+// idle_workers), which cfutures wraps in its ExecutorStats named tuple.
+py::tuple stats_tuple(const core::ExecutorStats& s);
 
 }  // namespace cfutures::bindings

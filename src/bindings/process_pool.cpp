@@ -372,6 +372,7 @@ struct Hooks final : core::ProcessPoolHooks {
             value = shared.host.loads(answer);
         } catch (py::error_already_set& e) {
             // As the stdlib: an answer that cannot be unpickled breaks the pool.
+            shared.pool.counters().count(core::Outcome::Failed);
             py::object exc = exception_of(e);
             fail_future(fut, broken_error("A result could not be unpickled; the process pool is "
                                           "not usable anymore",
@@ -383,10 +384,13 @@ struct Hooks final : core::ProcessPoolHooks {
         bool ok = true;
         try {
             if (core::is_cancelled(f->state())) {
-                // Cancelled while running (cancel_running) just as its answer came: cancelled wins.
+                // Cancelled while running (cancel_running) just as its answer came: cancelled wins
+                // (and was counted).
                 Py_DECREF(fut);
                 return;
             }
+            shared.pool.counters().count(answer.kind == core::FrameKind::Result ? core::Outcome::Completed
+                                                                                 : core::Outcome::Failed);
             ok = answer.kind == core::FrameKind::Result ? future_set_result(*f, fut, value.ptr())
                                                         : future_set_exception(*f, fut, value.ptr());
         } catch (py::error_already_set& e) {
@@ -424,8 +428,10 @@ struct ProcessPoolHandle {
 
     // Nothing can complete these any more (the pool is gone): they must not stay pending.
     void fail_leftovers() {
-        for (PyObject* fut : shared->jobs.take_all())
+        for (PyObject* fut : shared->jobs.take_all()) {
+            shared->pool.counters().count(core::Outcome::Failed);
             fail_future(fut, broken_error("The process pool stopped before the future ran"));
+        }
     }
 
     void shutdown(bool cancel_futures) {
@@ -574,6 +580,9 @@ PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanosecon
         py::tuple fn_args_kwargs = py::make_tuple(py::handle(call.fn), call.args, call.kwargs);
         std::optional<py::tuple> pickled = pickle_call(shared, call, fn_args_kwargs, future);
         if (!pickled) {
+            // (Its future failed already; counted here, before submit returns it.)
+            shared.pool.counters().count_submitted();
+            shared.pool.counters().count(core::Outcome::Failed);
             // The stdlib starts its workers at submit even when the call cannot be pickled.
             start_what_is_needed(shared, owner, shared.pool.submit_without_job());
             return future.release().ptr();
@@ -656,6 +665,7 @@ void register_process_pool(py::module_& m) {
             core::ProcessPool& pool = ex.handle.shared->pool;
             return pool.is_shutdown() || pool.is_broken();
         })
+        .def("_stats", [](PyProcessExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
         // What cfutures.process turns into the stdlib's executor._pending_work_items.
         .def("_pending_jobs", [](PyProcessExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
     add_submit_method(cls, &process_submit, PoolKind::Process);

@@ -32,8 +32,10 @@ struct PoolShared : ForkOwned {
 };
 
 struct PyTask final : core::Task {
-    PyTask(const py::object& fut, PyFuture* st, PyObject* callable, PyObject* args_tuple, PyObject* kw)
-        : future(fut.inc_ref().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw) {
+    PyTask(const py::object& fut, PyFuture* st, PyObject* callable, PyObject* args_tuple, PyObject* kw,
+           core::OutcomeCounters& outcome_counters)
+        : future(fut.inc_ref().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw),
+          counters(outcome_counters) {
         Py_INCREF(fn);
     }
     ~PyTask() override {
@@ -44,22 +46,28 @@ struct PyTask final : core::Task {
         Py_XDECREF(kwargs);
     }
 
+    // Outcomes are counted before they are visible (executor_stats.hpp).
     void run() override {
         switch (future_start(*state, future)) {
             case core::StartOutcome::Running: break;
-            case core::StartOutcome::Cancelled: return;
+            case core::StartOutcome::Cancelled:
+                counters.count(core::Outcome::Cancelled);
+                return;
             case core::StartOutcome::Invalid:
             case core::StartOutcome::Busy:
                 // Someone completed the future by hand before it ran; the stdlib logs it too.
+                counters.count(core::outcome_of(*state));
                 log_critical("Future %s in unexpected state: %s");
                 return;
         }
         PyObject* r = PyObject_Call(fn, args, kwargs);
         bool ok;
         if (r) {
+            counters.count(core::Outcome::Completed);
             ok = future_set_result(*state, future, r);
             Py_DECREF(r);
         } else {
+            counters.count(core::Outcome::Failed);
             ok = future_set_exception(*state, future, fetch_exception().ptr());
         }
         if (!ok) PyErr_WriteUnraisable(future);  // a done-callback raised a BaseException
@@ -68,16 +76,21 @@ struct PyTask final : core::Task {
     void abandon(Abandon why) override {
         bool ok = true;
         if (why == Abandon::Cancelled) {
+            counters.count(core::Outcome::Cancelled);
             bool cancelled;
             ok = future_cancel(*state, future, &cancelled);
         } else {
+            counters.count(core::Outcome::Failed);
             PyErr_SetString(PyExc_RuntimeError, "the thread pool broke");
             ok = false;
         }
         if (!ok) PyErr_WriteUnraisable(future);
     }
 
+    bool cancelled() const override { return core::is_cancelled(state->state()); }
+
     void fail(PyObject* exc) {
+        counters.count(core::is_cancelled(state->state()) ? core::Outcome::Cancelled : core::Outcome::Failed);
         try {
             if (!future_set_exception(*state, future, exc)) PyErr_WriteUnraisable(future);
         } catch (py::error_already_set& e) {
@@ -103,6 +116,7 @@ struct PyTask final : core::Task {
     PyObject* fn;      // strong
     PyObject* args;    // strong tuple (stolen)
     PyObject* kwargs;  // strong dict or nullptr (stolen)
+    core::OutcomeCounters& counters;  // the pool's, which outlives its tasks
 };
 
 struct GilHooks final : core::WorkerHooks {
@@ -202,7 +216,7 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
         PyFuture* state = as_future(future.ptr());
         PyObject* kwargs = PyDict_GET_SIZE(call.kwargs.ptr()) ? call.kwargs.release().ptr() : nullptr;
         auto answer = shared.pool.submit(std::make_unique<PyTask>(
-            future, state, call.fn, call.args.release().ptr(), kwargs));
+            future, state, call.fn, call.args.release().ptr(), kwargs, shared.pool.counters()));
         switch (answer) {
             case core::ThreadPool::Submit::Queued: break;
             case core::ThreadPool::Submit::NeedsWorker:
@@ -250,6 +264,7 @@ void register_thread_pool(py::module_& m) {
             py::object kwargs = t.kwargs ? py::reinterpret_borrow<py::object>(t.kwargs) : py::dict();
             return py::make_tuple(py::handle(t.future), py::handle(t.fn), py::handle(t.args), kwargs);
         })
+        .def("_stats", [](PyExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
         .def("_adjust_thread_count", [](py::handle self) {
             PyExecutor& ex = self.cast<PyExecutor&>();
             if (ex.handle.shared->pool.reserve_worker() && !start_one_worker(ex, self.ptr()))

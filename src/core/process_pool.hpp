@@ -70,6 +70,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "executor_stats.hpp"
 #include "future_state.hpp"
 #include "pidfd.hpp"
 #include "protocol.hpp"
@@ -198,6 +199,7 @@ public:
             if (broken_) return {Submit::Broken, 0};
             if (shutdown_) return {Submit::Shutdown, 0};
             bool direct = queue_.empty() && new_workers_.empty() && job.frame.attachments.empty();
+            counters_.count_submitted();
             bool timed = job.timeout.count() > 0;
             if (timed) {
                 timeouts_[job.frame.tag] = job.timeout;
@@ -251,8 +253,12 @@ public:
                 // Jobs given back by a worker are RUNNING: they run, as in the stdlib.
                 std::deque<Job> kept;
                 for (Job& job : queue_) {
-                    if (job.committed) kept.push_back(std::move(job));
-                    else drained.push_back(std::move(job));
+                    if (job.committed) {
+                        kept.push_back(std::move(job));
+                    } else {
+                        counters_.count(Outcome::Cancelled);  // the owner cancels them
+                        drained.push_back(std::move(job));
+                    }
                 }
                 queue_ = std::move(kept);
             }
@@ -299,13 +305,14 @@ public:
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return false;
-            timeouts_.erase(tag);
             if (Worker* w = worker_running_locked(tag)) {
                 stop_worker_locked(*w, StopCause::Cancelled);
             } else {
                 auto queued = std::find_if(queue_.begin(), queue_.end(),
                                            [&](const Job& j) { return j.frame.tag == tag; });
                 if (queued != queue_.end()) {
+                    timeouts_.erase(tag);
+                    counters_.count(Outcome::Cancelled);
                     released.push_back(std::move(queued->frame));
                     queue_.erase(queued);
                     return true;
@@ -323,9 +330,30 @@ public:
                     holder->writer.push(OutgoingFrame::make(FrameKind::Revoke, tag, ""));
                 }
             }
+            timeouts_.erase(tag);
+            counters_.count(Outcome::Cancelled);  // the owner cancels its future (stats: at once)
         }
         wake();
         return true;
+    }
+
+    // Where the owner counts the outcomes it decides (answers, jobs it fails itself); the pool
+    // counts the rest (executor_stats.hpp).
+    OutcomeCounters& counters() { return counters_; }
+    ExecutorStats stats() const {
+        auto done = counters_.outcomes();
+        std::lock_guard<std::mutex> g(mu_);
+        std::uint64_t queued = 0, pending_cancelled = 0;
+        for (const Job& job : queue_) {
+            if (job.committed) continue;  // given back by a worker: RUNNING, as in the stdlib
+            ++(job.future && is_cancelled(job.future->state()) ? pending_cancelled : queued);
+        }
+        ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
+                                                   queued, pending_cancelled);
+        s.workers = workers_;
+        for (auto& [id, w] : live_)
+            if (w.ready && w.in_flight.empty() && can_take_locked(w)) ++s.idle_workers;
+        return s;
     }
     // From now on every in-flight frame is kept, so that a stopped worker's jobs can be sent again
     // (before the first job that stop_job() may be asked to stop is dispatched).
@@ -618,6 +646,7 @@ private:
                 case StartOutcome::Busy: return false;
                 case StartOutcome::Cancelled:
                 case StartOutcome::Invalid:
+                    counters_.count(outcome_of(*queue_.front().future));
                     batch.cancelled.push_back(queue_.front().frame.tag);
                     batch.released.push_back(std::move(queue_.front().frame));
                     queue_.pop_front();
@@ -662,6 +691,7 @@ private:
                 else batch.released.push_back(std::move(f));
             }
             for (std::size_t i = failed_before; i < batch.unsendable.size(); ++i) {
+                counters_.count(Outcome::Failed);  // the owner fails it
                 // Never sent: the worker does not expect it, and it still may take another.
                 auto pos = std::find(w.in_flight.begin(), w.in_flight.end(), batch.unsendable[i].frame.tag);
                 if (pos != w.in_flight.end()) w.in_flight.erase(pos);
@@ -863,6 +893,7 @@ private:
                 if (dropped_.erase(tag)) continue;  // stopped by stop_job(): not sent again
                 if (tag == victim || held == w.held.end()) {
                     // (A frame not kept can only be the victim's: keep_frames_ holds the rest.)
+                    if (cause != StopCause::Cancelled) counters_.count(Outcome::Failed);  // stop_job counted those
                     int code = 0;
                     bool known = exit_code_of(pid, code);
                     batch.stopped.push_back({tag, cause, pid, known, code});
@@ -880,6 +911,8 @@ private:
                           std::make_move_iterator(again.end()));
         }
         release_frames(w, batch);
+        for (std::uint64_t tag : w.in_flight)
+            if (!taken_by_stop_job(w, tag)) counters_.count(Outcome::Failed);  // lost, below (if not expected)
         std::deque<std::uint64_t> orphans = std::move(w.in_flight);
         close_worker(w);
         live_.erase(id);
@@ -907,21 +940,26 @@ private:
     void break_locked(BreakCause cause, const std::string& why, ProcessBatch& batch) {
         broken_ = true;
         timeouts_.clear();
-        dropped_.clear();
         batch.broken = cause;
         batch.broken_reason = why;
         for (Job& job : queue_) {
+            bool cancelled = !job.committed && job.future && is_cancelled(job.future->state());
+            counters_.count(cancelled ? Outcome::Cancelled : Outcome::Failed);
             batch.lost.push_back(job.frame.tag);
             batch.released.push_back(std::move(job.frame));
         }
         queue_.clear();
         for (auto& [id, w] : live_) {
-            for (auto tag : w.in_flight) batch.lost.push_back(tag);
+            for (auto tag : w.in_flight) {
+                if (!taken_by_stop_job(w, tag)) counters_.count(Outcome::Failed);
+                batch.lost.push_back(tag);
+            }
             w.in_flight.clear();
             release_frames(w, batch);
             w.stop_sent = true;
             ::kill(w.pid, SIGTERM);
         }
+        dropped_.clear();
         kill_at_ = std::chrono::steady_clock::now() + kKillGrace;
     }
 
@@ -973,6 +1011,11 @@ private:
             }
         }
         return next;
+    }
+
+    // Whether stop_job() took `tag` (counted already; its owner no longer waits for it).
+    bool taken_by_stop_job(const Worker& w, std::uint64_t tag) const {
+        return dropped_.count(tag) || (w.victim == tag && w.victim_cause == StopCause::Cancelled);
     }
 
     // The worker running `tag` now (Ready, first in flight, not being stopped), or nullptr.
@@ -1053,6 +1096,7 @@ private:
     bool retry_dispatch_ = false;            // the manager thread's: a start was Busy
     double service_ns_ = -1;                 // recent service time per job (mu_); -1: none yet
     bool keep_frames_;                       // (mu_) keep every frame in flight: jobs may be stopped
+    OutcomeCounters counters_;               // `submitted` and the pool's outcomes bumped under mu_
     // (mu_) The timeouts of timed jobs not yet answered, stopped or lost, by job id.
     std::unordered_map<std::uint64_t, std::chrono::nanoseconds> timeouts_;
     // (mu_) Jobs stopped by stop_job() while sent ahead to a worker: dropped when they come back

@@ -50,6 +50,7 @@
 #include <thread>
 #include <vector>
 
+#include "executor_stats.hpp"
 #include "small_mutex.hpp"
 #include "spin_policy.hpp"
 
@@ -65,6 +66,9 @@ public:
     // The task will never run: shutdown(cancel_futures=True) or the pool broke. Called by whoever
     // drained it, outside the pool's lock.
     virtual void abandon(Abandon why) = 0;
+    // Whether its future was cancelled while it waits in the queue (for stats(); called under
+    // the pool's lock, so it must not lock anything).
+    virtual bool cancelled() const { return false; }
 
 private:
     friend class ThreadPool;
@@ -119,6 +123,7 @@ public:
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return Submit::Broken;
             if (shutdown_) return Submit::Shutdown;
+            counters_.count_submitted();
             push_locked(task.release());
             if (queued_.load(std::memory_order_relaxed) > idle_ && workers_ < max_workers_) {  // S1
                 ++workers_;
@@ -144,9 +149,12 @@ public:
 
     // Removes the oldest queued task and hands it to the caller (the stdlib's
     // `executor._work_queue.get_nowait()`), or nullptr when none is queued.
+    // It leaves the pool unrun: counted cancelled.
     std::unique_ptr<Task> take_queued() {
         std::lock_guard<std::mutex> g(mu_);
-        return std::unique_ptr<Task>(pop_locked());
+        Task* t = pop_locked();
+        if (t) counters_.count(Outcome::Cancelled);
+        return std::unique_ptr<Task>(t);
     }
 
     void worker_start_failed() {
@@ -263,6 +271,21 @@ public:
     }
     std::size_t max_workers() const { return max_workers_; }
 
+    // Where the owner counts each task's outcome (executor_stats.hpp), once per task it ran or
+    // abandoned, before the outcome is visible (take_queued() counts its own).
+    OutcomeCounters& counters() { return counters_; }
+    ExecutorStats stats() const {
+        auto done = counters_.outcomes();
+        std::lock_guard<std::mutex> g(mu_);
+        std::uint64_t queued = 0, pending_cancelled = 0;
+        for (const Task* t = head_; t; t = t->next_) ++(t->cancelled() ? pending_cancelled : queued);
+        ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
+                                                   queued, pending_cancelled);
+        s.workers = workers_;
+        s.idle_workers = idle_;
+        return s;
+    }
+
     // Test seam: `probe` (outliving the pool's workers) is called at each ThreadPoolStep. Set it
     // before the first submit.
     void set_probe(ThreadPoolProbe* probe) { probe_ = probe; }
@@ -349,6 +372,7 @@ private:
     std::size_t sleepers_ = 0;
     ThreadPoolProbe* probe_ = nullptr;
     SpinSite idle_spin_{kIdleSpin};
+    OutcomeCounters counters_;  // `submitted` bumped under mu_, the outcomes by the owner
 };
 
 // A ThreadPool whose workers are std::threads with no hooks: for C++ users and tests.

@@ -6,6 +6,7 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -441,6 +442,35 @@ TEST_SUITE("ProcessPool") {
         CHECK(pool.submit(job(999, "late")).status == ProcessPool::Submit::Shutdown);
     }
 
+    TEST_CASE("stats(): the pool counts what it decides, the owner the answers") {
+        ProcessPool pool(1, true, -1);
+        start_workers(pool, 1, Behaviour::Echo);
+        struct Counting final : ProcessPoolHooks {
+            ProcessPool* pool;
+            std::atomic<int> answers{0};
+            void deliver(ProcessBatch& b) override {
+                for (std::size_t i = 0; i < b.answers.size(); ++i) pool->counters().count(Outcome::Completed);
+                answers += static_cast<int>(b.answers.size());
+                for (int pid : b.exited) ::waitpid(pid, nullptr, 0);
+            }
+        } hooks;
+        hooks.pool = &pool;
+        for (std::uint64_t i = 1; i <= 5; ++i) pool.submit(job(i, "sleep:20"));
+        ExecutorStats before = pool.stats();
+        CHECK(before.submitted == 5);
+        CHECK(before.queued + before.running == 5);
+        std::thread manager([&] { pool.run(hooks); });
+        auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (hooks.answers < 5 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        ExecutorStats after = pool.stats();
+        CHECK(after.completed == 5);
+        CHECK(after.queued == 0);
+        CHECK(after.running == 0);
+        CHECK(after.workers == 1);
+        pool.shutdown(false);
+        manager.join();
+    }
+
     TEST_CASE("a worker that dies breaks the pool and every pending job is reported lost") {
         ProcessPool pool(1, true, -1);
         start_workers(pool, 1, Behaviour::CrashOnFirstTask);
@@ -448,6 +478,10 @@ TEST_SUITE("ProcessPool") {
         for (std::uint64_t i = 1; i <= 5; ++i) pool.submit(job(i, "x"));
         std::thread manager([&] { pool.run(rec); });
         manager.join();  // broken, and its only worker is gone: the loop ends by itself
+        ExecutorStats s = pool.stats();
+        CHECK(s.submitted == 5);
+        CHECK(s.failed == 5);  // lost, counted by the pool
+        CHECK(s.queued + s.running + s.completed + s.cancelled == 0);
         CHECK(rec.cause == BreakCause::WorkerDied);
         CHECK(rec.broken.find("terminated abruptly") != std::string::npos);
         CHECK(rec.lost.size() == 5);
