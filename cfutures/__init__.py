@@ -65,6 +65,7 @@ _LAZY = {
     "TaskTimeout": ".process",
     "WorkerDied": ".process",
     "ExecutorStats": "._base",
+    "progress": "._progress",
 }
 _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
                "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",
