@@ -23,12 +23,18 @@ Three ways a large buffer (THRESHOLD bytes or more) is found, cheapest first:
 
 A pickle that is itself large (a long list, a big str) travels as an attachment too.
 
+A pool pickles with the standard pickler by default, or with cloudpickle's
+(ProcessPoolExecutor(pickler="cloudpickle")): a Pickling object holds which, for the calls it
+sends and, in its workers, for the answers. Either way the receiver needs only pickle.loads
+(cloudpickle's pickles name cloudpickle's own functions, imported where they are loaded).
+
 Pickling has multiprocessing's ForkingPickler semantics (its reducers for connections, sockets
 and the like) without its cost: ForkingPickler copies the whole dispatch table on every dumps(),
 which costs more than pickling a small call; here the combined table is built once, and rebuilt
 only when copyreg's table or ForkingPickler's registrations change size.
 """
 
+import collections
 import copyreg
 import io
 import pickle
@@ -76,31 +82,71 @@ def _is_plain_call(call):
             and all(map(_is_plain, args)) and all(map(_is_plain, kwargs.values())))
 
 
-def dumps(obj):
-    """(payload, attachments) for obj; attachments is a sequence of contiguous buffers."""
-    if _is_plain(obj) or _is_plain_call(obj):
-        # The fast path: no Pickler to set up (it cost more than pickling a small call).
-        data = pickle.dumps(obj, PROTOCOL)
-        if len(data) < THRESHOLD:
+class Pickling:
+    """How one pool turns objects into (payload, attachments): `pickler` None for the standard
+    pickler with multiprocessing's reducers, "cloudpickle" for cloudpickle's (functions and
+    classes that cannot be imported by name, lambdas and closures among them, go by value)."""
+
+    def __init__(self, pickler=None):
+        if pickler is None:
+            self._pickler = pickle.Pickler
+            self._table = _dispatch_table
+        elif pickler == "cloudpickle":
+            try:
+                import cloudpickle
+            except ImportError:
+                raise ImportError('pickler="cloudpickle" needs the cloudpickle package: '
+                                  'pip install "cfutures[cloudpickle]"') from None
+            self._pickler = cloudpickle.Pickler
+            # cloudpickle's own reducers (which include copyreg's), then multiprocessing's.
+            self._table = lambda: collections.ChainMap(ForkingPickler._extra_reducers,
+                                                       cloudpickle.Pickler.dispatch_table)
+        else:
+            raise ValueError(f'pickler must be None or "cloudpickle", not {pickler!r}')
+        self.name = pickler
+        self._nested_pickler = type("_NestedPickler", (_NestedPickling, self._pickler), {})
+
+    def dumps(self, obj):
+        """(payload, attachments) for obj; attachments is a sequence of contiguous buffers."""
+        if self.name is None and (_is_plain(obj) or _is_plain_call(obj)):
+            # The fast path: no Pickler to set up (it cost more than pickling a small call).
+            data = pickle.dumps(obj, PROTOCOL)
+            if len(data) < THRESHOLD:
+                return data, ()
+        if _large_view(obj) is not None:
+            obj = _Large(obj)
+        buf = io.BytesIO()
+        buffers = []  # PickleBuffers, taken out of band at no Python cost (list.append)
+        pickler = self._pickler(buf, PROTOCOL, buffer_callback=buffers.append)
+        pickler.dispatch_table = self._table()
+        pickler.dump(obj)
+        data = buf.getbuffer()
+        if not buffers and data.nbytes < THRESHOLD:
             return data, ()
-    if _large_view(obj) is not None:
-        obj = _Large(obj)
-    buf = io.BytesIO()
-    buffers = []  # PickleBuffers, taken out of band at no Python cost (list.append)
-    pickler = pickle.Pickler(buf, PROTOCOL, buffer_callback=buffers.append)
-    pickler.dispatch_table = _dispatch_table()
-    pickler.dump(obj)
-    data = buf.getbuffer()
-    if not buffers and data.nbytes < THRESHOLD:
-        return data, ()
-    return _finish(obj, data, buffers)
+        return self._finish(obj, data, buffers)
 
+    def dumps_call(self, fn, args, kwargs):
+        """dumps((fn, args, kwargs)), with large top-level arguments out of band."""
+        args = tuple(_Large(a) if _large_view(a) is not None else a for a in args)
+        kwargs = {k: _Large(v) if _large_view(v) is not None else v for k, v in kwargs.items()}
+        return self.dumps((fn, args, kwargs))
 
-def dumps_call(fn, args, kwargs):
-    """dumps((fn, args, kwargs)), with large top-level arguments out of band."""
-    args = tuple(_Large(a) if _large_view(a) is not None else a for a in args)
-    kwargs = {k: _Large(v) if _large_view(v) is not None else v for k, v in kwargs.items()}
-    return dumps((fn, args, kwargs))
+    def _finish(self, obj, data, buffers):
+        """The rest of dumps() for a pickle `data` of obj that took PickleBuffers out of band
+        (`buffers`) or is large."""
+        attachments = []
+        nested = _has_large_bytes(data)
+        if nested:
+            buffers = []
+            buf = io.BytesIO()
+            self._nested_pickler(buf, self._table(), buffers.append, attachments).dump(obj)
+            data = buf.getbuffer()
+        shipped = [_ship_buffer(b, attachments) for b in buffers]
+        inner = _attach(data, attachments) if data.nbytes >= THRESHOLD else None
+        packed = pickle.dumps(Packed(bytes(data) if inner is None else inner, shipped, nested),
+                              PROTOCOL)
+        return packed, attachments
+
 
 
 def loads(payload, attachments):
@@ -145,8 +191,9 @@ class _Large:
         return _rebuild, (_KINDS[type(self.obj)], pickle.PickleBuffer(_large_view(self.obj)))
 
 
-class _NestedPickler(pickle.Pickler):
-    """Makes attachments of large bytes/bytearray/memoryview found anywhere in the object."""
+class _NestedPickling:
+    """Mixed into a pickler class (Pickling._nested_pickler): makes attachments of large
+    bytes/bytearray/memoryview found anywhere in the object."""
 
     def __init__(self, file, dispatch_table, buffer_callback, attachments):
         super().__init__(file, PROTOCOL, buffer_callback=buffer_callback)
@@ -227,23 +274,6 @@ def _ship_buffer(buffer, attachments):
     return bytearray(raw)
 
 
-def _finish(obj, data, buffers):
-    """The rest of dumps() for a pickle `data` of obj that took PickleBuffers out of band
-    (`buffers`) or is large."""
-    attachments = []
-    nested = _has_large_bytes(data)
-    if nested:
-        buffers = []
-        buf = io.BytesIO()
-        _NestedPickler(buf, _dispatch_table(), buffers.append, attachments).dump(obj)
-        data = buf.getbuffer()
-    shipped = [_ship_buffer(b, attachments) for b in buffers]
-    inner = _attach(data, attachments) if data.nbytes >= THRESHOLD else None
-    packed = pickle.dumps(Packed(bytes(data) if inner is None else inner, shipped, nested),
-                          PROTOCOL)
-    return packed, attachments
-
-
 # Opcodes of a bytes/str payload, with the size of their length field. The pickler writes a
 # payload of 64 KiB or more outside its frames: right after a frame (and at most 3 unframed
 # opcode bytes, a frame too short to get a header), comes the opcode, its length, the payload.
@@ -287,3 +317,10 @@ def _has_large_bytes(data):
             return True
         p = end
     return False
+
+
+# The standard way, shared by every pool that does not ask for another (defined last: it needs
+# _NestedPickling).
+_STANDARD = Pickling()
+dumps = _STANDARD.dumps
+dumps_call = _STANDARD.dumps_call

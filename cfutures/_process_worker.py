@@ -14,18 +14,22 @@ from . import _cfutures, _pickling
 # the pool's time to its first result.
 
 
-def _send_exception(channel, tag, exc):
+def _send_exception(channel, pickling, tag, exc):
     from concurrent.futures.process import _ExceptionWithTraceback
     try:
-        payload, attachments = _pickling.dumps(_ExceptionWithTraceback(exc, exc.__traceback__))
+        payload, attachments = pickling.dumps(_ExceptionWithTraceback(exc, exc.__traceback__))
     except BaseException as e:  # the exception itself cannot be pickled: say why
-        payload, attachments = _pickling.dumps(_ExceptionWithTraceback(e, e.__traceback__))
+        payload, attachments = pickling.dumps(_ExceptionWithTraceback(e, e.__traceback__))
     channel.send(_cfutures.FRAME_EXCEPTION, tag, payload, attachments)
 
 
-def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tasks, pool_pid):
+def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tasks, pool_pid,
+         pickler=None):
     channel = _cfutures.WorkerChannel(task_conn.fileno(), result_conn.fileno(),
                                       attachment_conn.fileno(), pool_pid)
+    # Answers go back the way calls came (pickler=): a call that needed cloudpickle may return
+    # a lambda too.
+    pickling = _pickling.Pickling(pickler) if pickler else _pickling._STANDARD
     if initializer is not None:
         try:
             initializer(*initargs)
@@ -49,13 +53,13 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            _send_exception(channel, tag, exc)
+            _send_exception(channel, pickling, tag, exc)
             del exc
         else:
             try:
-                answer = _pickling.dumps(result)
+                answer = pickling.dumps(result)
             except BaseException as exc:
-                _send_exception(channel, tag, exc)
+                _send_exception(channel, pickling, tag, exc)
                 del exc
             else:
                 channel.send(_cfutures.FRAME_RESULT, tag, *answer)

@@ -29,6 +29,7 @@ Beyond the stdlib, opt-in (keyword-only arguments after the stdlib's):
     running, with WorkerDied (a BrokenProcessPool); the pool replaces it and goes on.
   * cancel_running=True: Future.cancel() on a running task stops it (its worker is killed and
     replaced) and returns True; the future ends CANCELLED.
+  * pickler="cloudpickle": calls and answers travel with cloudpickle (lambdas, closures).
   Either way the tasks sent ahead to the stopped worker are dispatched again, not failed.
 """
 
@@ -147,15 +148,16 @@ class _PoolHost:
       while the pool goes on.
     """
 
-    dumps = staticmethod(_pickling.dumps)
-    dumps_call = staticmethod(_pickling.dumps_call)
     buffer_threshold = _pickling.THRESHOLD
     unpickle = staticmethod(pickle.loads)
     packed_type = _pickling.Packed
     unpack = staticmethod(_pickling.unpack)
     stopped_error = staticmethod(_stopped_error)
 
-    def __init__(self, mp_context, initializer, initargs, max_tasks_per_child):
+    def __init__(self, mp_context, initializer, initargs, max_tasks_per_child, pickling):
+        self.pickling = pickling
+        self.dumps = pickling.dumps
+        self.dumps_call = pickling.dumps_call
         self.mp_context = mp_context
         self.initializer = initializer
         self.initargs = initargs
@@ -176,7 +178,7 @@ class _PoolHost:
             p = self.mp_context.Process(
                 target=_process_worker.main,
                 args=(task_reader, result_writer, worker_attachments, self.initializer,
-                      self.initargs, self.max_tasks_per_child, os.getpid()))
+                      self.initargs, self.max_tasks_per_child, os.getpid(), self.pickling.name))
             p.start()
         except BaseException:
             for pair in ends:
@@ -345,7 +347,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
 
     def __init__(self, max_workers=None, mp_context=None,
                  initializer=None, initargs=(), *, max_tasks_per_child=None,
-                 task_timeout=None, cancel_running=False, on_worker_death="break"):
+                 task_timeout=None, cancel_running=False, on_worker_death="break",
+                 pickler=None):
         """Initializes a new ProcessPoolExecutor instance.
 
         Args:
@@ -377,6 +380,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 behaviour): a worker that dies breaks the pool. "replace": it fails
                 only the task it was running, with cfutures.WorkerDied, and is
                 replaced; a worker whose initializer fails still breaks the pool.
+            pickler: (cfutures, opt-in) "cloudpickle" sends calls and answers with
+                cloudpickle (the cfutures[cloudpickle] extra): lambdas, closures and
+                functions of __main__ or a notebook run under any start method.
+                None (the default): the standard pickler.
         """
         _check_system_limits()
         if max_workers is None:
@@ -406,12 +413,13 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                                  " the 'fork' multiprocessing start method;"
                                  " supply a different mp_context.")
         task_timeout = _check_task_timeout(task_timeout)
+        pickling = _pickling.Pickling(pickler) if pickler is not None else _pickling._STANDARD
         if on_worker_death not in ("break", "replace"):
             raise ValueError('on_worker_death must be "break" or "replace"')
         # Under 'fork', all workers start at once, before any thread of ours exists (forking a
         # process that has threads can deadlock the child), as in the stdlib.
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
-        self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child)
+        self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child, pickling)
         super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host,
                          task_timeout, on_worker_death == "replace", bool(cancel_running))
         self._max_workers = max_workers

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import time
 
@@ -357,3 +358,59 @@ def test_cancel_while_map_buffersize_streams(cf_forkserver):
     assert victim.cancel() is True
     got += list(it)
     assert got == list(range(60))
+
+
+# --- pickler="cloudpickle" ---------------------------------------------------------------------
+
+def test_cloudpickle_sends_lambdas_and_closures_and_brings_them_back(cf_process):
+    pytest.importorskip("cloudpickle")
+    ex = cf_process(2, pickler="cloudpickle")
+    offset = 40
+    assert ex.submit(lambda x: x + offset, 2).result(timeout=60) == 42
+    assert list(ex.map(lambda x, y: x * y, range(5), range(5), chunksize=2)) == [0, 1, 4, 9, 16]
+    make_adder = ex.submit(lambda n: (lambda x: x + n), 5).result(timeout=60)
+    assert make_adder(1) == 6  # a lambda as the answer
+    big = bytes(range(256)) * 8192  # 2 MiB: an attachment, through cloudpickle's pickler too
+    assert ex.submit(lambda b: (len(b), b[-1]), big).result(timeout=60) == (len(big), 255)
+    with pytest.raises(ZeroDivisionError):
+        ex.submit(lambda: 1 / 0).result(timeout=60)
+
+
+def test_cloudpickle_with_numpy_buffers_out_of_band(cf_forkserver):
+    pytest.importorskip("cloudpickle")
+    np = pytest.importorskip("numpy")
+    ex = cf_forkserver(1, pickler="cloudpickle")
+    a = np.arange(1 << 18, dtype=np.float64)
+    assert ex.submit(lambda arr: float(arr.sum()), a).result(timeout=60) == float(a.sum())
+    back = ex.submit(lambda n: np.ones(n), 1 << 18).result(timeout=60)
+    assert back.shape == (1 << 18,) and back.sum() == 1 << 18
+
+
+def test_a_function_of_an_unimportable_main_needs_cloudpickle(tmp_path):
+    pytest.importorskip("cloudpickle")
+    code = (
+        "import multiprocessing, cfutures\n"
+        "def double(x):\n"
+        "    return 2 * x\n"
+        "ctx = multiprocessing.get_context('spawn')\n"
+        "with cfutures.ProcessPoolExecutor(1, mp_context=ctx, pickler={pickler}) as ex:\n"
+        "    try:\n"
+        "        print('result', ex.submit(double, 21).result(timeout=60))\n"
+        "    except Exception as e:\n"
+        "        print('error', type(e).__name__)\n")
+    outputs = {}
+    for pickler in ("None", "'cloudpickle'"):
+        # `python -c`: a spawned worker cannot import this __main__ by name.
+        run = subprocess.run([sys.executable, "-c", code.format(pickler=pickler)],
+                             capture_output=True, text=True, timeout=120)
+        outputs[pickler] = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr
+    assert outputs["'cloudpickle'"] == "result 42"
+    assert not outputs["None"].startswith("result")
+
+
+def test_pickler_without_cloudpickle_installed_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
+    with pytest.raises(ImportError, match=r"cfutures\[cloudpickle\]"):
+        cfutures.ProcessPoolExecutor(1, pickler="cloudpickle")
+    with pytest.raises(ValueError, match="pickler"):
+        cfutures.ProcessPoolExecutor(1, pickler="dill")
