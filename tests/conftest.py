@@ -117,10 +117,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def live_processes(field, value):
-    """Pids of live (not zombie) processes whose /proc stat `field` (after the command: 1 is
-    the parent's pid, 4 the session) equals `value`."""
-    pids = set()
+def _processes_with(field, value):
+    """(pid, state) of the processes whose /proc stat `field` (after the command: 1 is the
+    parent's pid, 4 the session) equals `value`."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -128,9 +127,18 @@ def live_processes(field, value):
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[field]) == value and fields[0] != "Z":
-                pids.add(int(entry))
-    return pids
+            if int(fields[field]) == value:
+                yield int(entry), fields[0]
+
+
+def live_processes(field, value):
+    """Pids of live (not zombie) processes whose /proc stat `field` equals `value`."""
+    return {pid for pid, state in _processes_with(field, value) if state != "Z"}
+
+
+def zombie_children():
+    """Pids of this process's children that exited and were not reaped."""
+    return {pid for pid, state in _processes_with(1, os.getpid()) if state == "Z"}
 
 
 def _child_pids():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import cfutures
-from conftest import ProcessExecutorFactory, _child_pids
+from conftest import ProcessExecutorFactory, zombie_children
 from process_helpers import (  # noqa: E402  (importable by spawned workers, see conftest)
     exits, getpid, hard_exit, init_fails, kill_self, make_bytes, mul, sleep_and_return,
     sleep_then_write)
@@ -150,24 +150,10 @@ def test_many_timeouts_leak_no_worker_zombie_or_shm(cf_forkserver):
     ex.shutdown(wait=True)
     deadline = time.monotonic() + 10
     # Reaped: no zombie child either (live_processes() leaves zombies out, so look for them).
-    while time.monotonic() < deadline and _zombie_children():
+    while time.monotonic() < deadline and zombie_children():
         time.sleep(0.05)
-    assert _zombie_children() == set()
+    assert zombie_children() == set()
     assert shm_entries() <= shm_before
-
-
-def _zombie_children():
-    zombies = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == os.getpid() and fields[0] == "Z":
-                zombies.add(int(entry))
-    return zombies
 
 
 def test_options_map_times_each_chunk_and_keeps_maps_own_timeout(cf_forkserver):
