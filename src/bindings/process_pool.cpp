@@ -567,47 +567,46 @@ void start_what_is_needed(ProcShared& shared, const std::shared_ptr<ProcShared>&
     shared.pool.manager_started();
 }
 
-// submit(fn, /, *args, **kwargs) with a timeout per task (0: none).
+// submit(fn, /, *args, **kwargs) with a timeout per task (0: the executor's). Throws; the
+// vectorcall entry points below turn that into a Python error.
 PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanoseconds timeout) {
-    return guarded([&]() -> PyObject* {
-        PyProcessExecutor* ex = native_ptr<PyProcessExecutor>(self, g_process_executor_base);
-        if (!ex) raise(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
-        const std::shared_ptr<ProcShared>& owner = ex->handle.shared;
-        ProcShared& shared = *owner;
-        check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
+    PyProcessExecutor* ex = native_ptr<PyProcessExecutor>(self, g_process_executor_base);
+    if (!ex) raise(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
+    const std::shared_ptr<ProcShared>& owner = ex->handle.shared;
+    ProcShared& shared = *owner;
+    check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
 
-        py::object future = new_future();
-        py::tuple fn_args_kwargs = py::make_tuple(py::handle(call.fn), call.args, call.kwargs);
-        std::optional<py::tuple> pickled = pickle_call(shared, call, fn_args_kwargs, future);
-        if (!pickled) {
-            // (Its future failed already; counted here, before submit returns it.)
-            shared.pool.counters().count_submitted();
-            shared.pool.counters().count(core::Outcome::Failed);
-            // The stdlib starts its workers at submit even when the call cannot be pickled.
-            start_what_is_needed(shared, owner, shared.pool.submit_without_job());
-            return future.release().ptr();
-        }
-        std::uint64_t tag = shared.jobs.add(future, fn_args_kwargs);
-        core::ProcessPool::Job job;
-        try {
-            job = make_job(shared, tag, *pickled, as_future(future.ptr()),
-                           timeout.count() ? timeout : shared.task_timeout);
-        } catch (...) {
-            Py_XDECREF(shared.jobs.take(tag));
-            throw;
-        }
-        std::vector<core::OutgoingFrame> sent;  // released after the pool's lock, GIL held
-        auto answer = shared.pool.submit(std::move(job), &sent);
-        sent.clear();
-        if (answer.status != core::ProcessPool::Submit::Queued) {  // broken or shut down since the checks
-            Py_XDECREF(shared.jobs.take(tag));
-            bool broken = answer.status == core::ProcessPool::Submit::Broken;
-            refuse_submit(broken ? Refusal::Broken : Refusal::Shutdown, pstd().BrokenProcessPool,
-                          shared.broken_message());
-        }
-        start_what_is_needed(shared, owner, answer.start_workers);
+    py::object future = new_future();
+    py::tuple fn_args_kwargs = py::make_tuple(py::handle(call.fn), call.args, call.kwargs);
+    std::optional<py::tuple> pickled = pickle_call(shared, call, fn_args_kwargs, future);
+    if (!pickled) {
+        // (Its future failed already; counted here, before submit returns it.)
+        shared.pool.counters().count_submitted();
+        shared.pool.counters().count(core::Outcome::Failed);
+        // The stdlib starts its workers at submit even when the call cannot be pickled.
+        start_what_is_needed(shared, owner, shared.pool.submit_without_job());
         return future.release().ptr();
-    });
+    }
+    std::uint64_t tag = shared.jobs.add(future, fn_args_kwargs);
+    core::ProcessPool::Job job;
+    try {
+        job = make_job(shared, tag, *pickled, as_future(future.ptr()),
+                       timeout.count() ? timeout : shared.task_timeout);
+    } catch (...) {
+        Py_XDECREF(shared.jobs.take(tag));
+        throw;
+    }
+    std::vector<core::OutgoingFrame> sent;  // released after the pool's lock, GIL held
+    auto answer = shared.pool.submit(std::move(job), &sent);
+    sent.clear();
+    if (answer.status != core::ProcessPool::Submit::Queued) {  // broken or shut down since the checks
+        Py_XDECREF(shared.jobs.take(tag));
+        bool broken = answer.status == core::ProcessPool::Submit::Broken;
+        refuse_submit(broken ? Refusal::Broken : Refusal::Shutdown, pstd().BrokenProcessPool,
+                      shared.broken_message());
+    }
+    start_what_is_needed(shared, owner, answer.start_workers);
+    return future.release().ptr();
 }
 
 PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {

@@ -27,10 +27,10 @@
 //
 // Stopping one job (opt-in: a job's timeout, stop_job() for cancel_running,
 // replace_dead_workers). The job a worker runs is known (running()), so one job can end without
-// breaking the pool: its worker is sent SIGKILL (a task cannot be interrupted any other way), and when its exit is seen the
-// job is reported in ProcessBatch::stopped with the cause, the jobs sent ahead to that worker go
-// back to the front of the queue (committed: their futures stay RUNNING) and a replacement is
-// started. The victim is the job that was running when the worker was stopped: if its answer
+// breaking the pool: its worker is sent SIGKILL (a task cannot be interrupted any other way),
+// and when its exit is seen the job is reported in ProcessBatch::stopped with the cause, the
+// jobs sent ahead to that worker go back to the front of the queue (committed: their futures
+// stay RUNNING) and a replacement is started. The victim is the job that was running when the worker was stopped: if its answer
 // was already in the pipe, the answer wins and the victim is not reported (exactly one outcome);
 // a job that started after it is dispatched again. Deadlines (the job's timeout from when it
 // started) are kept by the manager's event loop, not a thread per job. With
