@@ -14,6 +14,8 @@ from ._base import (
 )
 
 from .process import ProcessPoolExecutor as ProcessPoolExecutor
+from ._base import ExecutorStats as ExecutorStats
+from ._progress import progress as progress
 from .process import TaskTimeout as TaskTimeout
 from .process import WorkerDied as WorkerDied
 from .thread import ThreadPoolExecutor as ThreadPoolExecutor

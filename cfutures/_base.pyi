@@ -21,7 +21,7 @@ from concurrent.futures._base import (
     DoneAndNotDoneFutures as DoneAndNotDoneFutures,
     Error as Error,
 )
-from typing import Any, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -40,7 +40,18 @@ LOGGER: logging.Logger
 class Future(FutureBase, concurrent.futures.Future[_T]):
     """A native future; an instance of concurrent.futures.Future."""
 
+class ExecutorStats(NamedTuple):
+    submitted: int
+    queued: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    workers: int
+    idle_workers: int
+
 class Executor(concurrent.futures.Executor):
+    def stats(self) -> ExecutorStats: ...
     def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]: ...
     @overload
     def map(

@@ -39,12 +39,17 @@ def main() -> None:
         px.terminate_workers()
         px.kill_workers()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                             task_timeout=30.0, on_worker_death="replace") as tx:
+                             task_timeout=30.0, on_worker_death="replace",
+                             cancel_running=True, pickler="cloudpickle") as tx:
         timed = tx.options(task_timeout=10)
         five: int = timed.submit(square, 2).result() + sum(timed.map(square, [1], chunksize=1))
         assert five == 5
     extras: tuple[type[BaseException], ...] = (cfutures.TaskTimeout, cfutures.WorkerDied)
     assert extras
+    with ThreadPoolExecutor(2) as counted:
+        done: list[int] = [f.result() for f in cfutures.progress([counted.submit(square, 3)])]
+        stats: cfutures.ExecutorStats = counted.stats()
+        assert done == [9] and stats.completed == 1
     plain: concurrent.futures.Future[int] = Future()
     plain.set_result(1)
     assert isinstance(plain, concurrent.futures.Future)
