@@ -61,12 +61,15 @@ _LAZY = {
     "install": "._install",
     "uninstall": "._install",
     "installed": "._install",
-    # Beyond the stdlib (opt-in; not in __all__, not installed into concurrent.futures).
+    # Beyond the stdlib (opt-in): _EXTENSIONS below.
     "TaskTimeout": ".process",
     "WorkerDied": ".process",
     "ExecutorStats": "._base",
     "progress": "._progress",
 }
+# The names cfutures has beyond the stdlib's: not in __all__, and hidden from what install()
+# makes concurrent.futures (code that tests for them there sees the stdlib's module).
+_EXTENSIONS = frozenset({"TaskTimeout", "WorkerDied", "ExecutorStats", "progress"})
 _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
                "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",
                "as_completed", "wait")

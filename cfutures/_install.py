@@ -7,9 +7,14 @@ package, so later imports get cfutures; and it sets the public names of the stdl
 kept a reference to that module (``import concurrent.futures as cf`` done earlier) looks them up
 to cfutures too. uninstall() puts every entry and attribute back as it was. Names already bound
 elsewhere (``from concurrent.futures import Future`` done before) keep what they had.
+
+``concurrent.futures`` itself becomes a view of the cfutures package (_PackageView) rather than
+the package: every name resolves to cfutures', except those cfutures adds beyond the stdlib
+(cfutures._EXTENSIONS), which installed code does not see there.
 """
 
 import sys
+import types
 
 _NAMES = ("concurrent.futures", "concurrent.futures._base", "concurrent.futures.thread",
           "concurrent.futures.process")
@@ -17,10 +22,31 @@ _saved = None
 _MISSING = object()
 
 
+class _PackageView(types.ModuleType):
+    """What ``concurrent.futures`` is while installed: the cfutures package's names (its
+    submodules included), without cfutures' own additions."""
+
+    def __init__(self, package):
+        # Named as the package: `concurrent.futures.__name__` tells which one is in place.
+        super().__init__(package.__name__, package.__doc__)
+        self.__dict__.update(__all__=package.__all__, __path__=package.__path__,
+                             __file__=package.__file__, _package=package)
+
+    def __getattr__(self, name):
+        package = self.__dict__["_package"]
+        if name in package._EXTENSIONS:
+            raise AttributeError(f"module 'concurrent.futures' has no attribute {name!r}")
+        return getattr(package, name)
+
+    def __dir__(self):
+        package = self.__dict__["_package"]
+        return sorted(set(dir(package)) - package._EXTENSIONS)
+
+
 def _replacements():
     import cfutures
     from cfutures import _base, process, thread
-    return {"concurrent.futures": cfutures, "concurrent.futures._base": _base,
+    return {"concurrent.futures": _PackageView(cfutures), "concurrent.futures._base": _base,
             "concurrent.futures.thread": thread, "concurrent.futures.process": process}
 
 

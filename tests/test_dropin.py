@@ -33,12 +33,17 @@ def test_install_swaps_the_modules_and_uninstall_restores_them():
         import concurrent.futures as now
         from concurrent.futures import ThreadPoolExecutor
         from concurrent.futures.process import ProcessPoolExecutor
-        assert now is cfutures
+        assert now is sys.modules["concurrent.futures"]
+        assert now.ThreadPoolExecutor is cfutures.ThreadPoolExecutor
+        assert now.thread is cfutures.thread and now.__all__ == cfutures.__all__
+        for name in cfutures._EXTENSIONS:  # cfutures' own additions are not installed
+            assert hasattr(cfutures, name) and not hasattr(now, name)
+            assert name not in dir(now)
         assert ThreadPoolExecutor is cfutures.ThreadPoolExecutor
         assert ProcessPoolExecutor is cfutures.ProcessPoolExecutor
         assert sys.modules["concurrent.futures._base"].Future is cfutures.Future
         import concurrent
-        assert concurrent.futures is cfutures  # names looked up through the package
+        assert concurrent.futures is now  # names looked up through the package
         assert imported_before.ThreadPoolExecutor is cfutures.ThreadPoolExecutor
         assert imported_before.wait is cfutures.wait and imported_before.Future is cfutures.Future
         with concurrent.futures.ThreadPoolExecutor(2) as ex:

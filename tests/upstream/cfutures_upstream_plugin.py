@@ -21,7 +21,7 @@ def pytest_configure(config):
     import concurrent.futures
 
     import cfutures
-    if concurrent.futures is not cfutures:
+    if not cfutures.installed() or concurrent.futures.Future is not cfutures.Future:
         raise pytest.UsageError("concurrent.futures is not redirected to cfutures "
                                 "(is CFUTURES_INSTALL=1 set and cfutures installed?)")
 
