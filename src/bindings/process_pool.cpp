@@ -330,12 +330,17 @@ struct Hooks final : core::ProcessPoolHooks {
         for (core::IncomingFrame& answer : batch.answers) complete(answer);
         if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
         for (PyObject* fut : shared.jobs.take(batch.lost)) fail_future(fut, broken_error(batch.broken_reason));
-        py::dict exitcodes;
+        // pid -> exit code of the workers reaped now. A C++ map, not the dict reap() returns:
+        // nothing Python may be alive here while later calls run Python code (rule 6: an unwind
+        // at exit would drop it without the GIL).
+        std::unordered_map<int, int> exitcodes;
         if (!batch.exited.empty()) {
             py::list pids;
             for (int pid : batch.exited) pids.append(pid);
             try {
-                exitcodes = shared.host.reap(pids);
+                py::dict reaped = call_python([&] { return py::dict(shared.host.reap(pids)); });
+                for (auto item : reaped)
+                    if (!item.second.is_none()) exitcodes[item.first.cast<int>()] = item.second.cast<int>();
             } catch (py::error_already_set& e) {
                 e.discard_as_unraisable("cfutures process pool: reaping workers");
             }
@@ -345,8 +350,10 @@ struct Hooks final : core::ProcessPoolHooks {
             PyObject* fut = shared.jobs.take(stop.tag);
             if (!fut) continue;
             try {
-                py::object code = stop.exitcode_known ? py::int_(stop.exitcode)
-                                                      : exitcodes.attr("get")(stop.pid);
+                auto reaped = exitcodes.find(stop.pid);
+                py::object code = py::none();
+                if (stop.exitcode_known) code = py::int_(stop.exitcode);
+                else if (reaped != exitcodes.end()) code = py::int_(reaped->second);
                 fail_future(fut, shared.host.stopped_error(static_cast<int>(stop.cause), code));
             } catch (py::error_already_set& e) {
                 // The future must not stay pending: fail it with what went wrong instead.
