@@ -18,8 +18,8 @@ __all__ = ["progress"]
 def progress(iterable, total=None, desc=None):
     """Yields from `iterable`, showing progress.
 
-    A sized collection of futures (a list, set or tuple of cfutures or concurrent.futures
-    futures) is yielded in completion order, as as_completed() does; anything else (a map()
+    A sized collection of futures (a list, tuple, set, or dict keyed by futures, of cfutures or
+    concurrent.futures futures) is yielded in completion order, as as_completed() does; anything else (a map()
     iterator, a generator) is yielded in its own order, one item at a time. `total` defaults to
     len(iterable) when it has one; `desc` labels the bar.
     """
@@ -44,8 +44,8 @@ def progress(iterable, total=None, desc=None):
 
 
 def _futures_in(iterable):
-    """The futures of a sized collection made only of futures, or None."""
-    if not isinstance(iterable, (list, tuple, set, frozenset)) or not iterable:
+    """The futures of a sized collection made only of futures (a dict's keys), or None."""
+    if not isinstance(iterable, (list, tuple, set, frozenset, dict)) or not iterable:
         return None
     if all(isinstance(f, concurrent.futures.Future) for f in iterable):
         return iterable

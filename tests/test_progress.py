@@ -109,6 +109,13 @@ def test_tqdm_draws_on_a_terminal(monkeypatch):
     assert "plain" in out and "3/3" in out
 
 
+def test_a_dict_keyed_by_futures_gives_its_keys_as_they_complete(capsys):
+    with cfutures.ThreadPoolExecutor(2) as ex:
+        fs = {ex.submit(sleep_and_return, d, d): d for d in (0.3, 0.01)}
+        assert [fs[f] for f in cfutures.progress(fs)] == [0.01, 0.3]
+    assert capsys.readouterr().err == ""
+
+
 def test_an_empty_collection_and_a_mixed_one(capsys):
     assert list(cfutures.progress([])) == []
     f = cfutures.Future()
