@@ -206,6 +206,15 @@ ProcessPool::Job job(std::uint64_t tag, std::string payload, std::chrono::nanose
     return j;
 }
 
+// Submits as an owner that cannot start workers here (threads run): a worker the pool asks for
+// (to replace one it stopped) is reported as failed to start, so that none is counted that will
+// never come (shutdown waits for every counted worker).
+ProcessPool::SubmitAnswer submit_without_starting(ProcessPool& pool, ProcessPool::Job j) {
+    auto answer = pool.submit(std::move(j));
+    for (std::size_t i = 0; i < answer.start_workers; ++i) pool.worker_start_failed();
+    return answer;
+}
+
 // Waits (at most 20 s) until `done()` holds under the recorder's lock.
 template <class Done>
 void wait_until(Recorder& rec, Done&& done) {
@@ -259,11 +268,11 @@ bool run_long_then_short(Behaviour b, const char* long_job, Recorder& rec,
         return rec.results.size();
     };
     std::uint64_t tag = 1;
-    for (int i = 0; i < 40; ++i) pool.submit(job(tag++, "warm"));
+    for (int i = 0; i < 40; ++i) submit_without_starting(pool, job(tag++, "warm"));
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (answered() < 40 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-    pool.submit(job(tag++, long_job, long_timeout));
-    for (int i = 0; i < 12; ++i) pool.submit(job(tag++, "short"));
+    submit_without_starting(pool, job(tag++, long_job, long_timeout));
+    for (int i = 0; i < 12; ++i) submit_without_starting(pool, job(tag++, "short"));
     std::size_t want = long_timeout.count() ? 52 : 53;
     while (answered() < want && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
     if (long_timeout.count()) wait_until(rec, [&] { return !rec.stopped.empty(); });
@@ -326,7 +335,9 @@ TEST_SUITE("ProcessPool") {
         std::vector<OutgoingFrame> released;
         CHECK_FALSE(pool.stop_job(2, released));  // not a job of the pool
         CHECK(pool.stop_job(1, released));
-        for (std::uint64_t i = 2; i <= 6; ++i) pool.submit(job(i, "after"));
+        // Its worker's exit first, then the submits: they ask for the worker it left free.
+        wait_until(rec, [&] { return rec.stopped.size() == 1; });
+        for (std::uint64_t i = 2; i <= 6; ++i) submit_without_starting(pool, job(i, "after"));
         wait_until(rec, [&] { return rec.results.size() == 5 && rec.stopped.size() == 1; });
         pool.shutdown(false);
         manager.join();
@@ -344,7 +355,7 @@ TEST_SUITE("ProcessPool") {
         start_workers(pool, 1, Behaviour::CrashOnFirstTask);
         start_workers(pool, 1, Behaviour::Echo);
         std::thread manager([&] { pool.run(rec); });
-        for (std::uint64_t i = 1; i <= 8; ++i) pool.submit(job(i, "x"));
+        for (std::uint64_t i = 1; i <= 8; ++i) submit_without_starting(pool, job(i, "x"));
         wait_until(rec, [&] { return rec.results.size() + rec.stopped.size() == 8; });
         pool.shutdown(false);
         manager.join();
