@@ -77,7 +77,10 @@ _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExe
 
 def __getattr__(name):
     import importlib
-    if name in _LAZY:
+    if name == "ProcessPoolExecutor" and _os.environ.get("CFUTURES_DASK"):
+        # `python -m cfutures run --dask ADDRESS`: process pools run on that Dask cluster.
+        value = importlib.import_module(".dask", __name__).ProcessPoolExecutor
+    elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     elif name in _BASE_NAMES:
         value = getattr(importlib.import_module("._base", __name__), name)

@@ -6,6 +6,8 @@
                                  (and multiprocessing.Pool, loky, pebble, mpire, joblib)
     run script.py [args...]      run a program with cfutures installed in place of
     run -m module [args...]      concurrent.futures (child Python processes included)
+    run --dask ADDRESS ...       the same, its process pools running on the Dask cluster at
+                                 ADDRESS ("local": a LocalCluster started for the run)
     info                         version, Python, build, start methods
 """
 
@@ -18,10 +20,20 @@ USAGE = __doc__.split("\n\n", 1)[1]
 def run(argv):
     """Runs a script or module as __main__ with cfutures installed, as `python` would."""
     import runpy
+    dask_address = None
+    if argv and argv[0] == "--dask" and len(argv) > 1:
+        dask_address, argv = argv[1], argv[2:]
     if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):
-        print("usage: python -m cfutures run script.py [args...]\n"
-              "       python -m cfutures run -m module [args...]", file=sys.stderr)
+        print("usage: python -m cfutures run [--dask ADDRESS] script.py [args...]\n"
+              "       python -m cfutures run [--dask ADDRESS] -m module [args...]",
+              file=sys.stderr)
         return 2
+    if dask_address == "local":
+        from cfutures.dask import start_local_cluster
+        dask_address = start_local_cluster()
+    if dask_address is not None:
+        # Before anything reads ProcessPoolExecutor, and for the child processes too.
+        os.environ["CFUTURES_DASK"] = dask_address
     # Child Python processes (spawned workers, subprocesses) install it at start-up through
     # cfutures-autoinstall.pth.
     os.environ["CFUTURES_INSTALL"] = "1"

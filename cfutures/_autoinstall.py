@@ -1,4 +1,5 @@
-"""Run at interpreter start-up by ``cfutures-autoinstall.pth`` when CFUTURES_INSTALL=1 is set.
+"""Run at interpreter start-up by ``cfutures-autoinstall.pth`` when CFUTURES_INSTALL=1 is set, or
+CFUTURES_DASK (process pools then run on that Dask cluster: cfutures.dask).
 
 This is how a program started with cfutures installed passes it on to the Python processes it
 starts (subprocesses, spawned workers), whose command lines cannot be changed. Without the

@@ -1,0 +1,159 @@
+"""What runs on the Dask cluster for cfutures.dask.DaskExecutor: in a worker, one call unpacked from
+the bytes the client captured at submit, and its outcome packed back into bytes; on the scheduler,
+the cancellation of tasks that have not started.
+
+It imports only the standard library and cloudpickle (a dependency of distributed), never the
+compiled module: the cluster's processes need the cfutures package installed, not loaded.
+
+The wire format (the client side is cfutures.dask._pack_call):
+- a *piece* is either ``bytes`` (a pickle sent inline in the task) or an ``int``: the index of a
+  shared blob, a large pickle the client scattered once and passes as one of the task's trailing
+  arguments, which Dask resolves to the blob's bytes before the call;
+- ``init`` is None or ``(token, piece)``: the executor's initializer and initargs, run once per
+  worker process and executor token before that executor's first task there;
+- ``call`` is ``(pieces, nargs, kwnames)``: with ``nargs == -1`` the single piece is the whole
+  ``(fn, args, kwargs)``; otherwise the pieces are fn, the nargs positional arguments, then the
+  values of the keyword arguments named by kwnames.
+- A function of the client's ``__main__`` (a script's, a notebook's) travels by value, wrapped in
+  ``main_function(token, payload)``: in the worker it is rebound to one namespace per executor
+  token and process, shared by the executor's ``__main__`` functions (its initializer included),
+  so that a global one of them sets is seen by the others, as in the ``__mp_main__`` of the
+  stdlib's spawned workers. Plain cloudpickle would give each call fresh globals.
+- The answer is the pickle of ``(tag, value)``: RESULT and the result, EXCEPTION and the exception
+  wrapped with its traceback (the stdlib's _ExceptionWithTraceback: the client re-raises it with
+  the remote traceback as ``__cause__``), or BROKEN and the traceback text of a failed initializer.
+"""
+
+import builtins
+import pickle
+import threading
+import traceback
+import types
+
+RESULT, EXCEPTION, BROKEN = 0, 1, 2
+
+# Executor tokens whose initializer ran in this process: None when it succeeded, the failure's
+# traceback text otherwise. The lock makes one of the worker's threads run it while the others
+# wait for the outcome.
+_initialized = {}
+_init_lock = threading.Lock()
+
+
+# Executor token -> the namespace of its __main__ functions in this process. Its own lock: the
+# initializer, unpickled under _init_lock, may be one of them.
+_main_namespaces = {}
+_namespaces_lock = threading.Lock()
+
+
+def main_function(token, payload):
+    """Unpickles a function of the client's __main__, bound to the executor's namespace here."""
+    fn = pickle.loads(payload)
+    with _namespaces_lock:
+        namespace = _main_namespaces.get(token)
+        if namespace is None:
+            namespace = _main_namespaces[token] = {"__builtins__": builtins,
+                                                   "__name__": "__main__"}
+    shipped = fn.__globals__  # what cloudpickle sent: the globals the function's code names
+    adopted = [name for name in shipped if name not in namespace]
+    for name in adopted:
+        namespace[name] = shipped[name]
+    # Functions shipped along (called by fn) share the namespace too.
+    for name in adopted:
+        if _is_main_function(namespace[name]):
+            namespace[name] = _rebind(namespace[name], namespace)
+    return _rebind(fn, namespace)
+
+
+def _is_main_function(value):
+    return isinstance(value, types.FunctionType) and value.__module__ == "__main__"
+
+
+def _rebind(fn, namespace):
+    rebound = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__,
+                                 fn.__closure__)
+    rebound.__kwdefaults__ = fn.__kwdefaults__
+    rebound.__qualname__ = fn.__qualname__
+    rebound.__dict__.update(fn.__dict__)
+    return rebound
+
+
+def _load(piece, blobs):
+    return pickle.loads(blobs[piece] if isinstance(piece, int) else piece)
+
+
+def _answer(tag, value):
+    import cloudpickle
+    return cloudpickle.dumps((tag, value), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _exception_answer(exc):
+    from concurrent.futures.process import _ExceptionWithTraceback
+    try:
+        return _answer(EXCEPTION, _ExceptionWithTraceback(exc, exc.__traceback__))
+    except Exception as unpicklable:
+        # The exception itself does not pickle: say so, with the original's traceback text.
+        error = RuntimeError(f"the task raised an exception that cannot be sent back "
+                             f"({unpicklable!r}): {exc!r}")
+        return _answer(EXCEPTION, _ExceptionWithTraceback(error, exc.__traceback__))
+
+
+def _initialize(init, blobs):
+    token, piece = init
+    with _init_lock:
+        if token not in _initialized:
+            try:
+                initializer, initargs = _load(piece, blobs)
+                initializer(*initargs)
+                _initialized[token] = None
+            except BaseException:
+                _initialized[token] = traceback.format_exc()
+        return _initialized[token]
+
+
+def run_call(init, call, *blobs):
+    """The Dask task of one submit (or one map chunk): returns the packed outcome."""
+    if init is not None:
+        failure = _initialize(init, blobs)
+        if failure is not None:
+            return _answer(BROKEN, failure)
+    try:
+        pieces, nargs, kwnames = call
+        if nargs < 0:
+            fn, args, kwargs = _load(pieces[0], blobs)
+        else:
+            fn = _load(pieces[0], blobs)
+            args = [_load(p, blobs) for p in pieces[1:1 + nargs]]
+            kwargs = {name: _load(p, blobs) for name, p in zip(kwnames, pieces[1 + nargs:])}
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        return _exception_answer(exc)
+    try:
+        return _answer(RESULT, result)
+    except BaseException as exc:
+        return _exception_answer(exc)
+
+
+# The scheduler's task states before one is handed to a worker: a task in any other state may be
+# running (with the default worker saturation, the scheduler hands a worker only what it can
+# start), or is done.
+_NOT_STARTED = frozenset({"released", "waiting", "queued", "no-worker"})
+
+
+def cancel_unstarted(keys, client_id, dask_scheduler=None):
+    """Runs on the scheduler's event loop (Client.run_on_scheduler), so nothing moves between the
+    check and the cancel: cancels those of ``keys`` that no worker has, and returns
+    ``(cancelled, unknown)``: unknown keys have not reached the scheduler yet."""
+    cancelled, unknown = [], []
+    for key in keys:
+        task = dask_scheduler.tasks.get(key)
+        if task is None:
+            unknown.append(key)
+        elif task.state in _NOT_STARTED:
+            cancelled.append(key)
+    if cancelled:
+        try:
+            dask_scheduler.stimulus_cancel(cancelled, client_id, force=False,
+                                           reason="cancelled by cfutures", msg=None)
+        except TypeError:  # distributed before 2024.11 takes neither reason nor msg
+            dask_scheduler.stimulus_cancel(cancelled, client_id, force=False)
+    return cancelled, unknown
