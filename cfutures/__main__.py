@@ -30,7 +30,7 @@ def run(argv):
         return 2
     if dask_address == "local":
         from cfutures.dask import start_local_cluster
-        dask_address = start_local_cluster()
+        dask_address = start_local_cluster().address
     if dask_address is not None:
         # Before anything reads ProcessPoolExecutor, and for the child processes too.
         os.environ["CFUTURES_DASK"] = dask_address

@@ -538,7 +538,6 @@ class ProcessPoolExecutor(DaskExecutor, _std_process.ProcessPoolExecutor):
 
 _shared = None          # (pid, address, client) of this process
 _shared_lock = threading.Lock()
-_local_cluster = None   # the subprocess serving CFUTURES_DASK=local for this process
 
 
 def routed():
@@ -551,7 +550,7 @@ def _routed_address():
     address then replaces ``local`` in the environment, so child processes share it)."""
     address = os.environ.get("CFUTURES_DASK", "")
     if address == "local":
-        address = start_local_cluster()
+        address = start_local_cluster().address
         os.environ["CFUTURES_DASK"] = address
     if not address:
         raise RuntimeError("CFUTURES_DASK is not set")
@@ -569,44 +568,56 @@ def _shared_client():
         return _shared[2]
 
 
+class LocalClusterProcess:
+    """A LocalCluster in a child process (started by start_local_cluster): its scheduler's
+    ``address``; ``close()`` stops it (closing its stdin), as does this process's exit."""
+
+    def __init__(self):
+        _distributed()
+        # Neither variable reaches the cluster's own processes (its workers, and those Dask
+        # restarts): they never start clusters or route to one.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CFUTURES_DASK", "CFUTURES_INSTALL")}
+        self._child = subprocess.Popen(
+            [sys.executable, "-c",
+             "from cfutures.dask import _serve_local_cluster as serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.address = self._child.stdout.readline().strip()
+        self._child.stdout.close()
+        if not self.address:
+            self._child.wait()
+            raise RuntimeError(f"the local Dask cluster did not start "
+                               f"(exit code {self._child.returncode})")
+        atexit.register(self.close)
+
+    def close(self):
+        if self._child.stdin.closed:
+            return
+        self._child.stdin.close()
+        try:
+            self._child.wait(30)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.wait()
+
+
 def start_local_cluster():
-    """Starts a LocalCluster in a child process that lives as long as this process (it stops when
-    its stdin closes), and returns its scheduler's address.
-
-    The child's environment has neither CFUTURES_DASK nor CFUTURES_INSTALL: the cluster's own
-    processes (its workers, and those Dask restarts) never start clusters or route to one."""
-    global _local_cluster
-    _distributed()
-    env = {k: v for k, v in os.environ.items() if k not in ("CFUTURES_DASK", "CFUTURES_INSTALL")}
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from cfutures.dask import _serve_local_cluster as serve; serve()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
-    address = child.stdout.readline().strip()
-    child.stdout.close()
-    if not address:
-        child.wait()
-        raise RuntimeError(f"the local Dask cluster did not start (exit code {child.returncode})")
-    _local_cluster = child
-    atexit.register(_stop_local_cluster, child)
-    return address
-
-
-def _stop_local_cluster(child):
-    child.stdin.close()
-    try:
-        child.wait(30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+    """Starts a LocalCluster on 127.0.0.1 in a child process that lives as long as this process,
+    and returns it (a LocalClusterProcess: its ``address``, ``close()``)."""
+    return LocalClusterProcess()
 
 
 def _serve_local_cluster():
-    """The child of start_local_cluster: a LocalCluster on 127.0.0.1 whose tasks fail at their
-    worker's first death, serving until stdin closes."""
+    """The child of LocalClusterProcess: a LocalCluster on 127.0.0.1 whose tasks fail at their
+    worker's first death, serving until stdin closes. CFUTURES_DASK_WORKERS, if set, is its
+    number of worker processes (one thread each)."""
     import dask
     distributed = _distributed()
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with distributed.LocalCluster(host="127.0.0.1", dashboard_address=None) as cluster:
+        workers = os.environ.get("CFUTURES_DASK_WORKERS")
+        shape = {"n_workers": int(workers), "threads_per_worker": 1} if workers else {}
+        with distributed.LocalCluster(host="127.0.0.1", dashboard_address=None,
+                                      **shape) as cluster:
             print(cluster.scheduler_address, flush=True)
             sys.stdin.read()
 

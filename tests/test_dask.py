@@ -1,0 +1,451 @@
+"""cfutures.dask: the executor API on a real Dask cluster (distributed.LocalCluster on 127.0.0.1).
+
+The cluster runs in a child process (cfutures.dask.start_local_cluster, as `run --dask local`
+does), for the module: its workers are not this process's children, so a worker killed by a test
+and restarted by Dask is no leak. Tests that compare with the stdlib run the same body on the
+stdlib's ProcessPoolExecutor (ids ``stdlib-process`` and ``dask``).
+"""
+
+import asyncio
+import concurrent.futures
+import concurrent.futures.process
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import cfutures  # noqa: E402
+from cfutures.dask import DaskExecutor  # noqa: E402
+from dask_helpers import (  # noqa: E402  (importable by the cluster's workers, see conftest)
+    append_line, append_line_after, first_byte, initializations, initialize, key_of_current_task,
+    kill_own_worker, length, raises_nested, unpicklable_result, worker_env)
+from process_helpers import fails, mul, sleep_and_return  # noqa: E402
+
+BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
+WORKERS = 2  # worker processes of the module's cluster, one thread each
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    os.environ["CFUTURES_DASK_WORKERS"] = str(WORKERS)
+    try:
+        local = cfutures.dask.start_local_cluster()
+    finally:
+        del os.environ["CFUTURES_DASK_WORKERS"]
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with distributed.Client(cluster.address) as client:
+        client.wait_for_workers(WORKERS, timeout=60)
+        # Threads Dask starts on first use (and keeps) start here, not in a test (no_leaks).
+        distributed.utils._offload_executor.submit(int).result()
+        with DaskExecutor(client=client) as ex:
+            list(ex.map(mul, range(4), range(4), chunksize=2))
+            ex.submit(fails).exception()
+            ex.submit(length, b"x" * 200_000).result()
+        yield client
+
+
+class DaskFactory:
+    def __init__(self, client):
+        self.client, self.made = client, []
+
+    def __call__(self, **kwargs):
+        ex = DaskExecutor(client=self.client, **kwargs)
+        self.made.append(ex)
+        return ex
+
+    def close(self):
+        for ex in self.made:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def dask_executor(client):
+    factory = DaskFactory(client)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(params=["stdlib-process", "dask"])
+def remote_executor(request, client):
+    """An executor factory: the stdlib's ProcessPoolExecutor, or DaskExecutor on the cluster."""
+    if request.param == "dask":
+        factory = DaskFactory(client)
+    else:
+        made = []
+
+        def factory(**kwargs):
+            ex = concurrent.futures.ProcessPoolExecutor(WORKERS, **kwargs)
+            made.append(ex)
+            return ex
+        factory.close = lambda: [ex.shutdown(cancel_futures=True) for ex in made]
+    yield factory
+    factory.close()
+
+
+def _until(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+# --- the stdlib's semantics, side by side -----------------------------------------------------
+
+def test_submit_result_and_exception_with_remote_traceback(remote_executor):
+    ex = remote_executor()
+    assert ex.submit(mul, 6, 7).result(timeout=30) == 42
+    assert ex.submit(mul, x=2, y=5).result(timeout=30) == 10
+    with pytest.raises(KeyError, match="deep") as info:
+        ex.submit(raises_nested).result(timeout=30)
+    cause = info.value.__cause__
+    assert type(cause) is concurrent.futures.process._RemoteTraceback
+    assert "in inner" in str(cause) and 'raise KeyError("deep")' in str(cause)
+
+
+def test_map_in_order_with_chunks_and_several_iterables(remote_executor):
+    ex = remote_executor()
+    assert list(ex.map(mul, range(50), range(50), chunksize=7)) == [i * i for i in range(50)]
+    assert list(ex.map(mul, [], [])) == []
+    with pytest.raises(ValueError):
+        ex.map(mul, [1], [1], chunksize=0)
+
+
+def test_map_raises_the_first_failure_in_order(remote_executor):
+    ex = remote_executor()
+    results = ex.map(mul, [1, 2, "a", 4], [1, 1, [], 4], chunksize=1)
+    assert next(results) == 1 and next(results) == 2
+    with pytest.raises(TypeError):
+        next(results)
+
+
+def test_map_timeout(remote_executor):
+    ex = remote_executor()
+    with pytest.raises(concurrent.futures.TimeoutError):
+        list(ex.map(sleep_and_return, [2, 2], [1, 2], timeout=0.3))
+
+
+def test_unpicklable_argument_fails_the_future(remote_executor):
+    ex = remote_executor()
+    future = ex.submit(length, threading.Lock())
+    assert isinstance(future.exception(timeout=30), TypeError)
+    assert ex.submit(mul, 2, 3).result(timeout=30) == 6
+
+
+def test_unpicklable_result_fails_the_future(remote_executor):
+    ex = remote_executor()
+    error = ex.submit(unpicklable_result).exception(timeout=30)
+    assert isinstance(error, TypeError) and "pickle" in str(error)
+
+
+def test_submit_after_shutdown(remote_executor):
+    ex = remote_executor()
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(mul, 1, 2)
+
+
+def test_failing_initializer_breaks_the_executor(remote_executor):
+    ex = remote_executor(initializer=fails)
+    with pytest.raises(BrokenProcessPool):
+        ex.submit(mul, 1, 2).result(timeout=30)
+    with pytest.raises(BrokenProcessPool):
+        ex.submit(mul, 1, 2).result(timeout=30)
+
+
+def test_every_submit_runs_even_identical_ones(remote_executor, tmp_path):
+    ex = remote_executor()
+    path = str(tmp_path / "log")
+    futures = [ex.submit(append_line, path, "same") for _ in range(5)]
+    assert [f.result(timeout=30) for f in futures] == ["same"] * 5
+    with open(path) as f:
+        assert f.read().splitlines() == ["same"] * 5
+    assert len({ex.submit(uuid.uuid4).result(timeout=30) for _ in range(3)}) == 3
+
+
+def test_arguments_are_captured_at_submit(dask_executor):
+    # The stdlib's process pool pickles in a feeder thread, later: a race there, a rule here.
+    ex = dask_executor(max_workers=1)
+    blocker = ex.submit(sleep_and_return, 0.5, None)
+    small, large = [1, 2, 3], bytearray(b"a" * 300_000)
+    f_small, f_large = ex.submit(sum, small), ex.submit(first_byte, large)
+    small.append(100)
+    large[0] = ord("b")
+    blocker.result(timeout=30)
+    assert (f_small.result(timeout=30), f_large.result(timeout=30)) == (6, ord("a"))
+
+
+# --- what only the Dask executor has ----------------------------------------------------------
+
+def test_map_sends_each_chunk_as_one_task(dask_executor):
+    ex = dask_executor()
+    results = list(ex.map(key_of_current_task, range(100), chunksize=30))
+    assert [x for x, _ in results] == list(range(100))
+    keys = [key for _, key in results]
+    assert len(set(keys)) == 4
+    assert all(len(set(keys[i:i + 30])) == 1 for i in range(0, 100, 30))
+    assert all(key.startswith("key_of_current_task-") for key in keys)
+
+
+def test_map_buffersize_bounds_what_is_taken_from_the_input(dask_executor):
+    ex = dask_executor()
+    taken = []
+
+    def numbers():
+        for i in itertools.count():
+            taken.append(i)
+            yield i
+    results = ex.map(mul, numbers(), itertools.repeat(2), chunksize=5, buffersize=3)
+    assert [next(results) for _ in range(12)] == [2 * i for i in range(12)]
+    # 3 chunks in flight, one more taken each time one is consumed.
+    assert len(taken) <= 5 * (3 + 3)
+    results.close()
+
+
+def test_a_large_argument_shared_by_many_tasks_is_sent_once(dask_executor, monkeypatch):
+    ex = dask_executor()
+    scatters = []
+    scatter = ex._client.scatter
+    monkeypatch.setattr(ex._client, "scatter", lambda *a, **k: scatters.append(1) or scatter(*a, **k))
+    data = b"x" * 1_000_000
+    futures = [ex.submit(length, data) for _ in range(10)]
+    assert [f.result(timeout=30) for f in futures] == [len(data)] * 10
+    assert len(scatters) == 1
+    # Another content is another blob; no blob is kept once no task uses it.
+    assert ex.submit(length, b"y" * 1_000_000).result(timeout=30) == 1_000_000
+    assert len(scatters) == 2
+    _until(lambda: not ex._blobs)
+
+
+def test_cancel_in_the_executor_queue_and_at_the_scheduler(dask_executor, tmp_path):
+    path = str(tmp_path / "log")
+    ex = dask_executor(max_workers=WORKERS + 2)
+    futures = [ex.submit(append_line_after, 0.5, path, str(i)) for i in range(WORKERS + 6)]
+    _until(lambda: sum(1 for _ in ex._client.processing().values()) and all(
+        len(keys) for keys in ex._client.processing().values()))
+    time.sleep(0.2)
+    cancelled = [f.cancel() for f in futures]
+    # The ones in the executor's queue always cancel; the first ones are held by workers.
+    assert cancelled[-4:] == [True] * 4
+    assert cancelled[:WORKERS] == [False] * WORKERS
+    concurrent.futures.wait(futures, timeout=30)
+    with open(path) as f:
+        ran = set(f.read().split())
+    for i, (f, c) in enumerate(zip(futures, cancelled)):
+        assert f.cancelled() == c and f.done()
+        assert (str(i) in ran) != c, i
+
+
+def test_cancel_of_a_running_task_is_false(dask_executor):
+    ex = dask_executor()
+    future = ex.submit(sleep_and_return, 1, "done")
+    _until(lambda: any(ex._client.processing().values()))
+    time.sleep(0.2)
+    assert not future.cancel()
+    assert future.result(timeout=30) == "done"
+    assert not future.cancel()
+
+
+def test_shutdown_cancel_futures(dask_executor, tmp_path):
+    path = str(tmp_path / "log")
+    ex = dask_executor()
+    futures = [ex.submit(append_line_after, 0.3, path, str(i)) for i in range(12)]
+    _until(lambda: any(ex._client.processing().values()))
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert all(f.done() for f in futures)
+    cancelled = [f for f in futures if f.cancelled()]
+    assert 12 - 2 * (WORKERS + 1) <= len(cancelled) < 12
+    with open(path) as f:
+        ran = set(f.read().split())
+    assert ran == {str(i) for i, f in enumerate(futures) if not f.cancelled()}
+
+
+def test_shutdown_without_wait_lets_the_work_finish(dask_executor):
+    ex = dask_executor()
+    futures = [ex.submit(sleep_and_return, 0.2, i) for i in range(4)]
+    ex.shutdown(wait=False)
+    assert [f.result(timeout=30) for f in futures] == list(range(4))
+
+
+def test_futures_mix_with_other_executors_in_waits_callbacks_and_asyncio(dask_executor):
+    ex = dask_executor()
+    with cfutures.ThreadPoolExecutor(2) as threads, \
+            concurrent.futures.ThreadPoolExecutor(2) as std_threads:
+        mixed = [ex.submit(sleep_and_return, 0.3, "dask"), threads.submit(time.sleep, 0.1),
+                 std_threads.submit(time.sleep, 0.05)]
+        seen = []
+        mixed[0].add_done_callback(lambda f: seen.append(f.result()))
+        for wait in (cfutures.wait, concurrent.futures.wait):
+            done, not_done = wait(mixed, timeout=30)
+            assert not not_done
+        order = list(cfutures.as_completed([ex.submit(sleep_and_return, 0.5, "slow"),
+                                            threads.submit(sleep_and_return, 0, "fast")],
+                                           timeout=30))
+        assert [f.result() for f in order] == ["fast", "slow"]
+        assert [f.result() for f in concurrent.futures.as_completed(mixed, timeout=30)]
+        assert seen == ["dask"]
+        assert isinstance(mixed[0], concurrent.futures.Future)
+
+    async def main():
+        return await asyncio.wrap_future(ex.submit(mul, 3, 4))
+    assert asyncio.run(main()) == 12
+
+
+def test_a_killed_worker_fails_its_task_with_a_clear_error(dask_executor):
+    ex = dask_executor()
+    future = ex.submit(kill_own_worker)
+    with pytest.raises(cfutures.WorkerDied, match="Dask worker .* died") as info:
+        future.result(timeout=60)
+    assert isinstance(info.value, BrokenProcessPool)
+    assert isinstance(info.value.__cause__, distributed.KilledWorker)
+    # The executor goes on (Dask restarts the worker).
+    assert ex.submit(mul, 2, 2).result(timeout=60) == 4
+    ex._client.wait_for_workers(WORKERS, timeout=60)
+
+
+def test_initializer_runs_once_per_worker_process_before_its_tasks(dask_executor):
+    ex = dask_executor(initializer=initialize, initargs=("hello",))
+    results = [ex.submit(initializations).result(timeout=30) for _ in range(6)]
+    for inits in results:
+        assert [tag for tag, pid in inits].count("hello") == 1
+    other = dask_executor(initializer=initialize, initargs=("again",))
+    assert ("again" in [t for t, _ in other.submit(initializations).result(timeout=30)])
+
+
+# The in-process cluster's HTTP server leaves a socket to the garbage collector (Dask's, not ours).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_owned_local_cluster_is_closed_at_shutdown(client):
+    with DaskExecutor(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as ex:
+        assert ex.submit(mul, 5, 5).result(timeout=60) == 25
+        client = ex._client
+        cluster = client.cluster
+    assert client.status == "closed"
+    assert cluster.status.name == "closed"
+
+
+def test_bad_arguments(client):
+    with pytest.raises(TypeError):
+        DaskExecutor("tcp://127.0.0.1:1", client=client)
+    with pytest.raises(ValueError):
+        DaskExecutor(client=client, max_workers=0)
+    with pytest.raises(TypeError):
+        DaskExecutor(client=client, initializer=3)
+
+
+# --- without distributed, and without asking for it -------------------------------------------
+
+def _python(code, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_import_cfutures_does_not_import_dask():
+    out = _python("""
+        import sys, cfutures
+        cfutures.ThreadPoolExecutor, cfutures.ProcessPoolExecutor
+        print('dask' in sys.modules, 'distributed' in sys.modules)
+    """)
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_missing_distributed_is_an_import_error_naming_the_extra():
+    out = _python("""
+        import sys
+        sys.modules['distributed'] = None
+        from cfutures.dask import DaskExecutor
+        try:
+            DaskExecutor()
+        except ImportError as e:
+            print(e)
+    """)
+    assert "pip install 'cfutures[dask]'" in out.stdout, out.stderr
+
+
+# --- python -m cfutures run --dask, CFUTURES_DASK ---------------------------------------------
+
+SCRIPT = """
+import concurrent.futures, os, sys, warnings
+import dask_helpers
+
+def square(x):
+    return x * x
+
+state = {}
+
+def remember(value):
+    global loaded
+    loaded = value
+
+def use_loaded(x):
+    return loaded + x
+
+if __name__ == "__main__":
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex = concurrent.futures.ProcessPoolExecutor(2, mp_context=None, max_tasks_per_child=2)
+    print("class", type(ex).__module__, isinstance(ex, concurrent.futures.ProcessPoolExecutor))
+    print("warnings", len(caught), "max_tasks_per_child" in str(caught[0].message))
+    with ex:
+        print("map", list(ex.map(square, range(5), chunksize=2)))
+        print("env", ex.submit(dask_helpers.worker_env, "CFUTURES_DASK").result(),
+              ex.submit(dask_helpers.worker_env, "CFUTURES_INSTALL").result())
+        print("worker", ex.submit(os.getpid).result() != os.getpid())
+    with concurrent.futures.ProcessPoolExecutor(initializer=remember, initargs=(40,)) as ex:
+        print("initializer", list(ex.map(use_loaded, [1, 2])))
+    import cfutures
+    print("cfutures", cfutures.ProcessPoolExecutor is concurrent.futures.ProcessPoolExecutor)
+    try:
+        concurrent.futures.ProcessPoolExecutor(task_timeout=1)
+    except NotImplementedError as e:
+        print("timeout", "task_timeout" in str(e))
+    print("args", sys.argv[1:])
+"""
+
+EXPECTED = ["class cfutures.dask True", "warnings 1 True", "map [0, 1, 4, 9, 16]",
+            "env None None", "worker True", "initializer [41, 42]", "cfutures True",
+            "timeout True", "args ['a', 'b']"]
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("CFUTURES_DASK", "CFUTURES_INSTALL")}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def test_run_dask_local_runs_an_unmodified_script_on_its_own_cluster(tmp_path):
+    from conftest import live_processes
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, "-m", "cfutures", "run", "--dask", "local",
+                             str(script), "a", "b"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=_clean_env(CFUTURES_DASK_WORKERS="1"))
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert stdout.splitlines() == EXPECTED, stderr
+    # The cluster's processes (all in the run's session) end with the run.
+    _until(lambda: not live_processes(4, proc.pid))
+
+
+def test_cfutures_dask_variable_routes_process_pools_to_a_cluster(cluster, tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script), "a", "b"], capture_output=True,
+                         text=True, timeout=120, env=_clean_env(CFUTURES_DASK=cluster.address))
+    assert out.stdout.splitlines() == EXPECTED, out.stderr
