@@ -69,7 +69,7 @@ _LAZY = {
 }
 # The names cfutures has beyond the stdlib's: not in __all__, and hidden from what install()
 # makes concurrent.futures (code that tests for them there sees the stdlib's module).
-_EXTENSIONS = frozenset({"TaskTimeout", "WorkerDied", "ExecutorStats", "progress"})
+_EXTENSIONS = frozenset({"TaskTimeout", "WorkerDied", "ExecutorStats", "progress", "dask"})
 _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
                "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",
                "as_completed", "wait")
@@ -80,6 +80,8 @@ def __getattr__(name):
     if name == "ProcessPoolExecutor" and _os.environ.get("CFUTURES_DASK"):
         # `python -m cfutures run --dask ADDRESS`: process pools run on that Dask cluster.
         value = importlib.import_module(".dask", __name__).ProcessPoolExecutor
+    elif name == "dask":  # the submodule (it imports distributed only when an executor is made)
+        value = importlib.import_module(".dask", __name__)
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     elif name in _BASE_NAMES:
@@ -93,4 +95,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__) | set(_LAZY) | set(_BASE_NAMES))
+    return sorted(set(globals()) | set(__all__) | set(_LAZY) | set(_BASE_NAMES) | {"dask"})

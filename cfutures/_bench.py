@@ -285,6 +285,127 @@ def memory_per_plain_future(impl, n):
     return memory_per_pending_future(impl, n, what="plain")
 
 
+# --- Dask: cfutures.dask.DaskExecutor against Dask's own APIs, on one cluster ------------------
+#
+# These rows are there only when `distributed` is installed. Their "stdlib" side is not the
+# stdlib: it is the Dask API named in the row (ROW_BASELINES; the table says so in a footnote and
+# the --json rows under "baseline"). Both sides of a row run on the same cluster in the same run:
+# a 2-worker LocalCluster that run() starts before the first Dask row and closes after the last
+# (a row measured alone, by measure() or pytest-benchmark, starts its own). Every measurement
+# waits until the scheduler holds no task (what the previous one released), makes its executor
+# and warms it with one no-op outside the clock; the timed part maps identity over the items and
+# consumes every result.
+
+DASK_CHUNKSIZE = 1000
+DASK_IDLE_SECONDS = 30.0  # at most this long waiting for the scheduler to forget earlier tasks
+
+_dask_client = None  # the Client of the cluster that dask_cluster() holds open, if any
+
+
+@contextlib.contextmanager
+def dask_cluster():
+    """A 2-worker LocalCluster (worker processes, one thread each) and a Client on it, workers
+    up and warm; the one already open if there is one."""
+    global _dask_client
+    if _dask_client is not None:
+        yield _dask_client
+        return
+    import distributed
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None, processes=True) as cluster, \
+            distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        client.run(_dask_worker_warm)  # the modules the tasks need, imported in every worker
+        _dask_client = client
+        try:
+            yield client
+        finally:
+            _dask_client = None
+
+
+def _dask_worker_warm():
+    import cfutures._dask_remote  # noqa: F401  (this module is imported by unpickling us)
+
+
+def _scheduler_task_count(dask_scheduler):
+    return len(dask_scheduler.tasks)
+
+
+def _dask_idle(client):
+    deadline = time.monotonic() + DASK_IDLE_SECONDS
+    while client.run_on_scheduler(_scheduler_task_count) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _dask_executor_map(client, n):
+    """cfutures.dask.DaskExecutor(client=client).map(identity, items, chunksize=1000)."""
+    from cfutures.dask import DaskExecutor
+    _dask_idle(client)
+    with DaskExecutor(client=client) as ex:
+        ex.submit(noop).result()
+        t0 = time.perf_counter()
+        for last in ex.map(identity, range(n), chunksize=DASK_CHUNKSIZE):
+            pass
+        elapsed = time.perf_counter() - t0
+    assert last == n - 1
+    return n / elapsed
+
+
+def _dask_get_executor_map(client, n):
+    """client.get_executor().map(identity, items): Dask's Executor, one task per item (its map
+    takes no chunksize)."""
+    _dask_idle(client)
+    with client.get_executor() as ex:
+        ex.submit(noop).result()
+        t0 = time.perf_counter()
+        for last in ex.map(identity, range(n)):
+            pass
+        elapsed = time.perf_counter() - t0
+    assert last == n - 1
+    return n / elapsed
+
+
+def _dask_client_map(client, n):
+    """client.gather(client.map(identity, items, pure=False)): one task per item."""
+    _dask_idle(client)
+    client.submit(noop, pure=False).result()
+    t0 = time.perf_counter()
+    results = client.gather(client.map(identity, range(n), pure=False))
+    elapsed = time.perf_counter() - t0
+    assert len(results) == n and results[-1] == n - 1
+    return n / elapsed
+
+
+def dask_vs_get_executor(impl, n):
+    """DaskExecutor.map(chunksize=1000) ("cfutures") against client.get_executor().map
+    (in the "stdlib" slot) on the 2-worker LocalCluster (items per second)."""
+    with dask_cluster() as client:
+        return (_dask_executor_map if impl == "cfutures" else _dask_get_executor_map)(client, n)
+
+
+def dask_vs_client_map(impl, n):
+    """DaskExecutor.map(chunksize=1000) ("cfutures") against client.gather(client.map(...))
+    (in the "stdlib" slot) on the 2-worker LocalCluster (items per second)."""
+    with dask_cluster() as client:
+        return (_dask_executor_map if impl == "cfutures" else _dask_client_map)(client, n)
+
+
+# What the "stdlib" side of a row measures where it is not concurrent.futures.
+_DASK_SIDES = ("; the cfutures column is cfutures.dask.DaskExecutor(client=client).map(identity, "
+               f"items, chunksize={DASK_CHUNKSIZE}), one task per chunk; both on one "
+               "LocalCluster(n_workers=2, threads_per_worker=1, processes=True) in the same run, "
+               "every result consumed")
+ROW_BASELINES = {
+    "dask_vs_get_executor": "Dask's client.get_executor().map(identity, items), one Dask task per "
+                            "item (its map takes no chunksize)" + _DASK_SIDES,
+    "dask_vs_client_map": "Dask's client.gather(client.map(identity, items, pure=False)), one "
+                          "Dask task per item" + _DASK_SIDES,
+}
+
+# Rows that share a resource, opened before the first of them runs and closed after the last.
+ROW_GROUPS = {"dask_vs_get_executor": dask_cluster, "dask_vs_client_map": dask_cluster}
+
+
 # name, function, size, quick size, unit, "higher is better", target ratio (None: reported only),
 # what the target means
 WORKLOADS = [
@@ -319,6 +440,14 @@ WORKLOADS = [
     ("process pool start to first result, spawn", process_startup_spawn, 1, 1, "ms", False, 1.0),
     ("process pool start to first result, forkserver", process_startup_forkserver, 1, 1, "ms",
      False, 1.0),
+    # Only with distributed installed; the "stdlib" side is Dask's own API (ROW_BASELINES).
+    # 4,000 items, not 20,000: Dask's one-task-per-item paths run about 500 items/s here, so 20k
+    # took 4 minutes over 3 repeats. Throughput per item is steady past a few hundred tasks, and
+    # 4 chunks instead of 20 only lower the DaskExecutor's figure (its fixed costs weigh more).
+    ("dask map(chunksize=1000) vs client.get_executor().map, 2-worker LocalCluster",
+     dask_vs_get_executor, 4_000, 1_000, "items/s", True, 10.0),
+    ("dask map(chunksize=1000) vs client.map + gather, 2-worker LocalCluster",
+     dask_vs_client_map, 4_000, 1_000, "items/s", True, None),
 ]
 
 # --- peers: the same rows on the pools people pick for speed ----------------------------------
@@ -718,8 +847,11 @@ def _fmt(value, unit):
 
 
 def _available(workload):
+    # A row whose library is not installed is left out.
     if workload[1] is process_big_array:
-        return importlib.util.find_spec("numpy") is not None  # the row is left out without it
+        return importlib.util.find_spec("numpy") is not None
+    if workload[1].__name__.startswith("dask_"):
+        return importlib.util.find_spec("distributed") is not None
     return True
 
 
@@ -769,13 +901,22 @@ def run(repeat=3, quick=False, only=None, progress=sys.stderr, peers=None, under
         table = WORKLOADS
     else:
         table = [w for w in WORKLOADS if w[1].__name__ in PEER_ROWS]
-    selected = [w for w in table if _available(w) and (not only or any(o in w[0] for o in only))]
+    selected = [w for w in table if (not only or any(o in w[0] for o in only)) and _available(w)]
     impls = list(IMPLS) + list(peers or [])
     shown = _Progress(progress)
+    # A group of rows sharing a resource (ROW_GROUPS): opened before its first row, closed after
+    # its last.
+    last_of_group = {ROW_GROUPS.get(w[1].__name__): k for k, w in enumerate(selected, 1)}
+    open_groups = {}
     try:
         for k, (name, fn, size, quick_size, unit, higher_better, target) in enumerate(selected, 1):
             n = quick_size if quick else size
             key = fn.__name__
+            group = ROW_GROUPS.get(key)
+            if group is not None and group not in open_groups:
+                with contextlib.ExitStack() as stack:
+                    stack.enter_context(group())
+                    open_groups[group] = stack.pop_all()
             notes = {impl: PEERS[impl].note(key) for impl in impls if impl not in IMPLS}
             notes = {impl: note for impl, note in notes.items() if note}
             runnable = [impl for impl in impls if impl not in notes]
@@ -797,12 +938,18 @@ def run(repeat=3, quick=False, only=None, progress=sys.stderr, peers=None, under
             row = {"workload": name, "unit": unit, "n": n, "higher_is_better": higher_better,
                    "samples": samples, "median": med}
             row["ratio"] = _ratio(row, "cfutures", "stdlib")
+            if key in ROW_BASELINES:
+                row["baseline"] = ROW_BASELINES[key]
             if peers is None:
                 row.update(target=target, met=None if target is None else row["ratio"] >= target)
             else:
                 _judge_peers_row(row, key, notes, runs, under_load)
             rows.append(row)
+            if group is not None and last_of_group[group] == k:
+                open_groups.pop(group).close()
     finally:
+        for stack in open_groups.values():
+            stack.close()
         shown.done()
     return rows
 
@@ -855,6 +1002,7 @@ def render(rows, repeat, command, quick=False, load=0):
     ]
     if load:
         lines.insert(2, _load_line(load))
+    baselines = []  # rows whose concurrent.futures column holds another library's API
     for r in rows:
         cells = []
         for impl in IMPLS:
@@ -867,11 +1015,21 @@ def render(rows, repeat, command, quick=False, load=0):
             target = f">= {r['target']:g}x (not judged: --quick sizes)"
         else:
             target = f">= {r['target']:g}x {'met' if r['met'] else 'NOT MET'}"
-        lines.append(f"| {r['workload']} | {r['n']:,} | {r['unit']} | {cells[0]} | {cells[1]} | "
+        workload = r["workload"]
+        if "baseline" in r:
+            if r["baseline"] not in baselines:
+                baselines.append(r["baseline"])
+            workload += f" [{baselines.index(r['baseline']) + 1}]"
+        lines.append(f"| {workload} | {r['n']:,} | {r['unit']} | {cells[0]} | {cells[1]} | "
                      f"{r['ratio']:.1f}x | {target} |")
     lines.append("")
     lines.append("ratio: how many times better cfutures is (throughput ratio, or time and memory "
                  "ratio stdlib/cfutures).")
+    for i, baseline in enumerate(baselines, 1):
+        lines.append(f"[{i}] The concurrent.futures column of this row is {baseline}.")
+    if any(r["workload"].startswith("dask ") for r in rows):
+        import importlib.metadata
+        lines.append(f"Dask: distributed {importlib.metadata.version('distributed')}.")
     return "\n".join(lines)
 
 

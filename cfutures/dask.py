@@ -178,8 +178,7 @@ class DaskExecutor(_base.Executor):
         self._closer = None
         self._completions = distributed.as_completed(loop=client.loop, with_results=True,
                                                      raise_errors=False)
-        self._tracked = 0       # tasks added to _completions and not yet taken out
-        self._collector = None  # the thread running _collect, while _tracked > 0
+        self._collector = None  # the thread running _collect, while tasks are with Dask
         # Names this executor in the workers: its initializer's outcome, its __main__ namespace.
         self._token = uuid.uuid4().hex
         self._init = None
@@ -291,7 +290,6 @@ class DaskExecutor(_base.Executor):
             task.call = None  # with Dask now
             task.dask_future = dask_future
             with self._lock:
-                self._tracked += 1
                 if self._collector is None:
                     # It keeps the executor alive while tasks are with Dask, as the stdlib's
                     # worker threads keep theirs.
@@ -304,21 +302,26 @@ class DaskExecutor(_base.Executor):
         """The collector thread, while tasks are with Dask: completes their futures as Dask
         finishes them. Dask fetches the results of many tasks at once in its event loop
         (distributed.as_completed); the futures are completed here, never in that loop (their
-        callbacks run user code, which may call Dask)."""
+        callbacks run user code, which may call Dask). It ends once no task is with Dask, even
+        if Dask never reports on some (a dead client's: the executor failed them)."""
         completions = self._completions
         while True:
-            for batch in completions.batches():
-                for dask_future, outcome in batch:
-                    with self._lock:
-                        self._tracked -= 1
-                        task = self._sent.get(dask_future.key)
-                    if task is not None and task.dask_future is dask_future:
-                        self._on_done(task, dask_future.status, outcome)
+            batch = completions.next_batch(block=False)
+            for dask_future, outcome in batch:
+                with self._lock:
+                    task = self._sent.get(dask_future.key)
+                if task is not None and task.dask_future is dask_future:
+                    self._on_done(task, dask_future.status, outcome)
+            if batch:
+                continue
             with self._lock:
-                if self._tracked == 0:
+                if not self._sent:
                     self._collector = None
                     return
-            time.sleep(0.001)  # a task being added: Dask has not seen it yet
+            with completions.thread_condition:
+                # Dask queues the outcome, then notifies under this lock: none is missed.
+                if not completions.has_ready():
+                    completions.thread_condition.wait(0.1)
 
     def _finish(self, task, answer, error=None, cause=None):
         """Ends a task: its bookkeeping, then its future (outside the lock)."""
@@ -361,8 +364,11 @@ class DaskExecutor(_base.Executor):
                 if task.cancelling:  # ours: cancel() completes the future
                     task.cancelled_by_dask = True
                     return
-            self._finish(task, None, BrokenProcessPool(
-                "Dask cancelled the task (was its client closed?)"))
+            error = _cancelled_by_dask(outcome)
+            if self._client.status != "running":
+                # The client lost its scheduler or was closed: nothing sent now would run.
+                self._break(str(error))
+            self._finish(task, None, error)
             return
         exc = outcome[1] if isinstance(outcome, tuple) else outcome
         distributed = _distributed()
@@ -441,8 +447,7 @@ class DaskExecutor(_base.Executor):
             if ours:
                 _cancel_future(_detach(task))
             elif theirs:
-                self._finish(task, None, BrokenProcessPool(
-                    "Dask cancelled the task (was its client closed?)"))
+                self._finish(task, None, _cancelled_by_dask(None))
         if cancelled:
             self._send_queued()
         return len(cancelled) == len(by_key)
@@ -477,6 +482,9 @@ class DaskExecutor(_base.Executor):
             self._cancel_on_scheduler(sent)
         if wait:
             _base.wait(outstanding)
+            collector = self._collector
+            if collector is not None and collector is not threading.current_thread():
+                collector.join()
             self._close_client()
         elif self._owns_client and self._closer is None:
             # The work goes on; the cluster closes when it is done.
@@ -486,6 +494,9 @@ class DaskExecutor(_base.Executor):
 
     def _close_when_done(self, outstanding):
         _base.wait(outstanding)
+        collector = self._collector
+        if collector is not None:
+            collector.join()
         self._close_client()
 
     def _close_client(self):
@@ -620,6 +631,16 @@ def _serve_local_cluster():
                                       **shape) as cluster:
             print(cluster.scheduler_address, flush=True)
             sys.stdin.read()
+
+
+def _cancelled_by_dask(reason):
+    """The error of a task Dask cancelled, not the executor: its client closed or lost the
+    scheduler, or another client cancelled it."""
+    detail = f": {reason}" if reason is not None and str(reason) else ""
+    error = BrokenProcessPool(f"Dask cancelled the task{detail}")
+    if isinstance(reason, BaseException):
+        error.__cause__ = reason
+    return error
 
 
 def _detach(task):

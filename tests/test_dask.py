@@ -11,6 +11,7 @@ import concurrent.futures
 import concurrent.futures.process
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -313,6 +314,27 @@ def test_a_killed_worker_fails_its_task_with_a_clear_error(dask_executor):
     # The executor goes on (Dask restarts the worker).
     assert ex.submit(mul, 2, 2).result(timeout=60) == 4
     ex._client.wait_for_workers(WORKERS, timeout=60)
+
+
+def test_losing_the_scheduler_ends_every_future(client):
+    os.environ["CFUTURES_DASK_WORKERS"] = "1"
+    try:
+        doomed = cfutures.dask.start_local_cluster()
+    finally:
+        del os.environ["CFUTURES_DASK_WORKERS"]
+    try:
+        ex = DaskExecutor(doomed.address, max_workers=2)
+        futures = [ex.submit(sleep_and_return, 1, i) for i in range(5)]
+        _until(lambda: ex._client.processing() and any(ex._client.processing().values()))
+        os.kill(doomed._child.pid, signal.SIGKILL)
+        done, not_done = concurrent.futures.wait(futures, timeout=60)
+        assert not not_done
+        for future in futures:
+            assert isinstance(future.exception(), BrokenProcessPool)
+            assert "scheduler-connection-lost" in str(future.exception())
+        ex.shutdown()
+    finally:
+        doomed.close()
 
 
 def test_initializer_runs_once_per_worker_process_before_its_tasks(dask_executor):

@@ -39,3 +39,18 @@ def test_the_beyond_the_stdlib_examples_run(tmp_path, index):
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip()
+
+
+SCALE_OUT = _examples("## Scale out", "## Benchmarks")
+
+
+@pytest.mark.parametrize("index", range(len(SCALE_OUT)))
+def test_the_scale_out_examples_run(tmp_path, index):
+    import subprocess
+    import sys
+    pytest.importorskip("distributed")
+    script = tmp_path / "example.py"
+    script.write_text(SCALE_OUT[index])
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["49", "333283335000"]

@@ -72,5 +72,13 @@ def main() -> None:
     print(version)
 
 
+def on_a_cluster(address: str) -> list[int]:
+    """Type-checked only (it needs a Dask scheduler at `address`)."""
+    from cfutures.dask import DaskExecutor, DaskFuture
+    with DaskExecutor(address, max_workers=4) as ex:
+        future: DaskFuture[int] = ex.submit(square, 3)
+        return [future.result(), *ex.map(square, range(10), chunksize=5, buffersize=2)]
+
+
 if __name__ == "__main__":
     main()
