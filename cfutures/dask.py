@@ -589,12 +589,18 @@ class LocalClusterProcess:
         # restarts): they never start clusters or route to one.
         env = {k: v for k, v in os.environ.items()
                if k not in ("CFUTURES_DASK", "CFUTURES_INSTALL")}
-        self._child = subprocess.Popen(
-            [sys.executable, "-c",
-             "from cfutures.dask import _serve_local_cluster as serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
-        self.address = self._child.stdout.readline().strip()
-        self._child.stdout.close()
+        # The address comes back on a pipe of its own: the cluster's stdout and stderr are this
+        # process's, where its tasks' prints go, as a process pool's workers' do.
+        read_end, write_end = os.pipe()
+        try:
+            self._child = subprocess.Popen(
+                [sys.executable, "-c",
+                 f"from cfutures.dask import _serve_local_cluster as serve; serve({write_end})"],
+                stdin=subprocess.PIPE, env=env, pass_fds=(write_end,))
+        finally:
+            os.close(write_end)
+        with open(read_end) as address:
+            self.address = address.readline().strip()
         if not self.address:
             self._child.wait()
             raise RuntimeError(f"the local Dask cluster did not start "
@@ -618,7 +624,7 @@ def start_local_cluster():
     return LocalClusterProcess()
 
 
-def _serve_local_cluster():
+def _serve_local_cluster(address_fd):
     """The child of LocalClusterProcess: a LocalCluster on 127.0.0.1 whose tasks fail at their
     worker's first death, serving until stdin closes. CFUTURES_DASK_WORKERS, if set, is its
     number of worker processes (one thread each)."""
@@ -629,7 +635,8 @@ def _serve_local_cluster():
         shape = {"n_workers": int(workers), "threads_per_worker": 1} if workers else {}
         with distributed.LocalCluster(host="127.0.0.1", dashboard_address=None,
                                       **shape) as cluster:
-            print(cluster.scheduler_address, flush=True)
+            with open(address_fd, "w") as address:
+                address.write(cluster.scheduler_address + "\n")
             sys.stdin.read()
 
 

@@ -465,6 +465,33 @@ def test_run_dask_local_runs_an_unmodified_script_on_its_own_cluster(tmp_path):
     _until(lambda: not live_processes(4, proc.pid))
 
 
+EXIT_SCRIPT = """
+import concurrent.futures, time
+
+def slow(x):
+    time.sleep(0.3)
+    print("ran", x, flush=True)
+    return x
+
+if __name__ == "__main__":
+    ex = concurrent.futures.ProcessPoolExecutor(2)
+    futures = [ex.submit(slow, i) for i in range(3)]
+    futures[0].add_done_callback(lambda f: print("callback", f.result(), flush=True))
+    print("leaving", flush=True)
+"""
+
+
+def test_work_left_running_at_exit_completes_and_tasks_print_to_the_runs_stdout(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(EXIT_SCRIPT)
+    out = subprocess.run([sys.executable, "-m", "cfutures", "run", "--dask", "local",
+                          str(script)], capture_output=True, text=True, timeout=120,
+                         env=_clean_env(CFUTURES_DASK_WORKERS="1"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.splitlines()) == ["callback 0", "leaving", "ran 0", "ran 1", "ran 2"]
+    assert "Traceback" not in out.stderr, out.stderr
+
+
 def test_cfutures_dask_variable_routes_process_pools_to_a_cluster(cluster, tmp_path):
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
