@@ -492,6 +492,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
             manager.join()
 
     def _force_shutdown(self, operation):
+        # As 3.15's (3.14.10's too): an unknown operation is refused before anything stops.
+        if operation not in ("terminate", "kill"):
+            raise ValueError(f"Unsupported operation: {operation!r}")
         processes = list((self._processes or {}).values())
         self.shutdown(wait=False, cancel_futures=True)
         for p in processes:

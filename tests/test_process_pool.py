@@ -354,6 +354,16 @@ def test_terminate_and_kill_workers(extended_process_executor):
         assert not pids
 
 
+def test_force_shutdown_refuses_an_unknown_operation(extended_process_executor):
+    # 3.15's (and 3.14.10's) rule: nothing is stopped, the pool goes on.
+    if not hasattr(extended_process_executor.module.ProcessPoolExecutor, "_force_shutdown"):
+        pytest.skip("this stdlib has no _force_shutdown")
+    ex = extended_process_executor(1)
+    with pytest.raises(ValueError, match="Unsupported operation"):
+        ex._force_shutdown("stop")
+    assert ex.submit(mul, 2, 3).result(timeout=30) == 6
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
