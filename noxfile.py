@@ -36,6 +36,9 @@ import subprocess
 import nox
 
 PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+# Interpreters this machine does not have, fetched or built by tests/pythons.sh into a cache
+# outside the checkout: `bash tests/pythons.sh 3.14` (once) makes the sessions of 3.14 runnable.
+FETCHED_PYTHONS = ["3.14", "3.15", "3.13t"]
 DEFAULT = "3.11"  # Debian bookworm's python3 (its testsuite package serves pyenv's 3.11 too)
 
 # What `nox` alone runs, and CI with it: the whole suite on the default, the oldest and the newest
@@ -70,6 +73,20 @@ def _expose_pyenv_pythons():
 _expose_pyenv_pythons()
 
 
+def _expose_fetched_pythons():
+    """Puts the directory of each interpreter tests/pythons.sh has already made on PATH, where nox
+    looks for python3.X (nothing is fetched or built here)."""
+    for version in FETCHED_PYTHONS:
+        found = subprocess.run(["bash", "tests/pythons.sh", version, "--cached"],
+                               capture_output=True, text=True)
+        if found.returncode == 0 and found.stdout.strip():
+            os.environ["PATH"] = (os.path.dirname(found.stdout.strip().splitlines()[-1])
+                                  + os.pathsep + os.environ["PATH"])
+
+
+_expose_fetched_pythons()
+
+
 def _system_deps(session):
     session.run("bash", "tests/system-deps.sh", external=True)
 
@@ -78,19 +95,26 @@ def _core_env(session):
     return {} if session.python == DEFAULT else {"CFUTURES_CORE_TESTS": "0"}
 
 
-@nox.session(python=PYTHONS)
+def _free_threaded_env(session):
+    # A free-threaded build runs with the GIL off: importing cfutures must keep it off.
+    return {"PYTHON_GIL": "0"} if session.python.endswith("t") else {}
+
+
+@nox.session(python=PYTHONS + FETCHED_PYTHONS)
 def full(session):
     """The whole suite but other projects' suites: pytest -m "not external"."""
     _system_deps(session)
     session.install(".[test]")
-    session.run("pytest", "-m", "not external", *session.posargs, env=_core_env(session))
+    session.run("pytest", "-m", "not external", *session.posargs,
+                env={**_core_env(session), **_free_threaded_env(session)})
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS + FETCHED_PYTHONS)
 def parity(session):
     """The parity tests (pytest's default selection) without the C++ core."""
     session.install(".[test]")
-    session.run("pytest", *session.posargs, env={"CFUTURES_CORE_TESTS": "0"})
+    session.run("pytest", *session.posargs,
+                env={"CFUTURES_CORE_TESTS": "0", **_free_threaded_env(session)})
 
 
 @nox.session(python=[DEFAULT])
@@ -101,7 +125,7 @@ def sanitizers(session):
     session.run("pytest", "-m", "sanitizers", *session.posargs)
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=PYTHONS + FETCHED_PYTHONS)
 def upstream(session):
     """CPython's own test_concurrent_futures, run against cfutures."""
     _system_deps(session)

@@ -51,7 +51,8 @@
 #   ./configure --disable-gil --prefix=CACHE/3.13t --with-ensurepip=install && make -j2 && make install
 # (several minutes on 2 cores; the build tree is removed afterwards, the source tarball is kept). It needs gcc, make
 # and the -dev packages of the extension modules (checked below). `bash tests/pythons.sh 3.13t
-# --fetch-only` stops after download and unpacking.
+# --fetch-only` stops after download and unpacking; `--cached` prints the path only if the
+# interpreter is already there (exit status 1 otherwise), fetching and building nothing.
 #
 # Environment: CFUTURES_PYTHONS (cache root), CFUTURES_DEBIAN_MIRROR (default: the host's Debian
 # mirror from /etc/apt/sources.list{,.d}), CFUTURES_PYTHONS_JOBS (make -j, default 2).
@@ -66,9 +67,9 @@ MODE=${2:-}
 case $VERSION in
   3.14 | 3.15) KIND=debian ;;
   3.13t) KIND=source ;;
-  *) die "usage: bash tests/pythons.sh {3.14|3.15|3.13t} [--fetch-only]" ;;
+  *) die "usage: bash tests/pythons.sh {3.14|3.15|3.13t} [--fetch-only|--cached]" ;;
 esac
-[ -z "$MODE" ] || [ "$MODE" = --fetch-only ] || die "unknown option $MODE"
+case $MODE in "" | --fetch-only | --cached) ;; *) die "unknown option $MODE" ;; esac
 
 CACHE=${CFUTURES_PYTHONS:-$HOME/.cache/cfutures/pythons}
 mkdir -p "$CACHE"
@@ -79,6 +80,8 @@ if [ $KIND = debian ]; then PY=$DEST/usr/bin/python$VERSION; else PY=$DEST/bin/p
 # Fast path: a finished cache entry.
 done_already() { [ -f "$DEST/.complete" ] && [ -x "$PY" ] && [ "$(cat "$DEST/.complete")" = "$PY" ]; }
 if done_already; then echo "$PY" >&3; exit 0; fi
+# --cached: the path if it is there, else exit status 1 (nothing fetched or built).
+[ "$MODE" != --cached ] || exit 1
 
 # Where the cache must not be.
 pyenv_versions=$(realpath -m "${PYENV_ROOT:-$HOME/.pyenv}")/versions
@@ -223,6 +226,11 @@ import pip
 assert os.path.realpath(pip.__file__).startswith(venv + os.sep), pip.__file__
 EOF
   "$tmp/venv/bin/python" "$tmp/check_venv.py" "$tmp/venv"
+  # A C extension compiles against its headers with the host's compiler (Debian's pyconfig.h
+  # includes a multiarch one by a path of its own).
+  printf '#include <Python.h>\nint main(void) { return PY_MAJOR_VERSION != 3; }\n' >"$tmp/ext.c"
+  cc -fsyntax-only -I"$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+    "$tmp/ext.c"
   rm -rf "$tmp"
 }
 
@@ -352,6 +360,10 @@ for f in glob.glob(f"{root}/usr/bin/*"):
         with open(f, "wb") as fh:
             fh.write(data)
 EOF
+  # Debian's pyconfig.h picks the multiarch one with #include <TRIPLET/python3.X/pyconfig.h>,
+  # found through the compiler's /usr/include: make that include relative to the extracted file.
+  sed -i -E 's|^(#[[:space:]]*include) <([a-z0-9_]+-[a-z0-9_-]+/python[0-9.]+/pyconfig\.h)>|\1 "../\2"|' \
+    "$DEST/usr/include/python$v/pyconfig.h"
   # Debian's sitecustomize.py is a symlink to /etc/python3.X/: point it at the extracted one.
   [ -L "$DEST/usr/lib/python$v/sitecustomize.py" ] && [ -e "$DEST/etc/python$v/sitecustomize.py" ] &&
     ln -sfn "../../../etc/python$v/sitecustomize.py" "$DEST/usr/lib/python$v/sitecustomize.py"
