@@ -15,9 +15,11 @@ One submit, from the caller to a Dask worker and back:
   * The task waits in a local queue while ``max_workers`` tasks are already with Dask, then goes
     to ``Client.submit`` with a key of its own (no deduplication: every submit runs) as
     ``_dask_remote.run_call``, which unpacks the call in the worker and packs its outcome.
-  * Dask's done-callback completes the cfutures Future: a result, the task's own exception with
-    the remote traceback as ``__cause__``, or a clear error when Dask could not run it (WorkerDied
-    when the worker running it died).
+  * The executor's collector thread (``_collect``, alive while tasks are with Dask) takes the
+    outcomes Dask fetched in batches (distributed.as_completed) and completes each cfutures
+    Future: a result, the task's own exception with the remote traceback as ``__cause__``, or a
+    clear error when Dask could not run it (WorkerDied when the worker running it died; a client
+    that lost its scheduler breaks the executor, so nothing waits on it).
   * ``Future.cancel()`` succeeds for a task in the local queue, and for one with Dask that the
     scheduler has not handed to a worker: the check and the cancel run together on the
     scheduler's event loop (_dask_remote.cancel_unstarted). A task a worker holds may be running:
