@@ -469,10 +469,12 @@ def test_killing_the_pool_process_leaves_no_shared_memory(tmp_path, method):
 def test_ctrl_c_while_waiting_then_shutdown(tmp_path, impl):
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(f"""
-        import time
+        import signal, time
         import {impl} as futures
 
         if __name__ == "__main__":
+            # Started from a background job, the process inherits SIGINT ignored.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             ex = futures.ProcessPoolExecutor(2)
             f = ex.submit(time.sleep, 3)
             ex.submit(time.sleep, 0).result()  # a worker is up
