@@ -144,13 +144,14 @@ def test_tqdm_thread_map_and_process_map():
             import cfutures; cfutures.install()
         from tqdm.contrib.concurrent import process_map, thread_map
         import concurrent.futures
-
-        def square(x):
-            return x * x
+        # Importable by the workers: from 3.14 the default start method is not fork, and a
+        # function of a `-c` program cannot be found by a forkserver or spawned worker.
+        from process_helpers import mul
 
         if __name__ == "__main__":
-            a = thread_map(square, range(200), max_workers=4, disable=True)
-            b = process_map(square, range(200), max_workers=2, chunksize=16, disable=True)
+            a = thread_map(mul, range(200), range(200), max_workers=4, disable=True)
+            b = process_map(mul, range(200), range(200), max_workers=2, chunksize=16,
+                            disable=True)
             print(concurrent.futures.__name__, sum(a), sum(b))
     """)
     results = {}

@@ -65,7 +65,10 @@ def test_map_result_is_a_generator_that_lets_each_item_go(process_executor):
         next(results)
     results = ex.map(nested_list, [3] * 6, chunksize=6)
     probe = next(results)
-    assert sys.getrefcount(probe) == 2  # the caller's name and getrefcount's argument only
+    # Only the caller's name holds it: as many references as a fresh local (3.14 counts one
+    # fewer than before, getrefcount's argument being borrowed).
+    fresh = [[[[]]]]
+    assert sys.getrefcount(probe) == sys.getrefcount(fresh)
 
 
 def test_remote_exception_keeps_type_and_traceback_text(process_executor):
