@@ -511,12 +511,12 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
     def terminate_workers(self):
         """Attempts to terminate all living worker processes immediately (SIGTERM), then shuts
         the executor down. Do not submit tasks afterwards."""
-        self._force_shutdown("terminate")
+        self._force_shutdown(operation="terminate")
 
     def kill_workers(self):
         """Attempts to kill all living worker processes immediately (SIGKILL), then shuts the
         executor down. Do not submit tasks afterwards."""
-        self._force_shutdown("kill")
+        self._force_shutdown(operation="kill")
 
 
 def __getattr__(name):

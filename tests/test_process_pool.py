@@ -367,6 +367,16 @@ def test_force_shutdown_refuses_an_unknown_operation(extended_process_executor):
     assert ex.submit(mul, 2, 3).result(timeout=30) == 6
 
 
+def test_terminate_and_kill_workers_go_through_force_shutdown(extended_process_executor):
+    # CPython 3.14's suite replaces _force_shutdown and checks the keyword it is given.
+    from unittest import mock
+    for method, operation in (("terminate_workers", "terminate"), ("kill_workers", "kill")):
+        ex = extended_process_executor(1)
+        ex._force_shutdown = mock.Mock()
+        getattr(ex, method)()
+        ex._force_shutdown.assert_called_once_with(operation=operation)
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
