@@ -36,6 +36,7 @@ does (a lost worker, a closed client, a cancel from elsewhere).
 import atexit
 import collections
 import hashlib
+import logging
 import os
 import pickle
 import subprocess
@@ -635,11 +636,21 @@ def _serve_local_cluster(address_fd):
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         workers = os.environ.get("CFUTURES_DASK_WORKERS")
         shape = {"n_workers": int(workers), "threads_per_worker": 1} if workers else {}
-        with distributed.LocalCluster(host="127.0.0.1", dashboard_address=None,
-                                      **shape) as cluster:
+        # No dashboard, and the scheduler's HTTP server on a free port: its default, 8787, warns
+        # when taken (by another cluster of the machine).
+        http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        with distributed.LocalCluster(host="127.0.0.1", scheduler_kwargs=http,
+                                      **shape) as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
             with open(address_fd, "w") as address:
                 address.write(cluster.scheduler_address + "\n")
             sys.stdin.read()
+            # The run is over. Dask's close races the workers' heartbeats against the
+            # scheduler's and logs the losers' tracebacks (seen under load), which would end
+            # the user's run with a traceback that is not theirs: nothing of the cluster logs now.
+            client.run(logging.disable, logging.CRITICAL, nanny=True)
+            client.run(logging.disable, logging.CRITICAL)
+            logging.disable(logging.CRITICAL)
 
 
 def _cancelled_by_dask(reason):
