@@ -6,6 +6,7 @@ import concurrent.futures
 import os
 import subprocess
 import sys
+import sysconfig
 import textwrap
 
 import pytest
@@ -109,6 +110,21 @@ def test_info():
     assert {"cfutures", "python", "compiler", "flags", "free-threading",
             "start methods"} <= keys
     assert "fork" in proc.stdout and "-O" in proc.stdout
+
+
+@pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"),
+                    reason="a free-threaded build's GIL")
+def test_importing_cfutures_keeps_the_gil_off_on_a_free_threaded_build():
+    # Without PYTHON_GIL set, a free-threaded interpreter turns the GIL back on when an extension
+    # module does not declare Py_MOD_GIL_NOT_USED, and warns.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
+    proc = _python(
+        "-W", "error", "-c",
+        "import sys, cfutures, cfutures.process, cfutures._cfutures\n"
+        "with cfutures.ThreadPoolExecutor(2) as ex: ex.submit(int).result()\n"
+        "print(sys._is_gil_enabled())", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False", proc.stderr
 
 
 PLUGIN_TEST = textwrap.dedent("""
