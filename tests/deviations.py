@@ -27,9 +27,46 @@ UPSTREAM_SKIPS = {
     "*::*::test_gh105829_should_not_deadlock_if_wakeup_pipe_full":
         "patches the stdlib's _ExecutorManagerThread.run and _ThreadWakeup, which cfutures does not "
         "have: its manager loop is native and its wake-up is an eventfd, which never fills up",
+    "*::*::test_gc_during_max_tasks_worker_exit_gh152967":
+        "(3.14.10, 3.15) expects the queued work of a pool garbage-collected while its last "
+        "worker leaves at max_tasks_per_child to fail with BrokenProcessPool('... garbage "
+        "collected'): the stdlib's manager cannot start a replacement worker without the "
+        "executor object, and failing the futures is its fix for their hang. cfutures' native "
+        "manager does not need the executor object: it replaces the worker and the work runs "
+        "to its results, as all work queued before shutdown(wait=False) does",
+    "*::*::test_shutdown_no_wait_max_tasks_gh119592":
+        "(3.14.10, 3.15) its drop_reference=True subtest is the case above after "
+        "shutdown(wait=False) (cfutures runs the work); the other subtest passes",
+    "*::*::test_force_shutdown_during_max_tasks_worker_exit":
+        "(3.14.10, 3.15) sets the stdlib's private _force_shutting_down flag to stand for "
+        "terminate_workers() racing a worker's max_tasks_per_child exit; cfutures has no such "
+        "flag: terminate_workers()/kill_workers() shut down with cancel_futures=True before "
+        "stopping the workers, so no queued work is left for a replacement (tests/"
+        "test_process_pool.py::test_terminate_workers_ends_the_queued_work_of_a_max_tasks_pool)",
+    "*::*::test_failed_worker_replacement_breaks_pool":
+        "(3.14.10, 3.15) makes the stdlib's private _spawn_worker fail; cfutures starts workers "
+        "from its manager through mp_context.Process, and a replacement that cannot start "
+        "breaks the pool with 'A worker process could not be started (...)', as the test "
+        "expects (tests/test_process_pool.py::"
+        "test_a_replacement_worker_that_cannot_start_breaks_the_pool)",
+    "*test_interpreter_pool::InterpreterPoolExecutorTest::test_import_interpreter_pool_executor":
+        "hides _interpreters (sys.modules['_interpreters'] = None) after start-up and expects "
+        "concurrent.futures to have no InterpreterPoolExecutor; the harness installs cfutures "
+        "at start-up (CFUTURES_INSTALL=1), which imports concurrent.futures before the test "
+        "hides the module, so the name exists (as with the stdlib imported that early)",
+    "*test_interpreter_pool::AsyncioTest::*":
+        "cfutures has no InterpreterPoolExecutor of its own yet (issue 16): "
+        "concurrent.futures.InterpreterPoolExecutor is the stdlib's, whose futures are the "
+        "stdlib's Future; under install() asyncio checks isinstance(f, "
+        "concurrent.futures.Future), cfutures' Future, and refuses them",
 }
 
 NOTES = {
+    "BrokenProcessPool after a worker's death": "As 3.15's stdlib (gh-139462), on every "
+        "Python: the BrokenProcessPool of each future lost when a worker's death broke the "
+        "pool has as __cause__ a _RemoteTraceback naming the worker processes that ended with "
+        "a nonzero exit code ('Process 1234 terminated abruptly with exit code 7'). Before "
+        "3.15 the stdlib gives no cause.",
     "ProcessPoolExecutor._call_queue, _executor_manager_thread": "_call_queue is a stand-in "
         "(close/join_thread do nothing: each worker has its own pipes, there is no shared "
         "queue; None after shutdown(), as in the stdlib); _executor_manager_thread is the thread running the native manager loop (None "

@@ -7,6 +7,7 @@ import concurrent.futures.process
 import functools
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,17 @@ def test_killed_worker_breaks_pending_futures(process_executor):
             f.result(timeout=60)
     # Detected from the exit itself, well before the 5 s tasks would have finished.
     assert time.monotonic() - t0 < 4
+
+
+def test_a_worker_exit_names_the_process_and_its_exit_code_as_the_cause(process_executor):
+    # gh-139462: the stdlib from 3.15, cfutures on every Python.
+    if process_executor.module is concurrent.futures and sys.version_info < (3, 15):
+        pytest.skip("the stdlib gives this cause from 3.15 on")
+    ex = process_executor(1)
+    error = ex.submit(hard_exit).exception(timeout=60)
+    assert isinstance(error, BrokenProcessPool)
+    assert isinstance(error.__cause__, concurrent.futures.process._RemoteTraceback)
+    assert re.search(r"Process \d+ terminated abruptly with exit code 7", error.__cause__.tb)
 
 
 def test_failing_initializer_breaks_the_pool(process_executor):
@@ -355,6 +367,29 @@ def test_terminate_and_kill_workers(extended_process_executor):
             pids = [p for p in pids if _alive(p)]
             time.sleep(0.05)
         assert not pids
+
+
+def test_terminate_workers_ends_the_queued_work_of_a_max_tasks_pool(extended_process_executor):
+    # CPython 3.14.10 checks this through the stdlib's private _force_shutting_down flag (see
+    # tests/deviations.py): once terminate_workers() runs, a worker leaving at its task limit is
+    # not replaced, and no future is left pending.
+    if extended_process_executor.method == "fork":
+        pytest.skip("max_tasks_per_child does not take the fork start method")
+    ex = extended_process_executor(1, max_tasks_per_child=1)
+    fs = [ex.submit(sleep_and_return, 1, i) for i in range(4)]
+    deadline = time.monotonic() + 30
+    while not fs[0].running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pids = list(ex._processes)
+    ex.terminate_workers()
+    # Not wait(): a future cancelled by shutdown(cancel_futures=True) stays CANCELLED, which
+    # wait() does not count as done (the stdlib's rule, which cfutures keeps).
+    for f in fs:
+        assert f.cancelled() or isinstance(f.exception(timeout=30), BrokenProcessPool), f
+    deadline = time.monotonic() + 10
+    while [p for p in pids if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)]
 
 
 def test_force_shutdown_refuses_an_unknown_operation(extended_process_executor):
@@ -616,7 +651,10 @@ def test_a_replacement_worker_that_cannot_start_breaks_the_pool():
         fs = [ex.submit(mul, i, 1) for i in range(3)]
         assert fs[0].result(timeout=60) == 0
         for f in fs[1:]:  # the worker left after one task and could not be replaced
-            with pytest.raises(BrokenProcessPool, match="could not be started"):
+            # One line naming the error (pybind11's message carried a rendered traceback).
+            with pytest.raises(BrokenProcessPool, match=r"^A worker process could not be started "
+                               r"\(OSError: cannot start more processes\); the process pool is "
+                               r"not usable anymore$"):
                 f.result(timeout=30)
     finally:
         ex.shutdown(wait=True)

@@ -328,8 +328,6 @@ struct Hooks final : core::ProcessPoolHooks {
         }
         batch.unsendable.clear();
         for (core::IncomingFrame& answer : batch.answers) complete(answer);
-        if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
-        for (PyObject* fut : shared.jobs.take(batch.lost)) fail_future(fut, broken_error(batch.broken_reason));
         // pid -> exit code of the workers reaped now. A C++ map, not the dict reap() returns:
         // nothing Python may be alive here while later calls run Python code (rule 6: an unwind
         // at exit would drop it without the GIL).
@@ -345,7 +343,25 @@ struct Hooks final : core::ProcessPoolHooks {
                 e.discard_as_unraisable("cfutures process pool: reaping workers");
             }
         }
-        // After reaping: a forkserver's worker is not our child, its exit code is its Process's.
+        if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
+        // As 3.15's stdlib (gh-139462), which cfutures does on every Python: when a worker's
+        // death broke the pool, each lost future's BrokenProcessPool has as __cause__ a
+        // _RemoteTraceback naming the workers that ended with a nonzero exit code.
+        std::string died;
+        if (batch.broken == core::BreakCause::WorkerDied) {
+            for (int pid : batch.exited) {
+                auto reaped = exitcodes.find(pid);
+                if (reaped == exitcodes.end() || reaped->second == 0) continue;
+                if (!died.empty()) died += "\n";
+                died += "Process " + std::to_string(pid) + " terminated abruptly with exit code " +
+                        std::to_string(reaped->second);
+            }
+        }
+        for (PyObject* fut : shared.jobs.take(batch.lost))
+            fail_future(fut, died.empty() ? broken_error(batch.broken_reason)
+                                          : broken_error(batch.broken_reason, py::str(died)));
+        // After reaping (above): a forkserver's worker is not our child, its exit code is its
+        // Process's.
         for (const core::StoppedJob& stop : batch.stopped) {
             PyObject* fut = shared.jobs.take(stop.tag);
             if (!fut) continue;
@@ -365,8 +381,18 @@ struct Hooks final : core::ProcessPoolHooks {
                 start_workers(shared, batch.start_workers);
             } catch (py::error_already_set& e) {
                 // Without its replacement workers, the queue might never move: break the pool.
-                shared.pool.break_pool(std::string("A worker process could not be started (") +
-                                       e.what() + "); the process pool is not usable anymore");
+                // The reason names the error in one line ("OSError: ..."): e.what() would add
+                // pybind11's rendering of the traceback to every future's message.
+                std::string why;
+                try {
+                    py::object exc = e.value();
+                    why = py::str(exc.attr("__class__").attr("__name__")).cast<std::string>() + ": " +
+                          py::str(exc).cast<std::string>();
+                } catch (py::error_already_set&) {
+                    why = "an exception that cannot be shown";
+                }
+                shared.pool.break_pool("A worker process could not be started (" + why +
+                                       "); the process pool is not usable anymore");
             }
         }
     }
