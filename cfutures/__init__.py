@@ -41,6 +41,47 @@ def _has_compiled_module(directory):
     return any(n.startswith("_cfutures.") and n.endswith(".so") for n in _os.listdir(directory))
 
 
+def _in_subinterpreter():
+    """Whether this interpreter is not the process's main one (a task of an
+    InterpreterPoolExecutor, concurrent.interpreters). cfutures' native module loads only in the
+    main interpreter (CPython refuses it in a subinterpreter with its own GIL)."""
+    try:
+        import _interpreters as interpreters  # 3.13+
+    except ImportError:
+        try:
+            import _xxsubinterpreters as interpreters
+        except ImportError:
+            return False
+
+    def number(interpreter_id):  # 3.13+ give (id, whence)
+        return int(interpreter_id[0] if isinstance(interpreter_id, tuple) else interpreter_id)
+    return number(interpreters.get_current()) != number(interpreters.get_main())
+
+
+class _NativeModuleRefused:
+    """The import hook of a subinterpreter: cfutures._cfutures raises ImportError before it is
+    loaded. CPython refuses a single-phase extension module there only after running its init
+    function (3.12), which leaves pybind11's state of the subinterpreter behind and corrupts the
+    heap when the process ends."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == __name__ + "._cfutures":
+            raise ImportError(
+                "cfutures' native module cannot be loaded in a subinterpreter: cfutures runs in "
+                "the main interpreter, and here its concurrent.futures names are the stdlib's "
+                "own (cfutures.ThreadPoolExecutor is concurrent.futures.ThreadPoolExecutor)",
+                name=name)
+        return None
+
+
+# In a subinterpreter the stdlib's names are the stdlib's own objects (its pure-Python pools work
+# there), so a module that imports cfutures can be imported by a subinterpreter's task; cfutures'
+# own submodules raise ImportError there.
+_IN_SUBINTERPRETER = _in_subinterpreter()
+if _IN_SUBINTERPRETER:
+    _sys.meta_path.insert(0, _NativeModuleRefused)
+
 _installed = _installed_copy()
 if _installed is not None:
     # Every submodule (and the compiled core) then comes from the installed copy.
@@ -52,9 +93,7 @@ __version__ = "0.1.0"
 __all__ = tuple(_std_futures.__all__)
 
 # Everything loads on first use (PEP 562), as the stdlib's executors do: a worker process, which
-# imports cfutures only for its worker loop, does not pay for the rest. Names cfutures does not
-# implement natively (such as 3.14's InterpreterPoolExecutor) come from the stdlib, and are listed
-# in tests/deviations.py.
+# imports cfutures only for its worker loop, does not pay for the rest.
 _LAZY = {
     "ThreadPoolExecutor": ".thread",
     "ProcessPoolExecutor": ".process",
@@ -67,6 +106,8 @@ _LAZY = {
     "ExecutorStats": "._base",
     "progress": "._progress",
 }
+if "InterpreterPoolExecutor" in __all__:  # 3.14+, where concurrent.interpreters exists
+    _LAZY["InterpreterPoolExecutor"] = ".interpreter"
 # The names cfutures has beyond the stdlib's: not in __all__, and hidden from what install()
 # makes concurrent.futures (code that tests for them there sees the stdlib's module).
 _EXTENSIONS = frozenset({"TaskTimeout", "WorkerDied", "ExecutorStats", "progress", "dask"})
@@ -77,7 +118,9 @@ _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExe
 
 def __getattr__(name):
     import importlib
-    if name == "ProcessPoolExecutor" and _os.environ.get("CFUTURES_DASK"):
+    if _IN_SUBINTERPRETER and name in __all__:
+        value = getattr(_std_futures, name)
+    elif name == "ProcessPoolExecutor" and _os.environ.get("CFUTURES_DASK"):
         # `python -m cfutures run --dask ADDRESS`: process pools run on that Dask cluster.
         value = importlib.import_module(".dask", __name__).ProcessPoolExecutor
     elif name == "dask":  # the submodule (it imports distributed only when an executor is made)

@@ -20,6 +20,10 @@ from .process import TaskTimeout as TaskTimeout
 from .process import WorkerDied as WorkerDied
 from .thread import ThreadPoolExecutor as ThreadPoolExecutor
 
+import sys
+if sys.version_info >= (3, 14):
+    from .interpreter import InterpreterPoolExecutor as InterpreterPoolExecutor
+
 __version__: str
 __all__: tuple[str, ...]
 

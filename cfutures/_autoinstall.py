@@ -22,6 +22,9 @@ def _main():
                 test.__path__.append(extra)
         except ImportError:
             pass
+    import cfutures
+    if cfutures._IN_SUBINTERPRETER:
+        return  # a subinterpreter's start-up: cfutures runs in the main interpreter only
     from cfutures._install import install
     install()
 

@@ -24,6 +24,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
@@ -56,12 +57,12 @@ def _submit_and_wait(ex, n):
     return n / (time.perf_counter() - t0)
 
 
-def _round_trips(ex, n):
+def _round_trips(ex, n, fn=noop, *args):
     for _ in range(20):
-        ex.submit(noop).result()
+        ex.submit(fn, *args).result()
     t0 = time.perf_counter()
     for _ in range(n):
-        ex.submit(noop).result()
+        ex.submit(fn, *args).result()
     return (time.perf_counter() - t0) / n
 
 
@@ -390,12 +391,84 @@ def dask_vs_client_map(impl, n):
         return (_dask_executor_map if impl == "cfutures" else _dask_client_map)(client, n)
 
 
+# --- pool kinds: CPU-bound pure Python on subinterpreters, threads and processes ---------------
+#
+# InterpreterPoolExecutor rows exist where the stdlib has it (3.14+). The round-trip row compares
+# it with the stdlib's; the CPU-bound rows compare cfutures' InterpreterPoolExecutor (the
+# "cfutures" column) with cfutures' own thread and process pools (the "stdlib" column: see
+# ROW_BASELINES), all on 2 workers, each made and warmed with one task outside the clock. On a
+# free-threaded build, the thread pool row compares the same CPU-bound work with the GIL off (the
+# "cfutures" column) and on (-X gil=1, the "stdlib" column), each in a fresh interpreter.
+
+CPU_TASKS = 8  # tasks of cfutures._cpu.spin(n // CPU_TASKS) per measurement
+
+
+def _cpu_map(ex, n):
+    from cfutures import _cpu
+    list(ex.map(_cpu.spin, [1000] * 2))
+    t0 = time.perf_counter()
+    list(ex.map(_cpu.spin, [n // CPU_TASKS] * CPU_TASKS))
+    return n / (time.perf_counter() - t0)
+
+
+def interpreter_round_trip(impl, n):
+    """submit -> result latency on a 1-interpreter pool (seconds per round trip)."""
+    with _module(impl).InterpreterPoolExecutor(1) as ex:
+        # A builtin: what a subinterpreter unpickles without importing anything.
+        return _round_trips(ex, n, operator.truth, 1)
+
+
+def interpreter_vs_threads_cpu(impl, n):
+    """CPU-bound iterations per second: cfutures' InterpreterPoolExecutor(2) ("cfutures")
+    against cfutures' ThreadPoolExecutor(2) (the "stdlib" slot)."""
+    pool = cfutures.InterpreterPoolExecutor if impl == "cfutures" else cfutures.ThreadPoolExecutor
+    with pool(2) as ex:
+        return _cpu_map(ex, n)
+
+
+def interpreter_vs_processes_cpu(impl, n):
+    """CPU-bound iterations per second: cfutures' InterpreterPoolExecutor(2) ("cfutures")
+    against cfutures' ProcessPoolExecutor(2) (the "stdlib" slot)."""
+    pool = cfutures.InterpreterPoolExecutor if impl == "cfutures" else cfutures.ProcessPoolExecutor
+    with pool(2) as ex:
+        return _cpu_map(ex, n)
+
+
+_CPU_THREADS_SCRIPT = """
+import time, cfutures
+from cfutures import _bench
+with cfutures.ThreadPoolExecutor(2) as ex:
+    print(_bench._cpu_map(ex, {n}))
+"""
+
+
+def free_threaded_cpu(impl, n):
+    """CPU-bound iterations per second on cfutures.ThreadPoolExecutor(2) in a fresh interpreter,
+    with the GIL off ("cfutures") and on (-X gil=1, the "stdlib" slot)."""
+    gil = "0" if impl == "cfutures" else "1"
+    out = subprocess.run([sys.executable, "-X", f"gil={gil}", "-c",
+                          _CPU_THREADS_SCRIPT.format(n=n)], check=True, capture_output=True,
+                         text=True, env=dict(os.environ, CFUTURES_INSTALL="0"))
+    return float(out.stdout.strip())
+
+
 # What the "stdlib" side of a row measures where it is not concurrent.futures.
 _DASK_SIDES = ("; the cfutures column is cfutures.dask.DaskExecutor(client=client).map(identity, "
                f"items, chunksize={DASK_CHUNKSIZE}), one task per chunk; both on one "
                "LocalCluster(n_workers=2, threads_per_worker=1, processes=True) in the same run, "
                "every result consumed")
 ROW_BASELINES = {
+    "interpreter_vs_threads_cpu": "cfutures.ThreadPoolExecutor(2), against cfutures."
+                                  "InterpreterPoolExecutor(2) in the cfutures column: "
+                                  f"{CPU_TASKS} tasks of pure-Python integer arithmetic",
+    "interpreter_vs_processes_cpu": "cfutures.ProcessPoolExecutor(2) (the default start "
+                                    "method), against cfutures.InterpreterPoolExecutor(2) in the "
+                                    f"cfutures column: {CPU_TASKS} tasks of pure-Python integer "
+                                    "arithmetic",
+    "free_threaded_cpu": "the same free-threaded interpreter with the GIL on (-X gil=1), "
+                         "against the GIL off in the cfutures column: cfutures."
+                         f"ThreadPoolExecutor(2), {CPU_TASKS} tasks of pure-Python integer "
+                         "arithmetic, each side in a fresh interpreter",
     "dask_vs_get_executor": "Dask's client.get_executor().map(identity, items), one Dask task per "
                             "item (its map takes no chunksize)" + _DASK_SIDES,
     "dask_vs_client_map": "Dask's client.gather(client.map(identity, items, pure=False)), one "
@@ -440,6 +513,15 @@ WORKLOADS = [
     ("process pool start to first result, spawn", process_startup_spawn, 1, 1, "ms", False, 1.0),
     ("process pool start to first result, forkserver", process_startup_forkserver, 1, 1, "ms",
      False, 1.0),
+    # 3.14+ (InterpreterPoolExecutor), and free-threaded builds; the "stdlib" side of the CPU
+    # rows is another pool or the GIL build (ROW_BASELINES).
+    ("interpreter round trip, 1 worker", interpreter_round_trip, 2_000, 300, "us", False, None),
+    ("CPU-bound pure Python, 2 workers: interpreter pool vs thread pool",
+     interpreter_vs_threads_cpu, 4_000_000, 800_000, "iterations/s", True, None),
+    ("CPU-bound pure Python, 2 workers: interpreter pool vs process pool",
+     interpreter_vs_processes_cpu, 4_000_000, 800_000, "iterations/s", True, None),
+    ("CPU-bound pure Python in a thread pool, 2 workers: free-threaded vs GIL",
+     free_threaded_cpu, 4_000_000, 800_000, "iterations/s", True, None),
     # Only with distributed installed; the "stdlib" side is Dask's own API (ROW_BASELINES).
     # 4,000 items, not 20,000: Dask's one-task-per-item paths run about 500 items/s here, so 20k
     # took 4 minutes over 3 repeats. Throughput per item is steady past a few hundred tasks, and
@@ -852,6 +934,10 @@ def _available(workload):
         return importlib.util.find_spec("numpy") is not None
     if workload[1].__name__.startswith("dask_"):
         return importlib.util.find_spec("distributed") is not None
+    if workload[1].__name__.startswith("interpreter_"):
+        return hasattr(cfutures, "InterpreterPoolExecutor")
+    if workload[1] is free_threaded_cpu:
+        return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     return True
 
 

@@ -17,7 +17,7 @@ import sys
 import types
 
 _NAMES = ("concurrent.futures", "concurrent.futures._base", "concurrent.futures.thread",
-          "concurrent.futures.process")
+          "concurrent.futures.process", "concurrent.futures.interpreter")
 _saved = None
 _MISSING = object()
 
@@ -46,8 +46,12 @@ class _PackageView(types.ModuleType):
 def _replacements():
     import cfutures
     from cfutures import _base, process, thread
-    return {"concurrent.futures": _PackageView(cfutures), "concurrent.futures._base": _base,
-            "concurrent.futures.thread": thread, "concurrent.futures.process": process}
+    replacements = {"concurrent.futures": _PackageView(cfutures), "concurrent.futures._base": _base,
+                    "concurrent.futures.thread": thread, "concurrent.futures.process": process}
+    if "InterpreterPoolExecutor" in cfutures._LAZY:  # 3.14+
+        from cfutures import interpreter
+        replacements["concurrent.futures.interpreter"] = interpreter
+    return replacements
 
 
 def install():
@@ -58,7 +62,7 @@ def install():
     import concurrent
     import concurrent.futures.process  # noqa: F401  (load the originals before replacing them)
     import concurrent.futures.thread  # noqa: F401
-    replacements = _replacements()
+    replacements = _replacements()  # (cfutures.interpreter loads the stdlib's interpreter module)
     stdlib = concurrent.futures
     patched = {}  # public name -> the stdlib module's own entry (_MISSING: a lazy one, not loaded)
     for name in stdlib.__all__:

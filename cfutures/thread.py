@@ -17,6 +17,7 @@ Who does what:
     them.
 """
 
+import functools
 import itertools
 import os
 import queue
@@ -244,7 +245,10 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        super().__init__(max_workers, ThreadPoolExecutor._start_worker)
+        # What a broken pool raises: the class's BROKEN where the stdlib has it (3.14+), which
+        # InterpreterPoolExecutor sets to BrokenInterpreterPool.
+        super().__init__(max_workers, type(self)._start_worker,
+                         getattr(type(self), "BROKEN", BrokenThreadPool))
         self._max_workers = max_workers
         self._thread_name_prefix = (thread_name_prefix or
                                     ("ThreadPoolExecutor-%d" % self._counter()))
@@ -258,11 +262,15 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
     def _start_worker(self):
         # Called by the native submit() when a new worker is needed (given to it at __init__).
         thread_name = '%s_%d' % (self._thread_name_prefix or self, len(self._threads))
-        t = threading.Thread(name=thread_name, target=_worker,
-                             args=(self._handle, self._initializer, self._initargs))
+        t = threading.Thread(name=thread_name, target=self._worker_target(), args=(self._handle,))
         t.start()
         self._threads.add(t)
         _workers.add(t)
+
+    def _worker_target(self):
+        """What each worker thread runs, given the pool's handle. It must not hold the executor
+        (dropping the executor shuts the pool down)."""
+        return functools.partial(_worker, initializer=self._initializer, initargs=self._initargs)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._shutdown_lock:

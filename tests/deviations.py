@@ -54,11 +54,6 @@ UPSTREAM_SKIPS = {
         "concurrent.futures to have no InterpreterPoolExecutor; the harness installs cfutures "
         "at start-up (CFUTURES_INSTALL=1), which imports concurrent.futures before the test "
         "hides the module, so the name exists (as with the stdlib imported that early)",
-    "*test_interpreter_pool::AsyncioTest::*":
-        "cfutures has no InterpreterPoolExecutor of its own yet (issue 16): "
-        "concurrent.futures.InterpreterPoolExecutor is the stdlib's, whose futures are the "
-        "stdlib's Future; under install() asyncio checks isinstance(f, "
-        "concurrent.futures.Future), cfutures' Future, and refuses them",
 }
 
 NOTES = {

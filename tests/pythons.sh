@@ -50,7 +50,7 @@
 # --prefix/--with-ensurepip=install build; then
 #   ./configure --disable-gil --prefix=CACHE/3.13t --with-ensurepip=install && make -j2 && make install
 # (several minutes on 2 cores; the build tree is removed afterwards, the source tarball is kept). It needs gcc, make
-# and the -dev packages of the extension modules (checked below). `bash tests/pythons.sh 3.13t
+# and the -dev packages of the extension modules (installed from the host's apt sources when run as root, else checked below). `bash tests/pythons.sh 3.13t
 # --fetch-only` stops after download and unpacking; `--cached` prints the path only if the
 # interpreter is already there (exit status 1 otherwise), fetching and building nothing.
 #
@@ -389,6 +389,13 @@ build_source() {
     libreadline-dev libncurses-dev uuid-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
   done
+  # As root (CI on a fresh machine) they come from the host's own apt sources, as
+  # tests/system-deps.sh installs its packages; otherwise say which are missing.
+  if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    missing=()
+  fi
   [ ${#missing[@]} -eq 0 ] ||
     die "building 3.13t needs these Debian packages: apt-get install ${missing[*]}"
 

@@ -24,6 +24,8 @@ struct PoolShared : ForkOwned {
     explicit PoolShared(std::size_t max_workers) : pool(max_workers) {}
     core::ThreadPool pool;
     py::object broken_text;  // set (GIL held) before the pool is marked broken
+    py::object broken_type;  // what a broken pool raises: the executor class's BROKEN (3.14's
+                             // rule: InterpreterPoolExecutor's is BrokenInterpreterPool)
 
     // What check_submittable() reads.
     bool broken() const { return pool.is_broken(); }
@@ -157,7 +159,7 @@ struct PoolHandle {
         shared->broken_text = message;
         for (core::Task* t : shared->pool.break_pool()) {
             std::unique_ptr<PyTask> owned(static_cast<PyTask*>(t));
-            py::object exc = py::reinterpret_borrow<py::object>(stdlib().BrokenThreadPool)(message);
+            py::object exc = shared->broken_type(message);
             owned->fail(exc.ptr());
         }
     }
@@ -171,7 +173,7 @@ struct PoolHandle {
 // The C++ object behind a ThreadPoolExecutor. `start_worker(executor)` is how it asks the Python
 // class for a worker thread (a plain function, not a bound method: no reference cycle).
 struct PyExecutor {
-    PyExecutor(std::size_t max_workers, py::object start_worker_fn)
+    PyExecutor(std::size_t max_workers, py::object start_worker_fn, py::object broken_type)
         : handle{std::make_shared<PoolShared>(max_workers)}, start_worker(std::move(start_worker_fn)) {
         std::atomic_ref<PyObject*> slot(stdlib().BrokenThreadPool);
         if (!slot.load(std::memory_order_acquire)) {
@@ -181,6 +183,8 @@ struct PyExecutor {
             PyObject* expected = nullptr;
             if (!slot.compare_exchange_strong(expected, cls, std::memory_order_acq_rel)) Py_DECREF(cls);
         }
+        handle.shared->broken_type = broken_type.is_none()
+            ? py::reinterpret_borrow<py::object>(stdlib().BrokenThreadPool) : std::move(broken_type);
     }
     ~PyExecutor() {
         // The executor is gone: let its workers finish the queue and exit (stdlib semantics).
@@ -210,7 +214,7 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
         PyExecutor* ex = native_ptr<PyExecutor>(self, g_executor_base);
         if (!ex) raise(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
         PoolShared& shared = *ex->handle.shared;
-        check_submittable(PoolKind::Thread, shared, shared, stdlib().BrokenThreadPool);
+        check_submittable(PoolKind::Thread, shared, shared, shared.broken_type.ptr());
 
         py::object future = new_future();
         PyFuture* state = as_future(future.ptr());
@@ -225,7 +229,7 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
             case core::ThreadPool::Submit::Broken:
             case core::ThreadPool::Submit::Shutdown:  // since the checks above
                 refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
-                              stdlib().BrokenThreadPool, shared.broken_text);
+                              shared.broken_type.ptr(), shared.broken_text);
         }
         return future.release().ptr();
     });
@@ -244,10 +248,10 @@ void register_thread_pool(py::module_& m) {
 
     py::class_<PyExecutor> cls(m, "ThreadPoolBase");
     g_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    cls.def(py::init([](std::size_t max_workers, py::object start_worker) {
-                return new PyExecutor(max_workers, std::move(start_worker));
+    cls.def(py::init([](std::size_t max_workers, py::object start_worker, py::object broken_type) {
+                return new PyExecutor(max_workers, std::move(start_worker), std::move(broken_type));
             }),
-            py::arg("max_workers"), py::arg("start_worker"))
+            py::arg("max_workers"), py::arg("start_worker"), py::arg("broken_type") = py::none())
         .def("_make_handle", [](PyExecutor& ex) { return std::make_shared<PoolHandle>(ex.handle); })
         .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
