@@ -435,7 +435,7 @@ def interpreter_vs_processes_cpu(impl, n):
 
 
 _CPU_THREADS_SCRIPT = """
-import time, cfutures
+import cfutures
 from cfutures import _bench
 with cfutures.ThreadPoolExecutor(2) as ex:
     print(_bench._cpu_map(ex, {n}))

@@ -23,7 +23,7 @@ import functools
 import threading
 from concurrent.futures import interpreter as _std_interpreter
 
-from . import _base
+from . import _base, thread as _thread
 from .thread import ThreadPoolExecutor
 
 BrokenInterpreterPool = _std_interpreter.BrokenInterpreterPool
@@ -37,8 +37,7 @@ def _interpreter_worker(handle, create_context):
     try:
         context.initialize()  # creates the subinterpreter and runs the initializer in it
     except BaseException:
-        _base.LOGGER.critical('Exception in initializer:', exc_info=True)
-        handle.break_pool('A thread initializer failed, the thread pool is not usable anymore')
+        _thread._initializer_failed(handle)
         return
     _worker_context.current = context
     try:

@@ -77,10 +77,15 @@ def _worker(handle, initializer, initargs):
         try:
             initializer(*initargs)
         except BaseException:
-            _base.LOGGER.critical('Exception in initializer:', exc_info=True)
-            handle.break_pool('A thread initializer failed, the thread pool is not usable anymore')
+            _initializer_failed(handle)
             return
     handle.run_worker()
+
+
+def _initializer_failed(handle):
+    # As the stdlib: logged, and the pool broken (queued work fails, submit raises).
+    _base.LOGGER.critical('Exception in initializer:', exc_info=True)
+    handle.break_pool('A thread initializer failed, the thread pool is not usable anymore')
 
 
 # The stdlib's work item, built the way the running Python builds it: 3.14 gives it a task tuple
