@@ -429,3 +429,75 @@ def test_busy_pool_does_not_starve_other_threads(thread_executor):
         time.sleep(0)
     assert time.monotonic() - t0 < 10
     ex.shutdown(wait=True)
+
+
+def _odd_fails(i):
+    if i % 7 == 0:
+        raise ValueError(i)
+    return i * 2
+
+
+def test_concurrent_submitters_cancellers_and_waiters_settle_every_future(thread_executor):
+    # The stress run of issue 16: on a free-threaded build (CI runs the suite on 3.13t with
+    # PYTHON_GIL=0) nothing serialises these threads but the pool's and the futures' own locks.
+    futures_module = thread_executor.module
+    ex = thread_executor(4)
+    made, callbacks, errors = [], [], []
+    lock = threading.Lock()
+    stop = threading.Event()
+    per_submitter = 1500
+
+    def submitter(base):
+        try:
+            for i in range(base, base + per_submitter):
+                f = ex.submit(_odd_fails, i)
+                f.add_done_callback(callbacks.append)
+                with lock:
+                    made.append((i, f))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def canceller():
+        k = 0
+        while not stop.is_set():
+            with lock:
+                batch = [f for _, f in made[k::13][:50]]
+            for f in batch:
+                f.cancel()
+            k = (k + 1) % 13
+
+    def waiter():
+        while not stop.is_set():
+            with lock:
+                batch = [f for _, f in made[-200:]]
+            futures_module.wait(batch, timeout=0.05, return_when=futures_module.FIRST_COMPLETED)
+            try:
+                for f in futures_module.as_completed(batch, timeout=0.05):
+                    f.done()
+            except futures_module.TimeoutError:
+                pass
+
+    submitters = [threading.Thread(target=submitter, args=(k * per_submitter,)) for k in range(4)]
+    others = [threading.Thread(target=canceller) for _ in range(2)]
+    others += [threading.Thread(target=waiter) for _ in range(2)]
+    for t in submitters + others:
+        t.start()
+    for t in submitters:
+        t.join(timeout=60)
+    stop.set()
+    for t in others:
+        t.join(timeout=60)
+    ex.shutdown(wait=True)
+    assert not errors
+    assert len(made) == 4 * per_submitter
+    for i, f in made:
+        assert f.done()
+        if f.cancelled():
+            continue
+        if i % 7 == 0:
+            assert isinstance(f.exception(timeout=0), ValueError)
+        else:
+            assert f.result(timeout=0) == i * 2
+    # Each future's callback ran exactly once.
+    assert len(callbacks) == len(made)
+    assert len({id(f) for f in callbacks}) == len(made)
