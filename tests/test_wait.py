@@ -264,3 +264,29 @@ def test_process_future_inside_an_edit_starts_after_it():
             time.sleep(0.1)  # the manager tries to start f meanwhile
             assert f._state == "PENDING"
         assert f.result(timeout=30) == 27
+
+
+def test_waiting_on_a_list_another_thread_changes(futures):
+    # On a free-threaded build wait() read the items of the caller's list without references,
+    # while another thread appended (reallocating it) and popped (dropping the last reference).
+    fs = [done_future(futures, i) for i in range(64)]
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            fs.append(done_future(futures, -1))
+            fs.pop()
+            fs.extend(done_future(futures, -2) for _ in range(32))
+            del fs[64:]
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            done, not_done = futures.wait(fs, timeout=0)
+            assert not not_done
+            assert sum(1 for _ in futures.as_completed(fs, timeout=5)) >= 64
+    finally:
+        stop.set()
+        t.join()

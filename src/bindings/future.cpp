@@ -228,17 +228,28 @@ bool future_set_result(PyFuture& f, PyObject* self, PyObject* value) {
     return take_and_run_callbacks(f, self);
 }
 
-bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc) {
+namespace {
+bool set_exception(PyFuture& f, PyObject* self, PyObject* exc, bool quiet_if_done) {
     Py_INCREF(exc);
     PyObject* old = nullptr;
     auto how = exc == Py_None ? core::Completion::Result : core::Completion::Exception;
     if (!f.finish(how, [&] { old = std::exchange(f.exception, exc); })) {
         Py_DECREF(exc);
+        if (quiet_if_done) return true;
         raise_invalid_state(f, self);
     }
     Py_XDECREF(old);
     tell_stdlib_waiters(f, self);
     return take_and_run_callbacks(f, self);
+}
+}  // namespace
+
+bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc) {
+    return set_exception(f, self, exc, false);
+}
+
+bool future_fail_unless_done(PyFuture& f, PyObject* self, PyObject* exc) {
+    return set_exception(f, self, exc, true);
 }
 
 namespace {

@@ -60,6 +60,10 @@ py::object new_future();
 bool future_set_result(PyFuture& f, PyObject* self, PyObject* value);
 bool future_set_exception(PyFuture& f, PyObject* self, PyObject* exc);
 bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled);
+// For a pool failing a future it holds: as future_set_exception, but a future that another thread
+// finished meanwhile (a cancel() racing it on a free-threaded build, where checking the state
+// first is no longer atomic with the transition) is left as it is, without an error.
+bool future_fail_unless_done(PyFuture& f, PyObject* self, PyObject* exc);
 // How cancel() reaches the pool running a RUNNING future (process pools made with
 // cancel_running=True): returns true when the pool stops the call, which it no longer reports;
 // the future is then cancelled. Installed once by the process pool. GIL held.

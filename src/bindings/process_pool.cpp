@@ -262,9 +262,9 @@ py::object traceback_text(const py::object& exc) {
 // Fails a future (strong reference, consumed) unless it is done already.
 void fail_future(PyObject* fut, const py::object& exc) {
     PyFuture* f = as_future(fut);
-    if (f && !core::is_done(f->state())) {
+    if (f) {
         try {
-            if (!future_set_exception(*f, fut, exc.ptr())) PyErr_WriteUnraisable(fut);
+            if (!future_fail_unless_done(*f, fut, exc.ptr())) PyErr_WriteUnraisable(fut);
         } catch (py::error_already_set& e) {
             e.discard_as_unraisable(py::reinterpret_borrow<py::object>(fut));
         }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <thread>
 
 #include "executor.hpp"
@@ -23,14 +24,19 @@ namespace {
 struct PoolShared : ForkOwned {
     explicit PoolShared(std::size_t max_workers) : pool(max_workers) {}
     core::ThreadPool pool;
-    py::object broken_text;  // set (GIL held) before the pool is marked broken
+    std::mutex broken_mu;    // guards broken_text: workers whose initializer failed set it while
+                             // submit() reads it (at once, on a free-threaded build)
+    py::object broken_text;  // set, once, before the pool is marked broken
     py::object broken_type;  // what a broken pool raises: the executor class's BROKEN (3.14's
                              // rule: InterpreterPoolExecutor's is BrokenInterpreterPool)
 
     // What check_submittable() reads.
     bool broken() const { return pool.is_broken(); }
     bool shut_down() const { return pool.is_shutdown(); }
-    py::handle broken_message() const { return broken_text; }
+    py::object broken_message() {
+        std::lock_guard<std::mutex> g(broken_mu);
+        return broken_text;
+    }
 };
 
 struct PyTask final : core::Task {
@@ -94,7 +100,7 @@ struct PyTask final : core::Task {
     void fail(PyObject* exc) {
         counters.count(core::is_cancelled(state->state()) ? core::Outcome::Cancelled : core::Outcome::Failed);
         try {
-            if (!future_set_exception(*state, future, exc)) PyErr_WriteUnraisable(future);
+            if (!future_fail_unless_done(*state, future, exc)) PyErr_WriteUnraisable(future);
         } catch (py::error_already_set& e) {
             e.discard_as_unraisable(py::reinterpret_borrow<py::object>(future));
         }
@@ -156,7 +162,10 @@ struct PoolHandle {
 
     void break_pool(py::str message) {
         if (shared->inherited()) return;
-        shared->broken_text = message;
+        {
+            std::lock_guard<std::mutex> g(shared->broken_mu);
+            if (!shared->broken_text) shared->broken_text = message;  // the first reason stays
+        }
         for (core::Task* t : shared->pool.break_pool()) {
             std::unique_ptr<PyTask> owned(static_cast<PyTask*>(t));
             py::object exc = shared->broken_type(message);
@@ -165,8 +174,8 @@ struct PoolHandle {
     }
 
     py::object broken() const {
-        if (shared->broken_text) return shared->broken_text;
-        return py::bool_(false);
+        py::object text = shared->broken_message();
+        return text ? text : py::bool_(false);
     }
 };
 
@@ -229,7 +238,7 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
             case core::ThreadPool::Submit::Broken:
             case core::ThreadPool::Submit::Shutdown:  // since the checks above
                 refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
-                              shared.broken_type.ptr(), shared.broken_text);
+                              shared.broken_type.ptr(), shared.broken_message());
         }
         return future.release().ptr();
     });

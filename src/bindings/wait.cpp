@@ -61,8 +61,17 @@ py::object stdlib_state(int s) { return py::reinterpret_borrow<py::object>(stdli
 class WatchSet {
 public:
     explicit WatchSet(py::handle iterable) {
-        py::object seq = py::reinterpret_steal<py::object>(
-            PySequence_Fast(iterable.ptr(), "fs must be an iterable of futures"));
+        // PySequence_Fast gives a list itself, whose items are read below without references:
+        // on a free-threaded build another thread may change the list meanwhile, so it is
+        // copied first (under the list's own lock).
+#ifdef Py_GIL_DISABLED
+        PyObject* fast = PyList_Check(iterable.ptr())
+                             ? PyList_AsTuple(iterable.ptr())
+                             : PySequence_Fast(iterable.ptr(), "fs must be an iterable of futures");
+#else
+        PyObject* fast = PySequence_Fast(iterable.ptr(), "fs must be an iterable of futures");
+#endif
+        py::object seq = py::reinterpret_steal<py::object>(fast);
         if (!seq) throw py::error_already_set();
         Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
         PyObject** raw = PySequence_Fast_ITEMS(seq.ptr());
