@@ -45,7 +45,7 @@ BufferView::~BufferView() {
     // Frames are dropped with the GIL held (see the header); only a path that already failed
     // (an exception in the manager's loop) could get here without it: leak rather than touch
     // Python objects without the GIL.
-    if (held && PyGILState_Check()) PyBuffer_Release(&view);
+    if (held && attached()) PyBuffer_Release(&view);
 }
 
 std::shared_ptr<void> keep_view(std::unique_ptr<BufferView> view) {

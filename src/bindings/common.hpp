@@ -52,6 +52,17 @@ struct Stdlib {
 };
 Stdlib& stdlib();
 
+// Whether this thread is attached to the interpreter (holds the GIL on a GIL build). Not
+// PyGILState_Check(), which CPython makes answer "yes" everywhere once a subinterpreter exists
+// (an InterpreterPoolExecutor's workers, from 3.14).
+inline bool attached() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked() != nullptr;
+#else
+    return _PyThreadState_UncheckedGet() != nullptr;
+#endif
+}
+
 // Raises `type(*args)`-style errors the way Python code would.
 [[noreturn]] inline void raise(PyObject* type, const char* message = nullptr) {
     if (message) PyErr_SetString(type, message);

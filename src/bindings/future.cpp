@@ -372,7 +372,7 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
 // Threads that wait for another thread's edit release the GIL meanwhile: the edit's owner may
 // need it to close the edit.
 static void release_gil_around(void (*wait)(void*), void* arg) {
-    if (!PyGILState_Check()) {
+    if (!attached()) {
         wait(arg);
         return;
     }
