@@ -133,6 +133,11 @@ def test_a_worker_exit_names_the_process_and_its_exit_code_as_the_cause(process_
     ex = process_executor(1)
     error = ex.submit(hard_exit).exception(timeout=60)
     assert isinstance(error, BrokenProcessPool)
+    if process_executor.module is concurrent.futures and error.__cause__ is None:
+        # The stdlib reads the exit codes without waiting for the process (Process.exitcode
+        # may still be None then): it can give no cause (seen under fork in CI). cfutures reaps
+        # the worker first.
+        return
     assert isinstance(error.__cause__, concurrent.futures.process._RemoteTraceback)
     assert re.search(r"Process \d+ terminated abruptly with exit code 7", error.__cause__.tb)
 
