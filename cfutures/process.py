@@ -495,7 +495,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         # As 3.15's (3.14.10's too): an unknown operation is refused before anything stops.
         if operation not in ("terminate", "kill"):
             raise ValueError(f"Unsupported operation: {operation!r}")
-        processes = list((self._processes or {}).values())
+        # dict.copy(), one step also on a free-threaded build: the manager thread removes the
+        # workers it reaps meanwhile, and a loop over the live dict would fail.
+        processes = list((self._processes or {}).copy().values())
         self.shutdown(wait=False, cancel_futures=True)
         for p in processes:
             try:
