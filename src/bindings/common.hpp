@@ -45,7 +45,6 @@ struct Stdlib {
     PyObject* CancelledError;
     PyObject* TimeoutError;
     PyObject* InvalidStateError;
-    PyObject* BrokenThreadPool;  // looked up when the first thread pool is made
     PyObject* state_names[5];         // PENDING ... FINISHED, in core::FutureState order
     PyObject* state_descriptions[5];  // 'pending' ... 'finished', as repr() prints them
     PyObject* run_callback;           // cfutures._base._run_callback(fn, future), set at import

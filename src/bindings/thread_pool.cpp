@@ -7,7 +7,6 @@
 // stdlib. Worker threads are Python threading.Thread objects started by the Python class
 // (_start_worker), whose target enters PoolHandle.run_worker(): the core loop, with the GIL
 // released while idle.
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -184,16 +183,7 @@ struct PoolHandle {
 struct PyExecutor {
     PyExecutor(std::size_t max_workers, py::object start_worker_fn, py::object broken_type)
         : handle{std::make_shared<PoolShared>(max_workers)}, start_worker(std::move(start_worker_fn)) {
-        std::atomic_ref<PyObject*> slot(stdlib().BrokenThreadPool);
-        if (!slot.load(std::memory_order_acquire)) {
-            // Two first pools may race here (free-threaded builds): one reference is kept.
-            PyObject* cls = py::object(py::module_::import("concurrent.futures.thread")
-                                           .attr("BrokenThreadPool")).release().ptr();
-            PyObject* expected = nullptr;
-            if (!slot.compare_exchange_strong(expected, cls, std::memory_order_acq_rel)) Py_DECREF(cls);
-        }
-        handle.shared->broken_type = broken_type.is_none()
-            ? py::reinterpret_borrow<py::object>(stdlib().BrokenThreadPool) : std::move(broken_type);
+        handle.shared->broken_type = std::move(broken_type);
     }
     ~PyExecutor() {
         // The executor is gone: let its workers finish the queue and exit (stdlib semantics).
@@ -260,7 +250,7 @@ void register_thread_pool(py::module_& m) {
     cls.def(py::init([](std::size_t max_workers, py::object start_worker, py::object broken_type) {
                 return new PyExecutor(max_workers, std::move(start_worker), std::move(broken_type));
             }),
-            py::arg("max_workers"), py::arg("start_worker"), py::arg("broken_type") = py::none())
+            py::arg("max_workers"), py::arg("start_worker"), py::arg("broken_type"))
         .def("_make_handle", [](PyExecutor& ex) { return std::make_shared<PoolHandle>(ex.handle); })
         .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
