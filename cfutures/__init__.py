@@ -89,8 +89,11 @@ if _installed is not None:
 
 __version__ = "0.1.0"
 
-# The same public names as the stdlib module on this Python.
+# The same public names as the stdlib module on this Python, and InterpreterPoolExecutor from
+# 3.12 on (the stdlib has it from 3.14; subinterpreters with their own GIL exist from 3.12).
 __all__ = tuple(_std_futures.__all__)
+if _sys.version_info >= (3, 12) and "InterpreterPoolExecutor" not in __all__:
+    __all__ += ("InterpreterPoolExecutor",)
 
 # Everything loads on first use (PEP 562), as the stdlib's executors do: a worker process, which
 # imports cfutures only for its worker loop, does not pay for the rest.
@@ -106,7 +109,7 @@ _LAZY = {
     "ExecutorStats": "._base",
     "progress": "._progress",
 }
-if "InterpreterPoolExecutor" in __all__:  # 3.14+, where concurrent.interpreters exists
+if "InterpreterPoolExecutor" in __all__:  # 3.12+
     _LAZY["InterpreterPoolExecutor"] = ".interpreter"
 # The names cfutures has beyond the stdlib's: not in __all__, and hidden from what install()
 # makes concurrent.futures (code that tests for them there sees the stdlib's module).

@@ -21,7 +21,7 @@ from .process import WorkerDied as WorkerDied
 from .thread import ThreadPoolExecutor as ThreadPoolExecutor
 
 import sys
-if sys.version_info >= (3, 14):
+if sys.version_info >= (3, 12):
     from .interpreter import InterpreterPoolExecutor as InterpreterPoolExecutor
 
 __version__: str

@@ -48,7 +48,7 @@ def _replacements():
     from cfutures import _base, process, thread
     replacements = {"concurrent.futures": _PackageView(cfutures), "concurrent.futures._base": _base,
                     "concurrent.futures.thread": thread, "concurrent.futures.process": process}
-    if "InterpreterPoolExecutor" in cfutures._LAZY:  # 3.14+
+    if "InterpreterPoolExecutor" in cfutures._LAZY:  # 3.12+
         from cfutures import interpreter
         replacements["concurrent.futures.interpreter"] = interpreter
     return replacements
@@ -65,7 +65,7 @@ def install():
     replacements = _replacements()  # (cfutures.interpreter loads the stdlib's interpreter module)
     stdlib = concurrent.futures
     patched = {}  # public name -> the stdlib module's own entry (_MISSING: a lazy one, not loaded)
-    for name in stdlib.__all__:
+    for name in replacements["concurrent.futures"].__all__:  # the stdlib's, and 3.12's IPE
         ours = getattr(replacements["concurrent.futures"], name)
         if stdlib.__dict__.get(name, _MISSING) is not ours:
             patched[name] = stdlib.__dict__.get(name, _MISSING)

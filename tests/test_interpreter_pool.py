@@ -1,8 +1,8 @@
 """InterpreterPoolExecutor, run against concurrent.futures and cfutures alike where the stdlib has
-it (3.14+), and cfutures in subinterpreters (3.12+).
+it (3.14+), cfutures' alone on 3.12 and 3.13, and cfutures in subinterpreters (3.12+).
 
-Tasks are builtins (pow, os.write, _interpreters.get_current): a subinterpreter imports what it
-unpickles with the sys.path it started with, which lacks the tests' directory.
+Tasks are builtins (pow, os.write, eval): a subinterpreter imports what it unpickles with the
+sys.path it started with, which lacks the tests' directory.
 """
 
 import asyncio
@@ -18,14 +18,23 @@ import pytest
 import cfutures
 import concurrent.futures
 
-HAS_POOL = hasattr(concurrent.futures, "InterpreterPoolExecutor")
-needs_pool = pytest.mark.skipif(not HAS_POOL, reason="InterpreterPoolExecutor is 3.14+")
+STDLIB_HAS_POOL = hasattr(concurrent.futures, "InterpreterPoolExecutor")  # 3.14+
+HAS_POOL = sys.version_info >= (3, 12)  # cfutures': own-GIL subinterpreters exist from 3.12
+needs_pool = pytest.mark.skipif(not HAS_POOL, reason="InterpreterPoolExecutor is 3.12+")
+needs_stdlib_pool = pytest.mark.skipif(not STDLIB_HAS_POOL,
+                                       reason="the stdlib's InterpreterPoolExecutor is 3.14+")
+
+# What a task evaluates (eval is a builtin: it pickles) to learn which interpreter runs it.
+CURRENT_INTERPRETER = ("int(__import__('_interpreters').get_current()[0])" if sys.version_info >= (3, 13)
+                       else "int(__import__('_xxsubinterpreters').get_current())")
 
 
 @pytest.fixture(params=["stdlib", "cfutures"])
 def interpreter_pool(request):
+    if request.param == "stdlib" and not STDLIB_HAS_POOL:
+        pytest.skip("the stdlib's InterpreterPoolExecutor is 3.14+")
     if not HAS_POOL:
-        pytest.skip("InterpreterPoolExecutor is 3.14+")
+        pytest.skip("InterpreterPoolExecutor is 3.12+")
     module = {"stdlib": concurrent.futures, "cfutures": cfutures}[request.param]
     made = []
 
@@ -40,11 +49,18 @@ def interpreter_pool(request):
 
 
 def _interpreters_alive():
-    import _interpreters
-    return len(_interpreters.list_all())
+    return len(_interpreters_module().list_all())
 
 
-def test_exists_where_the_stdlib_has_it():
+def _interpreters_module():
+    try:
+        import _interpreters  # 3.13+
+    except ImportError:
+        import _xxsubinterpreters as _interpreters
+    return _interpreters
+
+
+def test_exists_from_3_12():
     assert hasattr(cfutures, "InterpreterPoolExecutor") == HAS_POOL
     assert ("InterpreterPoolExecutor" in cfutures.__all__) == HAS_POOL
     if not HAS_POOL:
@@ -52,7 +68,7 @@ def test_exists_where_the_stdlib_has_it():
             from cfutures import InterpreterPoolExecutor  # noqa: F401
 
 
-@needs_pool
+@needs_stdlib_pool
 def test_is_a_stdlib_interpreter_pool_and_thread_pool():
     with cfutures.InterpreterPoolExecutor(1) as ex:
         assert isinstance(ex, concurrent.futures.InterpreterPoolExecutor)
@@ -61,21 +77,22 @@ def test_is_a_stdlib_interpreter_pool_and_thread_pool():
 
 
 def test_submit_map_and_each_worker_owns_one_interpreter(interpreter_pool):
-    import _interpreters
     ex = interpreter_pool(1)
     assert ex.submit(pow, 2, 10).result(timeout=60) == 1024
     assert list(ex.map(pow, [2, 3], [3, 2], timeout=60)) == [8, 9]
-    ids = {ex.submit(_interpreters.get_current).result(timeout=60)[0] for _ in range(5)}
-    main = _interpreters.get_main()[0]
+    ids = {ex.submit(eval, CURRENT_INTERPRETER).result(timeout=60) for _ in range(5)}
+    main = eval(CURRENT_INTERPRETER)
     assert len(ids) == 1 and main not in ids  # created once, reused, not the main interpreter
 
 
 def test_an_exception_keeps_its_type_with_the_remote_failure_as_cause(interpreter_pool):
-    from concurrent import interpreters
+    from cfutures.interpreter import ExecutionFailed  # the stdlib's where it has one (3.14+)
     error = interpreter_pool(1).submit(int, "x").exception(timeout=60)
     assert type(error) is ValueError and "invalid literal" in str(error)
-    assert type(error.__cause__) is interpreters.ExecutionFailed
+    assert type(error.__cause__) is ExecutionFailed
     assert error.__cause__.excinfo.type.__name__ == "ValueError"
+    assert "Uncaught in the interpreter" in str(error.__cause__)
+    assert "Traceback (most recent call last)" in str(error.__cause__)
 
 
 def test_the_initializer_runs_once_in_each_worker_interpreter(interpreter_pool):
@@ -94,7 +111,7 @@ def test_the_initializer_runs_once_in_each_worker_interpreter(interpreter_pool):
 
 
 def test_a_failing_initializer_breaks_the_pool(interpreter_pool, caplog):
-    from concurrent.futures.interpreter import BrokenInterpreterPool
+    from cfutures.interpreter import BrokenInterpreterPool  # the stdlib's where it has one
     ex = interpreter_pool(1, initializer=int, initargs=("x",))
     with pytest.raises(BrokenInterpreterPool):
         ex.submit(pow, 2, 2).result(timeout=60)
@@ -107,14 +124,17 @@ def test_a_failing_initializer_breaks_the_pool(interpreter_pool, caplog):
 
 
 def test_scripts_and_unshareable_calls_are_refused(interpreter_pool):
-    import _interpreters
+    from cfutures.interpreter import NotShareableError  # the stdlib's where it has one
     ex = interpreter_pool(1)
     with pytest.raises(TypeError, match="scripts not supported"):
         ex.submit("pass")
     spam = True
     f = ex.submit(lambda: spam)
-    with pytest.raises(_interpreters.NotShareableError):
+    with pytest.raises(NotShareableError):
         f.result(timeout=60)
+    with pytest.raises(NotShareableError):  # a result that cannot come back
+        ex.submit(eval, "__import__('sys')").result(timeout=60)
+    assert ex.submit(pow, 2, 2).result(timeout=60) == 4  # the worker goes on
 
 
 def test_asyncio_run_in_executor(interpreter_pool):
@@ -148,17 +168,33 @@ def _python(code, **env):
 
 @needs_pool
 def test_install_swaps_the_interpreter_module_too():
+    # From 3.12 on, also where the stdlib has no InterpreterPoolExecutor (3.12, 3.13): install()
+    # exposes cfutures' there, and uninstall() takes it away again.
     proc = _python("""
-        import concurrent.futures, concurrent.futures.interpreter as std, cfutures
+        import concurrent.futures, cfutures
+        try:
+            import concurrent.futures.interpreter as std
+        except ImportError:
+            std = None
         cfutures.install()
         import concurrent.futures.interpreter as mod
         assert mod is cfutures.interpreter, mod
         assert concurrent.futures.InterpreterPoolExecutor is cfutures.InterpreterPoolExecutor
-        with concurrent.futures.InterpreterPoolExecutor(1) as ex:
+        from concurrent.futures import InterpreterPoolExecutor
+        with InterpreterPoolExecutor(1) as ex:
             assert type(ex.submit(pow, 2, 2)) is cfutures.Future
         cfutures.uninstall()
-        import concurrent.futures.interpreter as mod
-        assert mod is std, mod
+        if std is None:
+            assert not hasattr(concurrent.futures, "InterpreterPoolExecutor")
+            try:
+                import concurrent.futures.interpreter
+            except ImportError:
+                pass
+            else:
+                raise AssertionError("concurrent.futures.interpreter after uninstall()")
+        else:
+            import concurrent.futures.interpreter as mod
+            assert mod is std, mod
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
@@ -211,3 +247,112 @@ def test_the_auto_install_hook_leaves_subinterpreters_alone():
     assert proc.returncode == 0, proc.stderr
     assert "Error processing" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "error: None" in proc.stderr, proc.stderr
+
+
+@needs_pool
+def test_a_running_call_leaves_the_main_interpreter_free():
+    # The worker thread releases the main interpreter's GIL while its subinterpreter computes:
+    # the main thread runs Python meanwhile.
+    with cfutures.InterpreterPoolExecutor(1) as ex:
+        ex.submit(pow, 2, 2).result(timeout=60)  # the subinterpreter exists
+        f = ex.submit(eval, "sum(i * i for i in range(3_000_000))")
+        spins = 0
+        while not f.done():
+            spins += 1
+        assert f.result(timeout=60) == sum(i * i for i in range(3_000_000))
+    assert spins > 1000
+
+
+@needs_pool
+def test_a_task_may_import_cfutures_and_gets_the_stdlibs_names():
+    with cfutures.InterpreterPoolExecutor(1) as ex:
+        f = ex.submit(eval, "__import__('cfutures').ThreadPoolExecutor.__module__")
+        assert f.result(timeout=60) == "concurrent.futures.thread"
+
+
+@needs_pool
+def test_exit_with_a_live_pool_is_clean():
+    # A pool never shut down is drained and its interpreters ended at exit. (Not fork: CPython
+    # itself crashes a child forked while subinterpreters exist, with the stdlib's pool too.)
+    proc = _python("""
+        import cfutures
+        ex = cfutures.InterpreterPoolExecutor(2)
+        assert ex.submit(pow, 2, 5).result(timeout=60) == 32
+        late = [ex.submit(pow, 2, i) for i in range(10)]
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert "Fatal" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@needs_pool
+def test_a_subinterpreter_is_used_only_by_its_own_thread():
+    from cfutures import _cfutures, interpreter
+    import threading
+    sub = _cfutures.Subinterpreter(*interpreter._worker_source())
+    try:
+        errors = []
+        t = threading.Thread(target=lambda: errors.append(pytest.raises(RuntimeError, sub.call, b"")))
+        t.start()
+        t.join(60)
+        assert errors and "thread that created it" in str(errors[0].value)
+    finally:
+        sub.close()
+    assert sub.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        sub.call(b"")
+
+
+class PicklesHereOnly:
+    """Pickled by reference to this module, which a subinterpreter cannot import (the tests'
+    directory is not on the sys.path it started with)."""
+
+
+def test_a_call_that_cannot_be_unpickled_there_fails_as_not_shareable(interpreter_pool):
+    from cfutures.interpreter import NotShareableError
+    ex = interpreter_pool(1)
+    with pytest.raises(NotShareableError, match="args not shareable") as caught:
+        ex.submit(pow, PicklesHereOnly(), 2).result(timeout=60)
+    assert "unpickled" in str(caught.value.__cause__)
+    assert ex.submit(pow, 2, 3).result(timeout=60) == 8
+
+
+def test_a_stateless_local_function_crosses_by_its_code(interpreter_pool):
+    # As 3.14's interpreters send functions: no closure, no globals but builtins.
+    def task(a, b):
+        import math
+        return math.gcd(a, b) + len("ab")
+    ex = interpreter_pool(1)
+    assert ex.submit(task, 12, 18).result(timeout=60) == 8
+
+
+def test_functions_of_the_main_script_run_in_the_workers_own_copy_of_it(interpreter_pool, tmp_path):
+    # Each subinterpreter loads the script as __mp_main__ (its `if __name__ == "__main__":`
+    # block does not run there), as multiprocessing's spawned workers do; the initializer's
+    # global is the subinterpreter's own. (3.14's stdlib pool gives "uninitialized" here: its
+    # __main__ is not the same module from one call to the next.)
+    if interpreter_pool.module is not cfutures:
+        pytest.skip("cfutures' rule (multiprocessing's)")
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import {interpreter_pool.module.__name__} as futures
+
+        STATUS = "uninitialized"
+
+        def init(x):
+            global STATUS
+            STATUS = x
+
+        def get_status():
+            return STATUS
+
+        if __name__ == "__main__":
+            with futures.InterpreterPoolExecutor(1, initializer=init,
+                                                 initargs=("initialized",)) as ex:
+                print(ex.submit(get_status).result(timeout=60))
+            print(STATUS)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["initialized", "uninitialized"], proc.stdout

@@ -9,6 +9,7 @@ void register_thread_pool(py::module_& m);
 void register_process_pool(py::module_& m);
 void register_process_worker(py::module_& m);
 void register_channel(py::module_& m);
+void register_subinterpreter(py::module_& m);
 
 namespace {
 void load_stdlib() {
@@ -39,6 +40,7 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     register_channel(m);
     register_process_pool(m);
     register_process_worker(m);
+    register_subinterpreter(m);
     m.def("_build_info", [] {
         py::dict info;
         info["compiler"] = CFUTURES_CXX_COMPILER;
