@@ -393,8 +393,8 @@ def dask_vs_client_map(impl, n):
 
 # --- pool kinds: CPU-bound pure Python on subinterpreters, threads and processes ---------------
 #
-# InterpreterPoolExecutor rows exist where the stdlib has it (3.14+). The round-trip row compares
-# it with the stdlib's; the CPU-bound rows compare cfutures' InterpreterPoolExecutor (the
+# InterpreterPoolExecutor rows exist where cfutures has it (3.12+). The round-trip row compares it
+# with the stdlib's, where the stdlib has one (3.14+); the CPU-bound rows compare cfutures' InterpreterPoolExecutor (the
 # "cfutures" column) with cfutures' own thread and process pools (the "stdlib" column: see
 # ROW_BASELINES), all on 2 workers, each made and warmed with one task outside the clock. On a
 # free-threaded build, the thread pool row compares the same CPU-bound work with the GIL off (the
@@ -513,7 +513,7 @@ WORKLOADS = [
     ("process pool start to first result, spawn", process_startup_spawn, 1, 1, "ms", False, 1.0),
     ("process pool start to first result, forkserver", process_startup_forkserver, 1, 1, "ms",
      False, 1.0),
-    # 3.14+ (InterpreterPoolExecutor), and free-threaded builds; the "stdlib" side of the CPU
+    # 3.12+ (InterpreterPoolExecutor; the round trip 3.14+), and free-threaded builds; the "stdlib" side of the CPU
     # rows is another pool or the GIL build (ROW_BASELINES).
     ("interpreter round trip, 1 worker", interpreter_round_trip, 2_000, 300, "us", False, None),
     ("CPU-bound pure Python, 2 workers: interpreter pool vs thread pool",
@@ -934,6 +934,8 @@ def _available(workload):
         return importlib.util.find_spec("numpy") is not None
     if workload[1].__name__.startswith("dask_"):
         return importlib.util.find_spec("distributed") is not None
+    if workload[1] is interpreter_round_trip:  # its baseline is the stdlib's pool (3.14+)
+        return hasattr(_module("stdlib"), "InterpreterPoolExecutor")
     if workload[1].__name__.startswith("interpreter_"):
         return hasattr(cfutures, "InterpreterPoolExecutor")
     if workload[1] is free_threaded_cpu:

@@ -33,6 +33,8 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include <pybind11/gil_safe_call_once.h>
+
 #include "../core/process_pool.hpp"
 #include "channel.hpp"
 #include "executor.hpp"
@@ -51,15 +53,20 @@ struct ProcessStdlib {
 };
 
 ProcessStdlib& pstd() {
-    static ProcessStdlib s = [] {
-        py::module_ process = py::module_::import("concurrent.futures.process");
-        return ProcessStdlib{
-            py::object(process.attr("BrokenProcessPool")).release().ptr(),
-            py::object(process.attr("_RemoteTraceback")).release().ptr(),
-            py::object(py::module_::import("traceback").attr("format_exception")).release().ptr(),
-        };
-    }();
-    return s;
+    // Not a function-local static: its initialization guard would be held across the imports,
+    // which can let another thread run and wait on that guard while attached (a deadlock).
+    // pybind11's call-once detaches while it waits.
+    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<ProcessStdlib> storage;
+    return storage
+        .call_once_and_store_result([] {
+            py::module_ process = py::module_::import("concurrent.futures.process");
+            return ProcessStdlib{
+                py::object(process.attr("BrokenProcessPool")).release().ptr(),
+                py::object(process.attr("_RemoteTraceback")).release().ptr(),
+                py::object(py::module_::import("traceback").attr("format_exception")).release().ptr(),
+            };
+        })
+        .get_stored();
 }
 
 // What the native pool asks of Python (see cfutures/process.py, _PoolHost).
