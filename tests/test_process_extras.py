@@ -286,6 +286,32 @@ def test_cancel_running_stops_the_task_and_fires_callbacks_and_waiters(cf_proces
     assert ex.submit(mul, 3, 4).result(timeout=60) == 12
 
 
+def test_concurrent_cancels_of_a_running_task_all_succeed(cf_process):
+    # Two cancel() calls racing on a running task: both stop it, one wins the state change, and
+    # the other must still answer True (it used to answer False), with the callbacks run once.
+    import threading
+    ex = cf_process(2, cancel_running=True)
+    for _ in range(3):
+        f = ex.submit(sleep_and_return, 30, 1)
+        seen = []
+        f.add_done_callback(lambda fut: seen.append(fut.cancelled()))
+        wait_running(f)
+        barrier = threading.Barrier(3)
+        answers = []
+
+        def cancel():
+            barrier.wait(timeout=30)
+            answers.append(f.cancel())
+        threads = [threading.Thread(target=cancel) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert answers == [True, True, True]
+        assert seen == [True]
+    assert ex.submit(mul, 3, 4).result(timeout=60) == 12
+
+
 def test_without_cancel_running_a_running_task_cannot_be_cancelled(cf_forkserver):
     ex = cf_forkserver(1)
     f = ex.submit(sleep_and_return, 0.5, 1)

@@ -262,9 +262,12 @@ bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
     switch (f.cancel()) {
         case core::CancelOutcome::Refused: {
             RunningStopper stop = g_running_stopper.load(std::memory_order_acquire);
-            *cancelled = stop && f.state() == core::FutureState::Running && stop(f, self) &&
-                         f.cancel_running();
-            if (!*cancelled) return true;
+            bool won = stop && f.state() == core::FutureState::Running && stop(f, self) &&
+                       f.cancel_running();
+            // A concurrent cancel() that stopped the call first: cancelled all the same (the
+            // stdlib's cancel() of a cancelled future is True); the winner runs the callbacks.
+            *cancelled = won || core::is_cancelled(f.state());
+            if (!won) return true;
             tell_stdlib_waiters(f, self);
             return take_and_run_callbacks(f, self);
         }
