@@ -57,6 +57,22 @@ UPSTREAM_SKIPS = {
 }
 
 NOTES = {
+    "InterpreterPoolExecutor on 3.12 and 3.13": "The stdlib has none before 3.14; cfutures' "
+        "has 3.14's semantics there, on its own subinterpreters (CPython's C API), with "
+        "BrokenInterpreterPool, ExecutionFailed and NotShareableError from cfutures.interpreter "
+        "(3.13's _interpreters.NotShareableError on 3.13). install() adds it to "
+        "concurrent.futures there, and uninstall() takes it away.",
+    "InterpreterPoolExecutor and __main__": "A function or class of the main script unpickles "
+        "in a copy of the script that each subinterpreter loads once as __mp_main__, as "
+        "multiprocessing's spawned workers do: a global set by the initializer is seen by later "
+        "calls. A function that assigns a global (global x; x = ...) is never sent by its code: "
+        "3.14's stdlib pool sends one that reads no global by its code, with throwaway globals, "
+        "so an initializer that only assigns a global there changes nothing the tasks see.",
+    "InterpreterPoolExecutor's WorkerContext": "cfutures.interpreter.WorkerContext has the "
+        "stdlib's interface (prepare, initialize, run, finalize) on a native subinterpreter; "
+        "it does not derive from concurrent.futures.thread.WorkerContext, and the calls cross "
+        "by pickle through the worker's own bytes, not the stdlib's interpreters.call() and "
+        "queues.",
     "BrokenProcessPool after a worker's death": "As 3.15's stdlib (gh-139462), on every "
         "Python: the BrokenProcessPool of each future lost when a worker's death broke the "
         "pool has as __cause__ a _RemoteTraceback naming the worker processes that ended with "

@@ -329,8 +329,8 @@ def test_a_stateless_local_function_crosses_by_its_code(interpreter_pool):
 def test_functions_of_the_main_script_run_in_the_workers_own_copy_of_it(interpreter_pool, tmp_path):
     # Each subinterpreter loads the script as __mp_main__ (its `if __name__ == "__main__":`
     # block does not run there), as multiprocessing's spawned workers do; the initializer's
-    # global is the subinterpreter's own. (3.14's stdlib pool gives "uninitialized" here: its
-    # __main__ is not the same module from one call to the next.)
+    # global is the subinterpreter's own. (3.14's stdlib pool gives "uninitialized" here: it
+    # sends `init`, which reads no global, by its code with throwaway globals.)
     if interpreter_pool.module is not cfutures:
         pytest.skip("cfutures' rule (multiprocessing's)")
     script = tmp_path / "script.py"
