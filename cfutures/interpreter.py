@@ -115,15 +115,19 @@ def _stateless(fn):
     return _code_is_stateless(fn.__code__, fn.__globals__)
 
 
+_NAME_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
+_NAME_WRITES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"})
+
+
 def _code_is_stateless(code, globals_):
+    # A read must find a builtin; any write of a global (or of a name in a nested class body,
+    # conservatively) keeps the function from crossing by its code.
     for instruction in dis.get_instructions(code):
-        if instruction.opname in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME",
-                                  "STORE_NAME", "DELETE_NAME"):
-            name = instruction.argval
-            if instruction.opname != "LOAD_GLOBAL" and instruction.opname != "LOAD_NAME":
-                return False
-            if name in globals_ or not hasattr(builtins, name):
-                return False
+        if instruction.opname in _NAME_WRITES:
+            return False
+        if instruction.opname in _NAME_READS and (instruction.argval in globals_ or
+                                                  not hasattr(builtins, instruction.argval)):
+            return False
     return all(_code_is_stateless(const, globals_) for const in code.co_consts
                if isinstance(const, types.CodeType))
 

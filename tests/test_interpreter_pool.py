@@ -325,6 +325,12 @@ def test_a_stateless_local_function_crosses_by_its_code(interpreter_pool):
     ex = interpreter_pool(1)
     assert ex.submit(task, 12, 18).result(timeout=60) == 8
 
+    def reads_a_global():
+        return CURRENT_INTERPRETER
+    from cfutures.interpreter import NotShareableError
+    with pytest.raises(NotShareableError):
+        ex.submit(reads_a_global).result(timeout=60)
+
 
 def test_functions_of_the_main_script_run_in_the_workers_own_copy_of_it(interpreter_pool, tmp_path):
     # Each subinterpreter loads the script as __mp_main__ (its `if __name__ == "__main__":`
