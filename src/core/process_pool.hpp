@@ -475,7 +475,11 @@ private:
                 if (!broken_) dispatch_locked(batch);
                 revoke_at_ = revoke_stranded_locked();
                 deadline_at_ = enforce_deadlines_locked();
-                if ((shutdown_ || broken_) && queue_.empty()) send_stops_locked();
+                // Not while a job asked back may still come back to the queue: a worker told to
+                // stop would leave it stranded (the pool would need a replacement, which cannot
+                // start once the interpreter is exiting).
+                if (queue_.empty() && (broken_ || (shutdown_ && !revokes_outstanding_locked())))
+                    send_stops_locked();
                 if (broken_) kill_stragglers_locked();
                 finished = (shutdown_ || broken_) && workers_ == 0 && live_.empty();
                 if (rounds_done_ != round) {
@@ -660,6 +664,12 @@ private:
         if (w.tasks_left > 0) --w.tasks_left;
         w.writer.push(std::move(job.frame));
         return true;
+    }
+
+    bool revokes_outstanding_locked() const {
+        for (const auto& [id, w] : live_)
+            if (!w.revoking.empty()) return true;
+        return false;
     }
 
     // Once nothing more will be dispatched: Stop follows the tasks a worker already has, so a
