@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <utility>
 
 #include "../core/spin_policy.hpp"
@@ -262,11 +263,28 @@ bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
     switch (f.cancel()) {
         case core::CancelOutcome::Refused: {
             RunningStopper stop = g_running_stopper.load(std::memory_order_acquire);
-            bool won = stop && f.state() == core::FutureState::Running && stop(f, self) &&
-                       f.cancel_running();
-            // A concurrent cancel() that stopped the call first: cancelled all the same (the
-            // stdlib's cancel() of a cancelled future is True); the winner runs the callbacks.
-            *cancelled = won || core::is_cancelled(f.state());
+            if (!stop || f.state() != core::FutureState::Running) {
+                *cancelled = false;
+                return true;
+            }
+            if (f.stopping.exchange(true, std::memory_order_acq_rel)) {
+                // Another cancel() is stopping the call: its outcome is this call's answer too
+                // (True once cancelled, as the stdlib's cancel() of a cancelled future).
+                without_gil([&] {
+                    while (f.stopping.load(std::memory_order_acquire)) std::this_thread::yield();
+                });
+                *cancelled = core::is_cancelled(f.state());
+                return true;
+            }
+            bool won = false;
+            try {
+                won = stop(f, self) && f.cancel_running();
+            } catch (...) {
+                f.stopping.store(false, std::memory_order_release);
+                throw;
+            }
+            f.stopping.store(false, std::memory_order_release);
+            *cancelled = won;
             if (!won) return true;
             tell_stdlib_waiters(f, self);
             return take_and_run_callbacks(f, self);

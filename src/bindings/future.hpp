@@ -33,6 +33,9 @@ struct PyFuture final : core::FutureCore {
     // stdlib_waiters.size(), readable without the lock: transitions skip the Python waiters'
     // bookkeeping when there are none.
     std::atomic<std::uint32_t> stdlib_waiter_count{0};
+    // A cancel() is stopping the running call (cancel_running pools): a concurrent cancel()
+    // waits for its outcome instead of answering before the state changes.
+    std::atomic<bool> stopping{false};
 
     // Call after changing stdlib_waiters, under the core lock.
     void count_stdlib_waiters_locked() {
