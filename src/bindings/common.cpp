@@ -7,6 +7,9 @@
 #include <atomic>
 #include <cmath>
 
+#include "gil_probe.h"
+#include "../core/spin_policy.hpp"
+
 namespace cfutures::bindings {
 
 namespace {
@@ -14,7 +17,31 @@ namespace {
 constexpr auto kSignalTick = std::chrono::milliseconds(50);
 std::atomic<unsigned long> g_main_thread{0};
 std::atomic<unsigned> g_fork_generation{0};
+
+// Taking the GIL back (gil_probe.h): a thread spins up to this long for the GIL to be let go
+// before it asks for it, when the spin policy allows. Long enough to cover the holder's last
+// steps before it releases (a submitter between submit() and result(), a worker between
+// publishing a result and going idle: 1-3 us here), short enough to cost little when the holder
+// runs on (then the site's record of long waits stops the spinning).
+core::SpinSite g_gil_spin{std::chrono::microseconds(30)};
+const int* g_gil_locked = nullptr;
+PyInterpreterState* g_main_interpreter = nullptr;
+
+bool gil_is_held() { return __atomic_load_n(g_gil_locked, __ATOMIC_RELAXED) != 0; }
+
+// Whether the GIL that `saved` needs is held by another thread right now, as far as the probe
+// can tell (only the main interpreter's GIL is probed).
+bool gil_is_held_for(PyThreadState* saved) {
+    return g_gil_locked && PyThreadState_GetInterpreter(saved) == g_main_interpreter && gil_is_held();
+}
 }  // namespace
+
+void init_gil_probe() {
+    g_main_interpreter = PyInterpreterState_Main();
+    g_gil_locked = cfutures_gil_probe_init() ? cfutures_gil_locked_flag() : nullptr;
+}
+
+bool gil_probe_enabled() { return g_gil_locked != nullptr; }
 
 unsigned fork_generation() { return g_fork_generation.load(std::memory_order_relaxed); }
 
@@ -68,8 +95,14 @@ void park_forever() {
 void restore_gil(PyThreadState* saved) {
     // The main thread is the one that finalizes: it always gets the GIL back.
     if (interpreter_finalizing() && !on_main_thread()) park_forever();
+    // Spins, when that pays, until the holder lets go, so that take_gil() does not sleep
+    // (gil_probe.h); each such wait is timed up to the GIL in hand, for the spin policy.
+    const bool contended = gil_is_held_for(saved);
+    const auto began = contended ? Clock::now() : Clock::time_point{};
+    if (contended) g_gil_spin.spin_until([] { return !gil_is_held(); });
     try {
         PyEval_RestoreThread(saved);
+        if (contended) g_gil_spin.record_wait(Clock::now() - began);
     } catch (abi::__forced_unwind&) {
         // Finalization began while this thread waited for the GIL (CPython < 3.14).
         park_forever();

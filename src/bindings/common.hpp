@@ -101,8 +101,14 @@ PyObject* guarded(Body&& body) {
 [[noreturn]] void park_forever();
 
 // PyEval_RestoreThread(saved), unless the interpreter is ending this thread: then the thread
-// parks here for good (rule 6).
+// parks here for good (rule 6). When another thread holds the GIL, it first spins (within the
+// spin policy) until that thread lets go, so that CPython's take_gil() does not put it to sleep
+// (gil_probe.h has the measurements).
 void restore_gil(PyThreadState* saved);
+
+// Finds the main interpreter's GIL flag for restore_gil() (at import, GIL held).
+void init_gil_probe();
+bool gil_probe_enabled();
 
 // Runs `f` with the GIL released, and takes it back (restore_gil) however `f` ends.
 template <class F>

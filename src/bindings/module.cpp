@@ -34,6 +34,7 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     m.doc() = "Native core of cfutures (futures, waiters, thread pools).";
     load_stdlib();
     refresh_main_thread();
+    init_gil_probe();
     register_future(m);
     register_wait(m);
     register_thread_pool(m);
@@ -49,6 +50,7 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
         info["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." + std::to_string(PYBIND11_VERSION_MINOR) +
                            "." + std::to_string(PYBIND11_VERSION_PATCH);
         info["gil_not_used"] = true;  // matches mod_gil_not_used() above
+        info["gil_probe"] = gil_probe_enabled();
         return info;
     });
 }
