@@ -1,6 +1,7 @@
 // _cfutures: wiring only. Each register_* lives with the code it exposes.
 #include "build_info.hpp"
 #include "common.hpp"
+#include "../core/spin_policy.hpp"
 
 namespace cfutures::bindings {
 void register_future(py::module_& m);
@@ -52,5 +53,15 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
         info["gil_not_used"] = true;  // matches mod_gil_not_used() above
         info["gil_probe"] = gil_probe_enabled();
         return info;
+    });
+    // What the spin policy counts on (core/cpu_limits.hpp), as last read.
+    m.def("_cpu_limits", [] {
+        cfutures::core::CpuLimits limits = cfutures::core::LoadGauge::instance().limits();
+        py::dict d;
+        d["affinity_cpus"] = limits.affinity_cpus;
+        d["quota_cpus"] = limits.quota_cpus ? py::object(py::float_(*limits.quota_cpus)) : py::object(py::none());
+        d["quota_source"] = limits.quota_source;
+        d["usable_cpus"] = limits.usable_cpus;
+        return d;
     });
 }

@@ -15,7 +15,10 @@
 //      irq, softirq and steal, since a VM's stolen time is not ours to use either) minus this
 //      process's own CPU time (getrusage), divided by the wall time. Spinning pays while the
 //      others leave more than one core: others_busy < cores - 1 (on 2 cores: less than one
-//      busy core). The estimate is noisy by up to about 0.8 core while this process blocks a
+//      busy core), where `cores` is what this process may use, not what the host has
+//      (cpu_limits.hpp: the affinity mask capped by the cgroup's CPU quota, read again every
+//      second). With fewer than two usable CPUs it never spins: `taskset -c 0`, or a container
+//      limited to 0.5 CPU, where a spin only burns the quota the awaited thread needs. The estimate is noisy by up to about 0.8 core while this process blocks a
 //      lot (the kernel's wake-up work counts as nobody's, and /proc/stat is sampled at each
 //      tick while getrusage is exact), which a tighter bound mistook for load. It is sampled by
 //      whichever waiter finds the sample stale, at most once per interval. The instantaneous
@@ -73,6 +76,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cpu_limits.hpp"
 #include "small_mutex.hpp"  // cpu_relax
 
 namespace cfutures::core {
@@ -194,6 +198,15 @@ public:
         family_of_ = pool_pid;
     }
 
+    // The CPU limits the policy counts on (cpu_limits.hpp), read again if the last reading is
+    // stale.
+    CpuLimits limits() {
+        std::lock_guard<std::mutex> g(sample_mu_);
+        auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+        if (now >= next_limits_ns_) refresh_limits(now);
+        return limits_;
+    }
+
     // Test seam: a gauge that always reports `free` (tests of the sites' own logic).
     void pin_for_tests(bool free) {
         next_pressure_sample_.store(INT64_MAX, std::memory_order_relaxed);
@@ -207,11 +220,7 @@ public:
 
 private:
     LoadGauge() {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        cores_ = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
-                                                              : static_cast<long>(std::thread::hardware_concurrency());
-        if (cores_ < 1) cores_ = 1;
+        refresh_limits(std::chrono::steady_clock::now().time_since_epoch().count());
         ticks_per_second_ = ::sysconf(_SC_CLK_TCK);
         fd_ = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
         pressure_fd_ = ::open("/proc/pressure/cpu", O_RDONLY | O_CLOEXEC);
@@ -329,18 +338,27 @@ private:
         double own = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
                      static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) * 1e-6;
         double relatives = relatives_cpu_seconds_locked();
+        if (now_ns >= next_limits_ns_) refresh_limits(now_ns);
         if (last_ns_ != 0 && now_ns > last_ns_) {
             double wall = static_cast<double>(now_ns - last_ns_) * 1e-9;
             double machine = static_cast<double>(busy - last_busy_) / static_cast<double>(ticks_per_second_);
             double others = (machine - (own - last_own_) - relatives) / wall;
-            free_.store(core_is_free(others, cores_), std::memory_order_relaxed);
+            free_.store(core_is_free(others, limits_.usable_cpus), std::memory_order_relaxed);
         }
         last_ns_ = now_ns;
         last_busy_ = busy;
         last_own_ = own;
     }
 
-    long cores_ = 1;
+    // Under sample_mu_ (or in the constructor). A process can be moved into another cgroup, or
+    // its limits changed, while it runs: they are read again every kLimitsInterval.
+    void refresh_limits(std::int64_t now_ns) {
+        limits_ = read_cpu_limits();
+        next_limits_ns_ = now_ns + std::chrono::nanoseconds(kLimitsInterval).count();
+        if (limits_.usable_cpus < 2) free_.store(false, std::memory_order_relaxed);
+    }
+    static constexpr auto kLimitsInterval = std::chrono::seconds(1);
+
     long ticks_per_second_ = 0;
     int fd_ = -1;
     int pressure_fd_ = -1;  // -1: no PSI
@@ -352,6 +370,8 @@ private:
     std::vector<int> relatives_;
     int family_of_ = 0;
     std::unordered_map<int, std::uint64_t> last_relative_ticks_;
+    CpuLimits limits_;
+    std::int64_t next_limits_ns_ = 0;
     std::int64_t last_ns_ = 0;
     std::int64_t last_pressure_ns_ = 0;
     double pressure_ = -1;  // recent CPU pressure (EWMA); -1: none yet

@@ -1,0 +1,156 @@
+"""What the waiting policy counts on (core/spin_policy.hpp): the state of the GIL a thread wants
+back (src/bindings/gil_probe.h), and the CPUs this process may really use (core/cpu_limits.hpp).
+
+The affinity mask and a cgroup's CPU quota (v1 ``cpu.cfs_quota_us``, v2 ``cpu.max``) are read
+by a fresh interpreter started inside them; the cgroups are made and removed by the tests (root
+only; a test skips with the reason where it cannot make one)."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import sysconfig
+
+import pytest
+
+PROBE = "import json; from cfutures import _cfutures; print(json.dumps(_cfutures._cpu_limits()))"
+
+
+def limits_in(preexec_fn=None, code=PROBE):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, preexec_fn=preexec_fn, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def test_the_gil_probe_knows_this_interpreter():
+    # Off, the round trip falls back to sleeping in CPython's take_gil(): a new CPython whose
+    # layout gil_probe.c does not know must fail here, not slow down unnoticed.
+    from cfutures import _cfutures
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert _cfutures._build_info()["gil_probe"] is (not free_threaded)
+
+
+def test_this_process_limits_are_sane():
+    from cfutures import _cfutures
+    limits = _cfutures._cpu_limits()
+    assert limits["affinity_cpus"] == len(os.sched_getaffinity(0))
+    assert 1 <= limits["usable_cpus"] <= limits["affinity_cpus"]
+
+
+def test_affinity_mask_counts():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("this process may use one CPU only")
+    (limits,) = limits_in(preexec_fn=lambda: os.sched_setaffinity(0, {cpus[0]}))
+    assert limits["affinity_cpus"] == 1
+    assert limits["usable_cpus"] == 1
+
+
+def _mounts():
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            dash = fields.index("-")
+            yield fields[4], fields[dash + 1], fields[dash + 3].split(",")
+
+
+def _own_cgroup(v1):
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, controllers, path = line.rstrip("\n").split(":", 2)
+            if (v1 and "cpu" in controllers.split(",")) or (not v1 and hid == "0" and not controllers):
+                return path
+    return None
+
+
+class CpuCgroup:
+    """A cgroup of this test's own under this process's cgroup, with a CPU quota."""
+
+    def __init__(self, v1):
+        if os.geteuid() != 0:
+            pytest.skip("making a cgroup needs root")
+        self.v1 = v1
+        mount = next((point for point, fstype, opts in _mounts()
+                      if (v1 and fstype == "cgroup" and "cpu" in opts)
+                      or (not v1 and fstype == "cgroup2")), None)
+        own = _own_cgroup(v1)
+        if mount is None or own is None:
+            pytest.skip(f"no cgroup {'v1 cpu' if v1 else 'v2'} hierarchy mounted here")
+        self.parent = mount + ("" if own == "/" else own)
+        if not v1:
+            with open(os.path.join(self.parent, "cgroup.controllers")) as f:
+                if "cpu" not in f.read().split():
+                    pytest.skip("the cpu controller is not available in cgroup v2 here "
+                                "(bound to the v1 hierarchy)")
+            with open(os.path.join(self.parent, "cgroup.subtree_control")) as f:
+                if "cpu" not in f.read().split():
+                    pytest.skip("the cpu controller is not enabled for this cgroup's children")
+        self.path = os.path.join(self.parent, f"cfutures-test-{uuid.uuid4().hex[:8]}")
+        try:
+            os.mkdir(self.path)
+        except OSError as e:
+            pytest.skip(f"cannot make a cgroup here: {e}")
+
+    def set_quota(self, cpus, period_us=100_000):
+        quota = int(cpus * period_us)
+        if self.v1:
+            self._write("cpu.cfs_period_us", period_us)
+            self._write("cpu.cfs_quota_us", quota)
+        else:
+            self._write("cpu.max", f"{quota} {period_us}")
+
+    def _write(self, name, value):
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(str(value))
+
+    def join(self):
+        """For preexec_fn: moves the calling (child) process into the cgroup."""
+        self._write("cgroup.procs", os.getpid())
+
+    def remove(self):
+        # A process still inside (none should be) goes back to the parent first.
+        with open(os.path.join(self.path, "cgroup.procs")) as f:
+            pids = f.read().split()
+        for pid in pids:
+            with open(os.path.join(self.parent, "cgroup.procs"), "w") as f:
+                f.write(pid)
+        os.rmdir(self.path)
+
+
+@pytest.fixture(params=["v1", "v2"])
+def cpu_cgroup(request):
+    group = CpuCgroup(v1=request.param == "v1")
+    yield group
+    group.remove()
+
+
+def test_a_half_cpu_quota_means_one_usable_cpu(cpu_cgroup):
+    cpu_cgroup.set_quota(0.5)
+    (limits,) = limits_in(preexec_fn=cpu_cgroup.join)
+    assert limits["quota_cpus"] == pytest.approx(0.5)
+    assert limits["usable_cpus"] == 1
+    assert limits["quota_source"].startswith(cpu_cgroup.path)
+
+
+def test_a_quota_caps_the_affinity_count_by_whole_cpus(cpu_cgroup):
+    cpu_cgroup.set_quota(1.5)
+    (limits,) = limits_in(preexec_fn=cpu_cgroup.join)
+    assert limits["quota_cpus"] == pytest.approx(1.5)
+    assert limits["usable_cpus"] == 1
+    cpu_cgroup.set_quota(64)
+    (limits,) = limits_in(preexec_fn=cpu_cgroup.join)
+    assert limits["usable_cpus"] == limits["affinity_cpus"]
+
+
+def test_limits_are_read_again_after_a_move_into_a_cgroup(cpu_cgroup):
+    cpu_cgroup.set_quota(0.5)
+    code = (f"{PROBE}\nimport os, time\n"
+            f"open({os.path.join(cpu_cgroup.path, 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+            "time.sleep(1.2)\n"
+            f"{PROBE}\n")
+    before, after = limits_in(code=code)
+    assert after["quota_cpus"] == pytest.approx(0.5)
+    assert after["usable_cpus"] == 1
+    assert before["quota_cpus"] != pytest.approx(0.5)
