@@ -4,6 +4,9 @@
           [--peers[=NAMES]] [--under-load] [--plot FILE.png]
                                  the side-by-side benchmark table against concurrent.futures
                                  (and multiprocessing.Pool, loky, pebble, mpire, joblib)
+    bench --apps [--repeat N] [--quick] [--only NAME] [--under-load]
+                                 real programs (gRPC, dask, asyncio, tqdm, NumPy) with the
+                                 stdlib and under cfutures.install()
     run script.py [args...]      run a program with cfutures installed in place of
     run -m module [args...]      concurrent.futures (child Python processes included)
     run --dask ADDRESS ...       the same, its process pools running on the Dask cluster at
@@ -58,6 +61,7 @@ def info():
     import cfutures
     from cfutures import _cfutures
     build = _cfutures._build_info()
+    limits = _cfutures._cpu_limits()
     gil = getattr(sys, "_is_gil_enabled", None)
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     rows = [
@@ -75,7 +79,13 @@ def info():
                            f"that it runs without the GIL"),
         ("start methods", ", ".join(multiprocessing.get_all_start_methods())
                           + f" (default: {multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_context().get_start_method()})"),
-        ("cpus", str(os.cpu_count())),
+        ("cpus", f"{os.cpu_count()} on the host; {limits['affinity_cpus']} in this process's "
+                 f"affinity mask; CPU quota "
+                 + ("none" if limits["quota_cpus"] is None
+                    else f"{limits['quota_cpus']:g} ({limits['quota_source']})")
+                 + f"; {limits['usable_cpus']} usable by the waiting policy"),
+        ("GIL hand-off", "spins until the GIL is free (probe on)" if build["gil_probe"] else
+                         "CPython's own (probe off: free-threaded, or a layout it does not know)"),
         ("installed", "yes" if cfutures.installed() else "no"),
     ]
     width = max(len(k) for k, _ in rows)

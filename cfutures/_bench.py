@@ -1057,14 +1057,22 @@ def _judge_peers_row(row, key, notes, runs, under_load):
 
 
 def environment():
+    """The machine a table was measured on: CPU model, the host's cores, what this process may
+    use (affinity mask, cgroup CPU quota: the waiting policy's inputs), kernel, Python."""
+    from cfutures import _cfutures
     cpu = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    limits = _cfutures._cpu_limits()
+    quota = ("no CPU quota" if limits["quota_cpus"] is None
+             else f"CPU quota {limits['quota_cpus']:g} ({limits['quota_source']})")
     return {
         "machine": f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "limits": f"affinity {limits['affinity_cpus']} CPUs, {quota}: "
+                  f"{limits['usable_cpus']} usable",
         "python": f"{platform.python_implementation()} {platform.python_version()} "
                   f"({platform.python_compiler()})",
         "cfutures": cfutures.__version__,
@@ -1081,7 +1089,7 @@ def _load_line(load):
 def render(rows, repeat, command, quick=False, load=0):
     env = environment()
     lines = [
-        f"Machine: {env['machine']}",
+        f"Machine: {env['machine']}; {env['limits']}",
         f"Python: {env['python']}; cfutures {env['cfutures']}",
         f"Command: {command}  (median of {repeat} alternating runs per side; spread = min..max)",
         "",
@@ -1136,7 +1144,7 @@ def render_peers(rows, repeat, command, peers, skipped, quick=False, load=0):
                        default=repeat)
     versions = ", ".join(f"{p} ({PEERS[p].version()})" for p in peers)
     lines = [
-        f"Machine: {env['machine']}",
+        f"Machine: {env['machine']}; {env['limits']}",
         f"Python: {env['python']}; cfutures {env['cfutures']}",
         f"Peers: {versions}",
     ]
@@ -1239,7 +1247,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m cfutures bench",
                                      description="Benchmark cfutures against concurrent.futures, "
                                                  "side by side in one run.")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per side (default 3)")
+    parser.add_argument("--repeat", type=int, help="runs per side (default 3; 5 with --apps)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test)")
     parser.add_argument("--only", action="append", help="run workloads whose name contains this")
     parser.add_argument("--json", help="also write the raw samples here")
@@ -1252,9 +1260,19 @@ def main(argv=None):
                         help="one busy process per core for the whole run (ended afterwards)")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="also draw the ratios as a bar chart (needs matplotlib)")
+    parser.add_argument("--apps", action="store_true",
+                        help="real programs instead of the table (gRPC, dask, asyncio, tqdm, "
+                             "NumPy; cfutures/_bench_apps.py), each in fresh interpreters with "
+                             "the stdlib and under cfutures.install(); --repeat defaults to 5")
     args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 5 if args.apps else 3
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.apps:
+        if args.peers is not None or args.plot:
+            parser.error("--apps takes --repeat, --quick, --only, --json and --under-load only")
+        return _main_apps(args, argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib, which is not installed here "
                      "(pip install matplotlib, or cfutures[plot])")
@@ -1287,12 +1305,28 @@ def main(argv=None):
         what = "under load" if args.under_load else "idle"
         env = environment()
         plot(rows, args.plot, f"cfutures against the others, {what}: how many times better "
-                              f"(above 1x cfutures is ahead). {env['machine']}; {env['python']}; "
+                              f"(above 1x cfutures is ahead). {env['machine']}; "
+                              f"{env['limits']}; {env['python']}; "
                               f"{command}")
         print(f"Plot: {args.plot}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": environment(), "command": command, "load": count,
                        "peers": peers, "skipped_peers": skipped, "seconds": elapsed,
+                       "rows": rows}, f, indent=2)
+    return 0
+
+
+def _main_apps(args, argv):
+    from cfutures import _bench_apps
+    command = "python -m cfutures bench" + (" " + shlex.join(argv) if argv else "")
+    load = Load() if args.under_load else contextlib.nullcontext()
+    with load:
+        rows = _bench_apps.run_apps(repeat=args.repeat, quick=args.quick, only=args.only)
+    count = load.count if args.under_load else 0
+    print(_bench_apps.render_apps(rows, args.repeat, command, load=count))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": environment(), "command": command, "load": count,
                        "rows": rows}, f, indent=2)
     return 0
