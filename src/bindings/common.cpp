@@ -25,9 +25,13 @@ std::atomic<unsigned> g_fork_generation{0};
 // runs on (then the site's record of long waits stops the spinning).
 core::SpinSite g_gil_spin{std::chrono::microseconds(30)};
 const int* g_gil_locked = nullptr;
+const int* g_gil_enabled = nullptr;  // free-threaded builds only
 PyInterpreterState* g_main_interpreter = nullptr;
 
-bool gil_is_held() { return __atomic_load_n(g_gil_locked, __ATOMIC_RELAXED) != 0; }
+bool gil_is_held() {
+    return (!g_gil_enabled || __atomic_load_n(g_gil_enabled, __ATOMIC_RELAXED) != 0) &&
+           __atomic_load_n(g_gil_locked, __ATOMIC_RELAXED) != 0;
+}
 
 // Whether the GIL that `saved` needs is held by another thread right now, as far as the probe
 // can tell (only the main interpreter's GIL is probed).
@@ -38,7 +42,9 @@ bool gil_is_held_for(PyThreadState* saved) {
 
 void init_gil_probe() {
     g_main_interpreter = PyInterpreterState_Main();
-    g_gil_locked = cfutures_gil_probe_init() ? cfutures_gil_locked_flag() : nullptr;
+    bool on = cfutures_gil_probe_init();
+    g_gil_locked = on ? cfutures_gil_locked_flag() : nullptr;
+    g_gil_enabled = on ? cfutures_gil_enabled_flag() : nullptr;
 }
 
 bool gil_probe_enabled() { return g_gil_locked != nullptr; }
@@ -53,6 +59,21 @@ void after_fork_in_child() {
 Stdlib& stdlib() {
     static Stdlib s{};
     return s;
+}
+
+void load_stdlib() {
+    Stdlib& s = stdlib();
+    py::module_ base = py::module_::import("concurrent.futures._base");
+    s.CancelledError = py::object(base.attr("CancelledError")).release().ptr();
+    s.TimeoutError = py::object(base.attr("TimeoutError")).release().ptr();
+    s.InvalidStateError = py::object(base.attr("InvalidStateError")).release().ptr();
+    const char* names[5] = {"PENDING", "RUNNING", "CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"};
+    py::dict descriptions = base.attr("_STATE_TO_DESCRIPTION_MAP");
+    for (int i = 0; i < 5; ++i) {
+        py::object name = base.attr(names[i]);
+        s.state_names[i] = name.release().ptr();
+        s.state_descriptions[i] = py::object(descriptions[py::handle(s.state_names[i])]).release().ptr();
+    }
 }
 
 void refresh_main_thread() {

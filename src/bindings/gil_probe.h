@@ -32,6 +32,10 @@ int cfutures_gil_probe_init(void);
 /* The main interpreter's GIL `locked` flag (1: held), or NULL when the probe is off. */
 const int* cfutures_gil_locked_flag(void);
 
+/* Free-threaded builds: the GIL's `enabled` field (0: off, the GIL is never held); NULL where
+ * the GIL is always on. */
+const int* cfutures_gil_enabled_flag(void);
+
 #ifdef __cplusplus
 }
 #endif
