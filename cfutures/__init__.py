@@ -16,7 +16,6 @@ marks the modules of its plugins (ours included) for assertion rewriting; this m
 pytest from warning that it cannot rewrite it, which ``-W error`` turns into an abort.
 """
 
-import concurrent.futures as _std_futures
 import os as _os
 import sys as _sys
 
@@ -45,17 +44,14 @@ def _in_subinterpreter():
     """Whether this interpreter is not the process's main one (a task of an
     InterpreterPoolExecutor, concurrent.interpreters). cfutures' native module loads only in the
     main interpreter (CPython refuses it in a subinterpreter with its own GIL)."""
+    import _thread
+    if hasattr(_thread, "_is_main_interpreter"):  # 3.12+: a builtin, nothing to load
+        return not _thread._is_main_interpreter()
     try:
-        import _interpreters as interpreters  # 3.13+
+        import _xxsubinterpreters as interpreters  # 3.9-3.11: an extension module (0.1-0.5 ms)
     except ImportError:
-        try:
-            import _xxsubinterpreters as interpreters
-        except ImportError:
-            return False
-
-    def number(interpreter_id):  # 3.13+ give (id, whence)
-        return int(interpreter_id[0] if isinstance(interpreter_id, tuple) else interpreter_id)
-    return number(interpreters.get_current()) != number(interpreters.get_main())
+        return False
+    return int(interpreters.get_current()) != int(interpreters.get_main())
 
 
 class _NativeModuleRefused:
@@ -89,14 +85,24 @@ if _installed is not None:
 
 __version__ = "0.1.0"
 
-# The same public names as the stdlib module on this Python, and InterpreterPoolExecutor from
-# 3.12 on (the stdlib has it from 3.14; subinterpreters with their own GIL exist from 3.12).
-__all__ = tuple(_std_futures.__all__)
-if _sys.version_info >= (3, 12) and "InterpreterPoolExecutor" not in __all__:
-    __all__ += ("InterpreterPoolExecutor",)
 
-# Everything loads on first use (PEP 562), as the stdlib's executors do: a worker process, which
-# imports cfutures only for its worker loop, does not pay for the rest.
+def _public_names():
+    """__all__: the same public names as the stdlib module on this Python, and
+    InterpreterPoolExecutor from 3.12 on (the stdlib has it from 3.14; subinterpreters with their
+    own GIL exist from 3.12). Read from concurrent.futures on first use, like everything else."""
+    names = globals().get("__all__")
+    if names is None:
+        import concurrent.futures
+        names = tuple(concurrent.futures.__all__)
+        if _sys.version_info >= (3, 12) and "InterpreterPoolExecutor" not in names:
+            names += ("InterpreterPoolExecutor",)
+        globals()["__all__"] = names
+    return names
+
+
+# Everything loads on first use (PEP 562), the stdlib's concurrent.futures included: a worker
+# process imports cfutures only for its worker loop (cfutures._process_worker), and a spawned
+# one starts sooner without the stdlib's package and the logging module it imports.
 _LAZY = {
     "ThreadPoolExecutor": ".thread",
     "ProcessPoolExecutor": ".process",
@@ -109,7 +115,7 @@ _LAZY = {
     "ExecutorStats": "._base",
     "progress": "._progress",
 }
-if "InterpreterPoolExecutor" in __all__:  # 3.12+
+if _sys.version_info >= (3, 12):
     _LAZY["InterpreterPoolExecutor"] = ".interpreter"
 # The names cfutures has beyond the stdlib's: not in __all__, and hidden from what install()
 # makes concurrent.futures (code that tests for them there sees the stdlib's module).
@@ -121,8 +127,12 @@ _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExe
 
 def __getattr__(name):
     import importlib
-    if _IN_SUBINTERPRETER and name in __all__:
-        value = getattr(_std_futures, name)
+    if name == "__all__":
+        return _public_names()
+    if name.startswith("_"):  # a submodule being imported (`from . import _cfutures`), not a name
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _IN_SUBINTERPRETER and name in _public_names():
+        value = getattr(importlib.import_module("concurrent.futures"), name)
     elif name == "ProcessPoolExecutor" and _os.environ.get("CFUTURES_DASK"):
         # `python -m cfutures run --dask ADDRESS`: process pools run on that Dask cluster.
         value = importlib.import_module(".dask", __name__).ProcessPoolExecutor
@@ -132,8 +142,8 @@ def __getattr__(name):
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     elif name in _BASE_NAMES:
         value = getattr(importlib.import_module("._base", __name__), name)
-    elif name in __all__:
-        value = getattr(_std_futures, name)
+    elif name in _public_names():
+        value = getattr(importlib.import_module("concurrent.futures"), name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
@@ -141,4 +151,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__) | set(_LAZY) | set(_BASE_NAMES) | {"dask"})
+    return sorted(set(globals()) | set(_public_names()) | set(_LAZY) | set(_BASE_NAMES) | {"dask"})

@@ -39,8 +39,10 @@ namespace py = pybind11;
 using core::Clock;
 
 // Objects from the stdlib's concurrent.futures that cfutures hands out as its own (same classes,
-// same constants), looked up once at import. Held for the life of the process: they must outlive
-// every future, and tearing them down at exit would race the interpreter's own finalization.
+// same constants), looked up once, when cfutures._base registers its Future class (before any
+// future exists; a worker process, which never makes one, does not import the stdlib's package).
+// Held for the life of the process: they must outlive every future, and tearing them down at
+// exit would race the interpreter's own finalization.
 struct Stdlib {
     PyObject* CancelledError;
     PyObject* TimeoutError;
@@ -50,6 +52,7 @@ struct Stdlib {
     PyObject* run_callback;           // cfutures._base._run_callback(fn, future), set at import
 };
 Stdlib& stdlib();
+void load_stdlib();  // fills stdlib(), but run_callback
 
 // Whether this thread is attached to the interpreter (holds the GIL on a GIL build). Not
 // PyGILState_Check(), which CPython makes answer "yes" everywhere once a subinterpreter exists

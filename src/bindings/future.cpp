@@ -724,6 +724,7 @@ void register_future(py::module_& m) {
         if (!PyType_Check(type.ptr()) ||
             !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(type.ptr()), g_future_base))
             throw py::type_error("expected a subclass of FutureBase");
+        if (!stdlib().CancelledError) load_stdlib();
         g_future_type = reinterpret_cast<PyTypeObject*>(type.inc_ref().ptr());
         stdlib().run_callback = run_callback.inc_ref().ptr();
     });

@@ -12,28 +12,11 @@ void register_process_worker(py::module_& m);
 void register_channel(py::module_& m);
 void register_subinterpreter(py::module_& m);
 
-namespace {
-void load_stdlib() {
-    Stdlib& s = stdlib();
-    py::module_ base = py::module_::import("concurrent.futures._base");
-    s.CancelledError = py::object(base.attr("CancelledError")).release().ptr();
-    s.TimeoutError = py::object(base.attr("TimeoutError")).release().ptr();
-    s.InvalidStateError = py::object(base.attr("InvalidStateError")).release().ptr();
-    const char* names[5] = {"PENDING", "RUNNING", "CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"};
-    py::dict descriptions = base.attr("_STATE_TO_DESCRIPTION_MAP");
-    for (int i = 0; i < 5; ++i) {
-        py::object name = base.attr(names[i]);
-        s.state_names[i] = name.release().ptr();
-        s.state_descriptions[i] = py::object(descriptions[py::handle(s.state_names[i])]).release().ptr();
-    }
-}
-}  // namespace
 }  // namespace cfutures::bindings
 
 PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     using namespace cfutures::bindings;
     m.doc() = "Native core of cfutures (futures, waiters, thread pools).";
-    load_stdlib();
     refresh_main_thread();
     init_gil_probe();
     register_future(m);

@@ -1,0 +1,38 @@
+"""What importing cfutures loads: a process pool's start-up includes its imports (a spawned or
+forkserver worker imports cfutures._process_worker before its first task; a short script pays for
+`import cfutures`), so each module loads only when something needs it. Checked by the modules a
+fresh interpreter has afterwards, not by timing."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("concurrent.futures", "concurrent.futures._base", "concurrent.futures.process",
+         "logging", "queue")
+
+
+def modules_after(code):
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("code", ["import cfutures", "import cfutures._process_worker"])
+def test_the_package_and_the_worker_loop_load_no_stdlib_pool(code):
+    loaded = modules_after(code)
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_public_names_still_resolve_lazily():
+    loaded = modules_after(
+        "import cfutures, concurrent.futures as cf\n"
+        "ns = {}\nexec('from cfutures import *', ns)\n"
+        "assert sorted(k for k in ns if not k.startswith('__')) == sorted(cfutures.__all__)\n"
+        "assert set(cf.__all__) <= set(cfutures.__all__)\n"
+        "assert cfutures.CancelledError is cf.CancelledError\n"
+        "assert cfutures.FIRST_COMPLETED is cf.FIRST_COMPLETED\n"
+        "assert set(cfutures.__all__) <= set(dir(cfutures))")
+    assert "cfutures._base" in loaded
