@@ -85,7 +85,7 @@ def info():
                     else f"{limits['quota_cpus']:g} ({limits['quota_source']})")
                  + f"; {limits['usable_cpus']} usable by the waiting policy"),
         ("GIL hand-off", "spins until the GIL is free (probe on)" if build["gil_probe"] else
-                         "CPython's own (probe off: free-threaded, or a layout it does not know)"),
+                         "CPython's own (probe off: a GIL layout it does not know)"),
         ("installed", "yes" if cfutures.installed() else "no"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -204,31 +204,49 @@ def process_big_array(impl, n):
     return _one_call(impl, len, numpy.full(n // 8, 0.5), n // 8)
 
 
+# Creation to first result in a fresh interpreter, the pool's module imported inside the clock:
+# a short script pays that import too. The task is a builtin (int()), so that spawned workers
+# import nothing for it.
 _STARTUP_SCRIPT = textwrap.dedent("""
-    import multiprocessing, time
-    import {module} as futures
-    from cfutures._bench import noop
+    import time
+    t0 = time.perf_counter()
+    {imports}
 
     if __name__ == "__main__":
-        context = multiprocessing.get_context("{method}")
-        # Imported before the clock, as every peer's pool class is: the stdlib's and cfutures'
-        # load concurrent.futures.process (about 4 ms) on first access to the attribute.
-        ProcessPoolExecutor = futures.ProcessPoolExecutor
-        t0 = time.perf_counter()
-        with ProcessPoolExecutor(2, mp_context=context) as ex:
-            ex.submit(noop).result()
-            print(time.perf_counter() - t0)
+        {start}
+        print(time.perf_counter() - t0, flush=True)
+        {stop}
 """)
+_OWN_STARTUP = {
+    "imports": "import multiprocessing; import {module} as futures",
+    "start": ("ex = futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("
+              "'{method}')); ex.submit(int).result()"),
+    "stop": "ex.shutdown()",
+}
 
 
 def _startup(impl, method):
-    # In a fresh interpreter (imports done before the clock starts): forking from a process that
-    # already ran the other workloads would measure their leftovers, not the pool.
+    # Forking from a process that already ran the other workloads would measure their
+    # leftovers, not the pool.
     if impl in IMPLS:
-        script = _STARTUP_SCRIPT.format(module=IMPLS[impl], method=method)
+        parts = {k: v.format(module=IMPLS[impl], method=method) for k, v in _OWN_STARTUP.items()}
     else:
-        script = PEERS[impl].startup_script(method)
-    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+        parts = PEERS[impl].startup_parts(method)
+    out = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT.format(**parts)], check=True,
+                         capture_output=True, text=True, env=dict(os.environ, CFUTURES_INSTALL="0"))
+    return float(out.stdout.strip())
+
+
+_IMPORT_FLOOR = ("import time\nt0 = time.perf_counter()\n"
+                 "import multiprocessing, concurrent.futures.process\n"
+                 "print(time.perf_counter() - t0)")
+
+
+def import_floor():
+    """Seconds a fresh interpreter takes to import multiprocessing and the stdlib's
+    concurrent.futures.process: part of every start-up row of the stdlib and of cfutures, whose
+    ProcessPoolExecutor is a subclass of the stdlib's."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_FLOOR], check=True, capture_output=True,
                          text=True, env=dict(os.environ, CFUTURES_INSTALL="0"))
     return float(out.stdout.strip())
 
@@ -627,33 +645,19 @@ class _Peer:
     def open(self, kind, workers):
         raise NotImplementedError
 
-    def startup_script(self, method):
-        return _PEER_STARTUP_SCRIPT.format(
-            imports=self.startup_imports.format(method=method),
-            start=self.startup_start.format(method=method),
-            stop=self.startup_stop.format(method=method))
-
-
-_PEER_STARTUP_SCRIPT = textwrap.dedent("""
-    import time
-    {imports}
-    from cfutures._bench import noop
-
-    if __name__ == "__main__":
-        t0 = time.perf_counter()
-        {start}
-        print(time.perf_counter() - t0, flush=True)
-        {stop}
-""")
+    def startup_parts(self, method):
+        return {"imports": self.startup_imports.format(method=method),
+                "start": self.startup_start.format(method=method),
+                "stop": self.startup_stop.format(method=method)}
 
 
 class _MpPool(_Peer):
     name, module = "mp.Pool", "multiprocessing"
     how = ("multiprocessing.Pool(n) (multiprocessing.pool.ThreadPool(n) for the thread rows): "
            "apply_async(f).get(), map(f, items, chunksize=1000); the default start method")
-    startup_imports = ("import multiprocessing, multiprocessing.pool; "
-                       "context = multiprocessing.get_context('{method}')")
-    startup_start = "pool = context.Pool(2); pool.apply_async(noop).get()"
+    startup_imports = "import multiprocessing, multiprocessing.pool"
+    startup_start = ("pool = multiprocessing.get_context('{method}').Pool(2); "
+                     "pool.apply_async(int).get()")
     startup_stop = "pool.close(); pool.join()"
 
     def open(self, kind, workers):
@@ -681,7 +685,7 @@ class _Loky(_Peer):
     missing = {"thread": "loky has process pools only", "fork": _LOKY_START}
     remarks = {"process_startup_spawn": "loky's own start method (fork, then exec)"}
     startup_imports = "import loky"
-    startup_start = "pool = loky.ProcessPoolExecutor(2); pool.submit(noop).result()"
+    startup_start = "pool = loky.ProcessPoolExecutor(2); pool.submit(int).result()"
     startup_stop = "pool.shutdown()"
 
     def open(self, kind, workers):
@@ -700,7 +704,7 @@ class _Pebble(_Peer):
     startup_imports = ("import multiprocessing, pebble; "
                        "context = multiprocessing.get_context('{method}')")
     startup_start = ("pool = pebble.ProcessPool(max_workers=2, context=context); "
-                     "pool.schedule(noop).result()")
+                     "pool.schedule(int).result()")
     startup_stop = "pool.close(); pool.join()"
 
     def open(self, kind, workers):
@@ -724,7 +728,7 @@ class _Mpire(_Peer):
            "method (fork)")
     startup_imports = "import mpire"
     startup_start = ("pool = mpire.WorkerPool(n_jobs=2, start_method='{method}'); "
-                     "pool.apply_async(noop).get()")
+                     "pool.apply_async(int).get()")
     startup_stop = "pool.stop_and_join(); pool.terminate()"
 
     def open(self, kind, workers):
@@ -753,7 +757,7 @@ class _Joblib(_Peer):
                "fork": _LOKY_START}
     remarks = {"process_startup_spawn": "loky's own start method (fork, then exec)"}
     startup_imports = "import joblib"
-    startup_start = "joblib.Parallel(n_jobs=2)([joblib.delayed(noop)()])"
+    startup_start = "joblib.Parallel(n_jobs=2)([joblib.delayed(int)()])"
     startup_stop = "from cfutures._bench import _joblib_shutdown; _joblib_shutdown()"
 
     def open(self, kind, workers):
@@ -1011,6 +1015,8 @@ def run(repeat=3, quick=False, only=None, progress=sys.stderr, peers=None, under
             runs = repeat
             if peers is not None and key.startswith("process_startup_") and not quick:
                 runs = max(repeat, STARTUP_MIN_REPEAT)
+            if key.startswith("process_startup_"):
+                floor = [import_floor() for _ in range(runs)]
             samples = {impl: [] for impl in runnable}
             for rep in range(runs):
                 # Rotate the order so that a noisy neighbour does not always hit the same
@@ -1026,6 +1032,8 @@ def run(repeat=3, quick=False, only=None, progress=sys.stderr, peers=None, under
             row = {"workload": name, "unit": unit, "n": n, "higher_is_better": higher_better,
                    "samples": samples, "median": med}
             row["ratio"] = _ratio(row, "cfutures", "stdlib")
+            if key.startswith("process_startup_"):
+                row["import_floor"] = statistics.median(floor)
             if key in ROW_BASELINES:
                 row["baseline"] = ROW_BASELINES[key]
             if peers is None:
@@ -1195,8 +1203,16 @@ def render_peers(rows, repeat, command, peers, skipped, quick=False, load=0):
     for i, text in enumerate(footnotes, 1):
         lines.append(f"[{i}] {text}.")
     lines.append("Every measurement makes its own pool and warms it with one no-op outside the "
-                 "clock (start-up rows: creation to first result in a fresh interpreter). "
-                 "How each peer is called:")
+                 "clock. Start-up rows: a fresh interpreter, the clock started before the pool "
+                 "library's imports (multiprocessing's included), until the first result of "
+                 "int() comes back.")
+    floors = [r["import_floor"] for r in rows if "import_floor" in r]
+    if floors:
+        lines.append("Of that, importing multiprocessing and the stdlib's "
+                     f"concurrent.futures.process alone took {statistics.median(floors) * 1e3:.1f} "
+                     "ms in this run (median): a floor of the stdlib's rows and of cfutures', "
+                     "whose ProcessPoolExecutor is a subclass of the stdlib's.")
+    lines.append("How each peer is called:")
     for p in peers:
         lines.append(f"- {p}: {PEERS[p].how}.")
     return "\n".join(lines)
