@@ -193,6 +193,104 @@ TEST_SUITE("ThreadPool") {
         pool.shutdown(false, true);
     }
 
+    // G1/G2 with hooks that behave as the GIL: one mutex, let go by an idle worker and by a task
+    // that blocks (as time.sleep() does), taken back before a task runs.
+    struct FakeGil final : WorkerHooks {
+        std::mutex gil;
+        std::atomic<int> acquiring{0}, most_acquiring{0};
+        void acquire() override {
+            int now = acquiring.fetch_add(1) + 1;
+            for (int seen = most_acquiring.load(); now > seen && !most_acquiring.compare_exchange_weak(seen, now);) {
+            }
+            gil.lock();
+            acquiring.fetch_sub(1);
+        }
+        void release() override { gil.unlock(); }
+    };
+
+    // Runs `n` workers of `pool` on `hooks`, entered (as worker_loop requires) holding them.
+    struct Workers {
+        std::vector<std::thread> threads;
+        Workers(ThreadPool& pool, FakeGil& hooks, unsigned n) {
+            for (unsigned i = 0; i < n; ++i) {
+                REQUIRE(pool.reserve_worker());
+                threads.emplace_back([&] {
+                    hooks.acquire();
+                    pool.worker_loop(hooks);
+                    hooks.release();
+                });
+            }
+        }
+        void join() {
+            for (auto& t : threads) t.join();
+        }
+    };
+
+    TEST_CASE("while one worker waits for the GIL with a task, the others leave the queue to it (G1)") {
+        ThreadPool pool(4);
+        FakeGil gil;
+        Workers workers(pool, gil, 4);
+        REQUIRE(eventually([&] { return pool.idle_workers() == 4; }));
+        std::atomic<int> ran{0};
+        {
+            std::lock_guard<std::mutex> held(gil.gil);  // the submitter holds the GIL
+            for (int i = 0; i < 40; ++i) pool.submit(task([&] { ran.fetch_add(1); }));
+            REQUIRE(eventually([&] { return gil.acquiring.load() == 1; }));
+            std::this_thread::sleep_for(20ms);  // time for any other worker to (wrongly) take one
+            CHECK(gil.most_acquiring.load() == 1);
+            CHECK(pool.queued() == 39);
+        }
+        REQUIRE(eventually([&] { return ran.load() == 40; }));
+        CHECK(gil.most_acquiring.load() == 1);
+        for (Task* t : pool.shutdown(false)) delete t;
+        workers.join();
+        CHECK(pool.workers() == 0);
+    }
+
+    TEST_CASE("a task that lets go of the GIL does not keep the queue behind it (G2)") {
+        for (unsigned n : {2u, 3u, 4u}) {
+            CAPTURE(n);
+            ThreadPool pool(n);
+            FakeGil gil;
+            Workers workers(pool, gil, n);
+            REQUIRE(eventually([&] { return pool.idle_workers() == n; }));
+            // n tasks that each wait, without the GIL, for all n to have started.
+            std::atomic<unsigned> arrived{0};
+            Gate all_here;
+            {
+                std::lock_guard<std::mutex> held(gil.gil);
+                for (unsigned i = 0; i < n; ++i) {
+                    pool.submit(task([&] {
+                        gil.release();
+                        if (arrived.fetch_add(1) + 1 == n) all_here.open();
+                        all_here.wait();
+                        gil.acquire();
+                    }));
+                }
+            }
+            CHECK(all_here.wait(10s));
+            for (Task* t : pool.shutdown(false)) delete t;
+            workers.join();
+        }
+    }
+
+    TEST_CASE("shutdown ends workers that slept behind an acquiring one, after the queue ran") {
+        ThreadPool pool(3);
+        FakeGil gil;
+        Workers workers(pool, gil, 3);
+        REQUIRE(eventually([&] { return pool.idle_workers() == 3; }));
+        std::atomic<int> ran{0};
+        {
+            std::lock_guard<std::mutex> held(gil.gil);
+            for (int i = 0; i < 10; ++i) pool.submit(task([&] { ran.fetch_add(1); }));
+            REQUIRE(eventually([&] { return gil.acquiring.load() == 1; }));
+            for (Task* t : pool.shutdown(false)) delete t;  // wakes the sleepers: they must stay
+        }
+        workers.join();  // every worker exits, once the queue is empty
+        CHECK(ran.load() == 10);
+        CHECK(pool.workers() == 0);
+    }
+
     // The same family at random: bursts of tiny tasks, some waited for at once, then pairs of
     // tasks that meet at a barrier (each needs the other running: a task left queued while a
     // worker sleeps hangs the round). Run under ThreadSanitizer in CI.
