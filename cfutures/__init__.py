@@ -125,6 +125,13 @@ _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExe
                "as_completed", "wait")
 
 
+def _run_process_worker(*args):
+    """The target of a process pool's worker processes: imports the worker loop there, so that
+    the pool's own process (which never runs it) does not load it on its way to a first result."""
+    from ._process_worker import main
+    return main(*args)
+
+
 def __getattr__(name):
     import importlib
     if name == "__all__":

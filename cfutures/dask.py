@@ -695,8 +695,9 @@ def _settle(future, answer, error, cause):
 
 def _key_of(fn):
     """A Dask key of its own for each submit, named after the function (as dashboards group)."""
-    inner = getattr(fn, "func", fn)  # a map chunk: functools.partial(_process_chunk, fn)
-    if getattr(inner, "__module__", "") == "cfutures.process" and getattr(fn, "args", None):
+    inner = getattr(fn, "func", fn)  # a map chunk: functools.partial(process_chunk, fn)
+    if (getattr(inner, "__module__", "") == "cfutures._process_worker"
+            and getattr(fn, "args", None)):
         inner = fn.args[0]
     name = getattr(inner, "__name__", type(inner).__name__)
     return f"{name}-{uuid.uuid4().hex}"

@@ -8,7 +8,8 @@ Data flow (compare the diagram at the top of the stdlib's process.py):
         reads the answers, watches each worker's pidfd for its exit; once per batch it takes
         the GIL to complete futures, reap exited workers and start replacements.   |
                                                                                      v
-    worker processes (multiprocessing.Process with the pool's mp_context): _process_worker.main
+    worker processes (multiprocessing.Process with the pool's mp_context): _process_worker.main,
+        through cfutures._run_process_worker (this process never imports the worker loop)
 
 Who does what:
   * ProcessPoolBase (native, src/bindings/process_pool.cpp): submit, the job table, the manager
@@ -42,7 +43,7 @@ import threading
 import weakref
 from concurrent.futures import process as _std_process
 
-from . import _base, _cfutures, _pickling, _process_worker
+from . import _base, _cfutures, _pickling, _run_process_worker
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
@@ -176,7 +177,7 @@ class _PoolHost:
         (task_reader, task_writer), (result_reader, result_writer), (attachments, worker_attachments) = ends
         try:
             p = self.mp_context.Process(
-                target=_process_worker.main,
+                target=_run_process_worker,
                 args=(task_reader, result_writer, worker_attachments, self.initializer,
                       self.initargs, self.max_tasks_per_child, os.getpid(), self.pickling.name))
             p.start()
@@ -244,16 +245,6 @@ def _chunks(iterables, chunksize):
         yield chunk
 
 
-def _process_chunk(fn, chunk):
-    """Runs in a worker: one chunk of a map() over one iterable."""
-    return list(map(fn, chunk))
-
-
-def _process_chunk_of_tuples(fn, chunk):
-    """Runs in a worker: one chunk of a map() over several iterables."""
-    return list(itertools.starmap(fn, chunk))
-
-
 def _draining(items):
     """The items of a list in order, each dropped from the list as it is yielded."""
     items.reverse()
@@ -270,7 +261,8 @@ def _map(executor, fn, iterables, timeout, chunksize, buffersize):
     """ProcessPoolExecutor.map through `executor` (the executor, or a view of it)."""
     if chunksize < 1:
         raise ValueError("chunksize must be >= 1.")
-    run_chunk = _process_chunk if len(iterables) == 1 else _process_chunk_of_tuples
+    from ._process_worker import process_chunk, process_chunk_of_tuples
+    run_chunk = process_chunk if len(iterables) == 1 else process_chunk_of_tuples
     results = _base.Executor.map(executor, functools.partial(run_chunk, fn),
                                  _chunks(iterables, chunksize),
                                  timeout=timeout, buffersize=buffersize)
@@ -385,7 +377,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 functions of __main__ or a notebook run under any start method.
                 None (the default): the standard pickler.
         """
-        _check_system_limits()
+        # No _check_system_limits(): it imports multiprocessing.synchronize (about 1.6M
+        # instructions, a tenth of a pool's start) to refuse platforms without POSIX semaphores,
+        # which the stdlib's queues need and this pool does not use.
         if max_workers is None:
             max_workers = _default_max_workers()
         elif max_workers <= 0:

@@ -155,3 +155,8 @@ def sleep_then_write(t, path):
     with open(path, "w") as f:
         f.write("ran")
     return t
+
+
+def loaded_modules(_=None):
+    import sys
+    return sorted(sys.modules)

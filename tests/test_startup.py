@@ -36,3 +36,21 @@ def test_public_names_still_resolve_lazily():
         "assert cfutures.FIRST_COMPLETED is cf.FIRST_COMPLETED\n"
         "assert set(cfutures.__all__) <= set(dir(cfutures))")
     assert "cfutures._base" in loaded
+
+
+def test_a_pool_process_does_not_load_the_worker_loop_or_semaphores():
+    loaded = modules_after("import cfutures\nex = cfutures.ProcessPoolExecutor(2)\nex.shutdown()")
+    assert "cfutures._process_worker" not in loaded
+    assert "multiprocessing.synchronize" not in loaded  # the stdlib's queues need it, ours not
+
+
+@pytest.mark.timeout(60)
+def test_a_spawned_worker_running_map_chunks_loads_only_its_loop():
+    import multiprocessing
+
+    import cfutures
+    import process_helpers
+    with cfutures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        (loaded,) = ex.map(process_helpers.loaded_modules, [0], chunksize=2)
+    assert "cfutures._process_worker" in loaded
+    assert not set(loaded) & {"cfutures.process", *HEAVY}, sorted(set(loaded) & set(HEAVY))
