@@ -16,6 +16,8 @@ ones out of a plain `pytest`; `-m ...` here selects them):
     external    other projects' suites (tests/test_external_suites.py; CFUTURES_EXTERNAL picks
                 which, see tests/external/suites.py): pytest -m external
     bench       python -m cfutures bench (CI passes `-- --quick --repeat 1`)
+    apps        python -m cfutures bench --apps, the real programs, with the apps extra
+                (CI passes `-- --quick --repeat 1`)
 
 full, parity and upstream also exist for 3.14, 3.15 and 3.13t (free-threaded, run with
 PYTHON_GIL=0), runnable once `bash tests/pythons.sh VERSION` has fetched or built that interpreter
@@ -169,3 +171,10 @@ def bench(session):
     """The benchmark table: python -m cfutures bench (numpy for its NumPy row)."""
     session.install(".", "numpy")
     session.run("python", "-m", "cfutures", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def apps(session):
+    """Real programs with the stdlib and under install(): python -m cfutures bench --apps."""
+    session.install(".[apps]")
+    session.run("python", "-m", "cfutures", "bench", "--apps", *session.posargs)
