@@ -13,7 +13,10 @@
  * Xeon of issue 24 the same trips slept 0.55-0.67 times each, at tens of microseconds a wake.
  * So a thread that wants the GIL back spins (within the spin policy's budget) until this flag
  * says the GIL is free, and only then calls PyEval_RestoreThread, which then takes the GIL
- * without sleeping.
+ * without sleeping. After: 0.000-0.001 sleeps per trip and 2.5-3 us a trip (from 5-7 us) on
+ * every CPython from 3.9 to 3.15, and 3.13t with PYTHON_GIL=1 (5 us, from 9-10); with the
+ * probe forced off, 3.12 went back to 0.5 sleeps and 9 us a trip. Counted with getrusage's
+ * voluntary context switches over 20,000 trips, which do not depend on the CPU's speed.
  *
  * The flag is CPython's own `locked` field, found once at import (gil_probe.c says how, and what
  * it checks before trusting it). It is only ever read, with relaxed loads: a stale value costs
