@@ -108,8 +108,10 @@ def test_info():
     assert proc.returncode == 0, proc.stderr
     keys = {line.split("  ")[0] for line in proc.stdout.splitlines()}
     assert {"cfutures", "python", "compiler", "flags", "free-threading",
-            "start methods"} <= keys
+            "start methods", "cpus", "GIL hand-off"} <= keys
     assert "fork" in proc.stdout and "-O" in proc.stdout
+    assert f"{len(os.sched_getaffinity(0))} in this process's affinity mask" in proc.stdout
+    assert "probe on" in proc.stdout
 
 
 @pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"),
