@@ -54,3 +54,18 @@ def test_a_spawned_worker_running_map_chunks_loads_only_its_loop():
         (loaded,) = ex.map(process_helpers.loaded_modules, [0], chunksize=2)
     assert "cfutures._process_worker" in loaded
     assert not set(loaded) & {"cfutures.process", *HEAVY}, sorted(set(loaded) & set(HEAVY))
+
+
+def test_the_native_module_registers_bindings_on_first_use():
+    out = subprocess.run([sys.executable, "-c", (
+        "import cfutures._process_worker, cfutures._cfutures as c\n"
+        "print(sorted(k for k in vars(c) if not k.startswith('__')))\n"
+        "print(c.ThreadPoolBase.__name__, c.FutureBase.__name__)\n"
+        "print('Subinterpreter' in dir(c) or __import__('sys').version_info < (3, 12))\n"
+        "try:\n    c.no_such_name\nexcept AttributeError as e:\n    print('AttributeError', e)\n")],
+        capture_output=True, text=True, timeout=60, check=True)
+    registered, names, in_dir, missing = out.stdout.splitlines()
+    assert "WorkerChannel" in registered and "FutureBase" not in registered, registered
+    assert names == "ThreadPoolBase FutureBase"
+    assert in_dir == "True"
+    assert "no_such_name" in missing

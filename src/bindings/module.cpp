@@ -1,4 +1,10 @@
-// _cfutures: wiring only. Each register_* lives with the code it exposes.
+// _cfutures: wiring only. Each register_* lives with the code it exposes; they run on first use
+// (kGroups below).
+#include <pybind11/gil_safe_call_once.h>
+
+#include <span>
+#include <string>
+
 #include "build_info.hpp"
 #include "common.hpp"
 #include "../core/spin_policy.hpp"
@@ -12,20 +18,76 @@ void register_process_worker(py::module_& m);
 void register_channel(py::module_& m);
 void register_subinterpreter(py::module_& m);
 
+namespace {
+// The bindings are registered on first use, a group at a time, through the module's
+// __getattr__ (PEP 562): registering every class and method cost 2.5M instructions (callgrind),
+// a fifth of what importing cfutures adds to a process pool's start, and a worker process needs
+// only its channel. A name not yet there registers the groups in this order until it appears,
+// so the order puts first what the smallest users need: a worker process (its channel), then
+// futures, the process pool, wait(), the thread pool, subinterpreters.
+PyObject* g_module = nullptr;
+// Set while this thread registers a group: pybind11 looks up each new name in the module before
+// it defines it (to refuse a clash, to chain overloads), and those lookups must find nothing
+// rather than register the group being registered.
+thread_local bool t_registering = false;
+
+template <void (*Register)(py::module_&)>
+void register_once() {
+    // Once per process, and safe against a thread that registers meanwhile (free-threaded
+    // builds; on others, a garbage collection run by the registration can switch threads).
+    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<bool> once;
+    once.call_once_and_store_result([] {
+        py::module_ m = py::reinterpret_borrow<py::module_>(g_module);
+        t_registering = true;
+        try {
+            Register(m);
+        } catch (...) {
+            t_registering = false;
+            throw;
+        }
+        t_registering = false;
+        return true;
+    });
+}
+
+using Group = void (*)();
+constexpr Group kGroups[] = {
+    [] { register_once<register_channel>(); register_once<register_process_worker>(); },
+    [] { register_once<register_future>(); },
+    [] { register_once<register_channel>(); register_once<register_process_pool>(); },
+    [] { register_once<register_wait>(); },
+    [] { register_once<register_thread_pool>(); },
+    [] { register_once<register_subinterpreter>(); },
+};
+
+py::object module_getattr(const py::str& name) {
+    PyObject* dict = PyModule_GetDict(g_module);
+    // Dunder names are the import system's and tools' questions (__path__, __spec__...), never
+    // a binding.
+    const bool dunder = PyUnicode_Tailmatch(name.ptr(), py::str("__").ptr(), 0, 2, -1) == 1;
+    for (Group group : t_registering || dunder ? std::span<const Group>() : std::span<const Group>(kGroups)) {
+        group();
+        if (PyObject* value = PyDict_GetItemWithError(dict, name.ptr())) return py::reinterpret_borrow<py::object>(value);
+        if (PyErr_Occurred()) throw py::error_already_set();
+    }
+    throw py::attribute_error("module 'cfutures._cfutures' has no attribute '" + std::string(name) + "'");
+}
+
+py::list module_dir() {
+    for (Group group : kGroups) group();
+    py::list names = py::reinterpret_borrow<py::dict>(PyModule_GetDict(g_module)).attr("keys")();
+    names.attr("sort")();
+    return names;
+}
+}  // namespace
 }  // namespace cfutures::bindings
 
 PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     using namespace cfutures::bindings;
     m.doc() = "Native core of cfutures (futures, waiters, thread pools).";
+    g_module = m.ptr();  // borrowed: the module outlives every call of its functions
     refresh_main_thread();
     init_gil_probe();
-    register_future(m);
-    register_wait(m);
-    register_thread_pool(m);
-    register_channel(m);
-    register_process_pool(m);
-    register_process_worker(m);
-    register_subinterpreter(m);
     m.def("_build_info", [] {
         py::dict info;
         info["compiler"] = CFUTURES_CXX_COMPILER;
@@ -47,4 +109,8 @@ PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
         d["usable_cpus"] = limits.usable_cpus;
         return d;
     });
+    // Last: pybind11 looks each new name up before it defines it, which would register every
+    // group (kGroups) at once.
+    m.def("__getattr__", &module_getattr);
+    m.def("__dir__", &module_dir);
 }
