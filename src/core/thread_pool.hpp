@@ -52,8 +52,8 @@
 //
 // Forced unwinding: in the bindings, acquire() and Task::run() may unwind the thread (CPython
 // ends a thread that takes the GIL back during interpreter finalization). Neither is noexcept,
-// and worker_loop() keeps workers_ and acquiring_ right on that path; the task being run is then leaked, on
-// purpose (releasing it would need the GIL the thread is being denied).
+// and worker_loop() keeps workers_ and acquiring_ right on that path; the task being run is then
+// leaked, on purpose (releasing it would need the GIL the thread is being denied).
 //
 //     core::StdThreadPool pool(4);
 //     pool.submit(std::make_unique<MyTask>(...));
