@@ -26,26 +26,30 @@ namespace {
 // so the order puts first what the smallest users need: a worker process (its channel), then
 // futures, the process pool, wait(), the thread pool, subinterpreters.
 PyObject* g_module = nullptr;
-// Set while this thread registers a group: pybind11 looks up each new name in the module before
-// it defines it (to refuse a clash, to chain overloads), and those lookups must find nothing
-// rather than register the group being registered.
-thread_local bool t_registering = false;
 
 template <void (*Register)(py::module_&)>
 void register_once() {
     // Once per process, and safe against a thread that registers meanwhile (free-threaded
     // builds; on others, a garbage collection run by the registration can switch threads).
+    // The group is built in a private module of the same name and published when complete:
+    // pybind11 puts a class into its scope as soon as the type exists, before its constructor,
+    // methods and type record, and a thread that found it there (without __getattr__, so without
+    // this once) would use it half-made ("No constructor defined!", an abort in instance
+    // allocation; tests/test_startup.py). The private module has no __getattr__, so pybind11's
+    // look-ups of each new name (clash check, overload chaining) find nothing there.
     PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<bool> once;
     once.call_once_and_store_result([] {
-        py::module_ m = py::reinterpret_borrow<py::module_>(g_module);
-        t_registering = true;
-        try {
-            Register(m);
-        } catch (...) {
-            t_registering = false;
-            throw;
+        py::module_ staging = py::reinterpret_steal<py::module_>(PyModule_New(PyModule_GetName(g_module)));
+        if (!staging) throw py::error_already_set();
+        Register(staging);
+        PyObject* published = PyModule_GetDict(g_module);
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        PyObject* built = PyModule_GetDict(staging.ptr());
+        while (PyDict_Next(built, &pos, &key, &value)) {
+            if (PyUnicode_Tailmatch(key, py::str("__").ptr(), 0, 2, -1) == 1) continue;  // the module's own
+            if (PyDict_SetItem(published, key, value) != 0) throw py::error_already_set();
         }
-        t_registering = false;
         return true;
     });
 }
@@ -65,7 +69,7 @@ py::object module_getattr(const py::str& name) {
     // Dunder names are the import system's and tools' questions (__path__, __spec__...), never
     // a binding.
     const bool dunder = PyUnicode_Tailmatch(name.ptr(), py::str("__").ptr(), 0, 2, -1) == 1;
-    for (Group group : t_registering || dunder ? std::span<const Group>() : std::span<const Group>(kGroups)) {
+    for (Group group : dunder ? std::span<const Group>() : std::span<const Group>(kGroups)) {
         group();
         if (PyObject* value = PyDict_GetItemWithError(dict, name.ptr())) return py::reinterpret_borrow<py::object>(value);
         if (PyErr_Occurred()) throw py::error_already_set();
