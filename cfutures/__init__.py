@@ -148,7 +148,13 @@ def __getattr__(name):
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     elif name in _BASE_NAMES:
-        value = getattr(importlib.import_module("._base", __name__), name)
+        # All of them at once: a thread that first touches one (futures.as_completed in a daemon
+        # thread) then finds a plain attribute, as with the stdlib, instead of running the import
+        # system while the interpreter finalizes (3.13t hung there under load: a thread that
+        # left during finalization kept sys.modules' lock).
+        base = importlib.import_module("._base", __name__)
+        globals().update({base_name: getattr(base, base_name) for base_name in _BASE_NAMES})
+        value = getattr(base, name)
     elif name in _public_names():
         value = getattr(importlib.import_module("concurrent.futures"), name)
     else:

@@ -108,3 +108,15 @@ def test_a_binding_appears_only_once_complete(run):
     out = subprocess.run([sys.executable, "-c", RACE_FIRST_USE], capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "[]", "")
+
+
+def test_first_use_of_a_base_name_binds_them_all():
+    # A daemon thread's first `futures.as_completed` must not run the import system while the
+    # interpreter finalizes (3.13t hung there under load); the stdlib's names are plain
+    # attributes, and after any one of them so are cfutures'.
+    out = subprocess.run([sys.executable, "-c", (
+        "import cfutures\ncfutures.Future\n"
+        "print(all(n in vars(cfutures) for n in ('as_completed', 'wait', 'TimeoutError', "
+        "'CancelledError', 'FIRST_COMPLETED')))")], capture_output=True, text=True, timeout=60,
+        check=True)
+    assert out.stdout.strip() == "True"
