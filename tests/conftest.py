@@ -10,7 +10,7 @@
   period).
 * CFUTURES_STDLIB_SIDE=0 deselects the stdlib's side of the parametrised tests: they check the
   tests' expectations against that Python's stdlib, not cfutures, so the CI matrix runs them on
-  the Pythons whose stdlib changed what they check (3.9, 3.11, 3.14, 3.15; see noxfile.py).
+  the full sessions only (3.9, 3.11, 3.13t, 3.15; see noxfile.py).
 """
 
 import concurrent.futures
