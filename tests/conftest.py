@@ -9,8 +9,8 @@
 * After each test, no thread or child process it started may still run (checked, with a grace
   period).
 * CFUTURES_STDLIB_SIDE=0 deselects the stdlib's side of the parametrised tests: they check the
-  tests' expectations against that Python's stdlib, not cfutures, so the CI matrix runs them on
-  the full sessions only (3.9, 3.11, 3.13t, 3.15; see noxfile.py).
+  tests' expectations against that Python's stdlib, not cfutures, so the CI matrix runs them in
+  its full sessions only (3.9, 3.11, 3.13t, 3.15; see noxfile.py).
 """
 
 import concurrent.futures
