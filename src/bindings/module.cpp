@@ -27,6 +27,11 @@ namespace {
 // futures, the process pool, wait(), the thread pool, subinterpreters.
 PyObject* g_module = nullptr;
 
+// The module's own names and the import system's questions (__name__, __path__, __spec__...).
+bool is_dunder(PyObject* name) {
+    return PyUnicode_Tailmatch(name, py::str("__").ptr(), 0, 2, -1) == 1;
+}
+
 template <void (*Register)(py::module_&)>
 void register_once() {
     // Once per process, and safe against a thread that registers meanwhile (free-threaded
@@ -47,7 +52,7 @@ void register_once() {
         Py_ssize_t pos = 0;
         PyObject* built = PyModule_GetDict(staging.ptr());
         while (PyDict_Next(built, &pos, &key, &value)) {
-            if (PyUnicode_Tailmatch(key, py::str("__").ptr(), 0, 2, -1) == 1) continue;  // the module's own
+            if (is_dunder(key)) continue;  // the staging module's own
             if (PyDict_SetItem(published, key, value) != 0) throw py::error_already_set();
         }
         return true;
@@ -66,10 +71,8 @@ constexpr Group kGroups[] = {
 
 py::object module_getattr(const py::str& name) {
     PyObject* dict = PyModule_GetDict(g_module);
-    // Dunder names are the import system's and tools' questions (__path__, __spec__...), never
-    // a binding.
-    const bool dunder = PyUnicode_Tailmatch(name.ptr(), py::str("__").ptr(), 0, 2, -1) == 1;
-    for (Group group : dunder ? std::span<const Group>() : std::span<const Group>(kGroups)) {
+    // A dunder name is never a binding.
+    for (Group group : is_dunder(name.ptr()) ? std::span<const Group>() : std::span<const Group>(kGroups)) {
         group();
         if (PyObject* value = PyDict_GetItemWithError(dict, name.ptr())) return py::reinterpret_borrow<py::object>(value);
         if (PyErr_Occurred()) throw py::error_already_set();
