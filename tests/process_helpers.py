@@ -160,3 +160,24 @@ def sleep_then_write(t, path):
 def loaded_modules(_=None):
     import sys
     return sorted(sys.modules)
+
+
+RELEASING = None  # a threading.Event, set by SlowToRelease.__del__ in the process that made it
+
+
+class SlowToRelease:
+    """An argument whose release takes `seconds` in the process that made it (time.sleep: the GIL
+    is free meanwhile), and sets RELEASING as it begins; nothing in the others."""
+
+    def __init__(self, seconds, owner=None):
+        self.seconds = seconds
+        self.owner = os.getpid() if owner is None else owner
+
+    def __reduce__(self):
+        return (SlowToRelease, (self.seconds, self.owner))
+
+    def __del__(self):
+        if os.getpid() == self.owner:
+            if RELEASING is not None:
+                RELEASING.set()
+            time.sleep(self.seconds)

@@ -313,6 +313,28 @@ def test_concurrent_cancels_of_a_running_task_all_succeed(cf_process):
     assert ex.submit(mul, 3, 4).result(timeout=60) == 12
 
 
+def test_a_second_cancel_blocks_while_the_first_stops_the_task(cf_forkserver, monkeypatch):
+    # The first cancel() releases the call's arguments, which may run Python code for any time
+    # (here one second, sleeping). A second cancel() meanwhile waits for its outcome: blocked,
+    # not yielding in a loop (it used to burn a CPU for that second).
+    import threading
+    import process_helpers
+    monkeypatch.setattr(process_helpers, "RELEASING", threading.Event())
+    ex = cf_forkserver(1, cancel_running=True)
+    f = ex.submit(sleep_and_return, 30, process_helpers.SlowToRelease(1.0))
+    wait_running(f)
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(f.cancel()))
+    first.start()
+    assert process_helpers.RELEASING.wait(30)
+    cpu = time.thread_time()
+    answers.append(f.cancel())
+    cpu = time.thread_time() - cpu
+    first.join(60)
+    assert answers == [True, True]
+    assert cpu < 0.2, f"the second cancel() used {cpu:.2f} s of CPU while it waited"
+
+
 def test_without_cancel_running_a_running_task_cannot_be_cancelled(cf_forkserver):
     ex = cf_forkserver(1)
     f = ex.submit(sleep_and_return, 0.5, 1)

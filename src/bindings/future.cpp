@@ -9,7 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <thread>
+#include <atomic>
 #include <utility>
 
 #include "../core/spin_policy.hpp"
@@ -259,6 +259,13 @@ std::atomic<RunningStopper> g_running_stopper{nullptr};
 
 void set_running_stopper(RunningStopper stopper) { g_running_stopper.store(stopper); }
 
+namespace {
+void end_stopping(PyFuture& f) {
+    f.stopping.store(false, std::memory_order_release);
+    f.stopping.notify_all();
+}
+}  // namespace
+
 bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
     switch (f.cancel()) {
         case core::CancelOutcome::Refused: {
@@ -270,8 +277,10 @@ bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
             if (f.stopping.exchange(true, std::memory_order_acq_rel)) {
                 // Another cancel() is stopping the call: its outcome is this call's answer too
                 // (True once cancelled, as the stdlib's cancel() of a cancelled future).
+                // Blocks (a futex wait) until the stopper is done: stopping may run Python code
+                // (the call's arguments are released), which can take any time.
                 without_gil([&] {
-                    while (f.stopping.load(std::memory_order_acquire)) std::this_thread::yield();
+                    while (f.stopping.load(std::memory_order_acquire)) f.stopping.wait(true, std::memory_order_acquire);
                 });
                 *cancelled = core::is_cancelled(f.state());
                 return true;
@@ -280,10 +289,10 @@ bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
             try {
                 won = stop(f, self) && f.cancel_running();
             } catch (...) {
-                f.stopping.store(false, std::memory_order_release);
+                end_stopping(f);
                 throw;
             }
-            f.stopping.store(false, std::memory_order_release);
+            end_stopping(f);
             *cancelled = won;
             if (!won) return true;
             tell_stdlib_waiters(f, self);
