@@ -166,8 +166,6 @@ class _PoolHost:
         self.processes = {}  # pid -> multiprocessing.Process: executor._processes
         self.manager_thread = None
         self._lock = threading.Lock()
-        # Concurrent first submits must start one manager thread, not one each.
-        self._manager_lock = threading.Lock()
 
     def start_worker(self):
         # The channel (src/core/protocol.hpp): a pipe each way for frames, a socketpair for the
@@ -199,20 +197,18 @@ class _PoolHost:
         return (p.pid, *fds)
 
     def start_manager(self, handle):
-        with self._manager_lock:
-            if self.manager_thread is not None:
-                return
-            ready = threading.Event()
-            t = threading.Thread(target=_run_manager, args=(handle, ready),
-                                 name=f"cfutures-process-pool-{next(_manager_ids)}")
-            t.start()
-            # The manager dispatches without the GIL, but it must first get the GIL once to
-            # enter its loop; without this wait, a burst of submits holding the GIL would keep
-            # it out (and shutdown(cancel_futures=True) would cancel everything).
-            ready.wait()
-            self.manager_thread = t
-            _pools.add(handle)
-            _managers.add(t)
+        # Called once per pool (the native side claims the call; again only if this raised).
+        ready = threading.Event()
+        t = threading.Thread(target=_run_manager, args=(handle, ready),
+                             name=f"cfutures-process-pool-{next(_manager_ids)}")
+        t.start()
+        # The manager dispatches without the GIL, but it must first get the GIL once to enter
+        # its loop; without this wait, a burst of submits holding the GIL would keep it out (and
+        # shutdown(cancel_futures=True) would cancel everything).
+        ready.wait()
+        self.manager_thread = t
+        _pools.add(handle)
+        _managers.add(t)
 
     def reap(self, pids):
         exitcodes = {}

@@ -32,12 +32,9 @@ BrokenThreadPool = _std_thread.BrokenThreadPool
 
 _pools = weakref.WeakSet()     # handles of live pools
 _workers = weakref.WeakSet()   # every worker thread still running (threading keeps them alive)
-_interpreter_shutdown = False
 
 
 def _python_exit():
-    global _interpreter_shutdown
-    _interpreter_shutdown = True
     _cfutures._set_interpreter_shutdown()
     # As the stdlib: no new work anywhere, every worker exits once its queue is empty, and the
     # interpreter waits for all of them.

@@ -45,8 +45,8 @@ def extended(request):
 
 
 class ExecutorFactory:
-    def __init__(self, module, kind):
-        self.module, self.kind, self.made = module, kind, []
+    def __init__(self, module):
+        self.module, self.made = module, []
 
     def __call__(self, *args, **kwargs):
         ex = self.module.ThreadPoolExecutor(*args, **kwargs)
@@ -59,7 +59,7 @@ class ExecutorFactory:
 
 
 def _executor_fixture(request, module):
-    factory = ExecutorFactory(module, "thread")
+    factory = ExecutorFactory(module)
     yield factory
     factory.close()
 
@@ -76,7 +76,7 @@ def extended_executor(request):
 
 class ProcessExecutorFactory(ExecutorFactory):
     def __init__(self, module, method):
-        super().__init__(module, "process")
+        super().__init__(module)
         self.method = method
         self.context = multiprocessing.get_context(method)
 

@@ -663,3 +663,74 @@ def test_a_replacement_worker_that_cannot_start_breaks_the_pool():
                 f.result(timeout=30)
     finally:
         ex.shutdown(wait=True)
+
+
+def test_concurrent_first_submits_ask_the_host_for_one_manager(monkeypatch):
+    # cfutures only. The native side saw that no manager was started, called the host's
+    # start_manager (Python code, during which other threads run) and only then marked it
+    # started: every first submit meanwhile called it too (only a lock in the host kept a second
+    # manager thread out).
+    import cfutures
+    import cfutures.process
+    import multiprocessing
+    calls = []
+    start_manager = cfutures.process._PoolHost.start_manager
+
+    def slow_start_manager(host, handle):
+        calls.append(handle)
+        time.sleep(0.3)  # the GIL is free: the other submits run meanwhile
+        return start_manager(host, handle)
+
+    monkeypatch.setattr(cfutures.process._PoolHost, "start_manager", slow_start_manager)
+    ex = cfutures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        barrier = threading.Barrier(4)
+        submitted = []
+
+        def submit():
+            barrier.wait(30)
+            submitted.append(ex.submit(mul, 3, 4))
+
+        threads = [threading.Thread(target=submit) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert [f.result(timeout=60) for f in submitted] == [12] * 4
+        assert len(calls) == 1
+    finally:
+        ex.shutdown(wait=True)
+
+
+class _ContextStartingNoProcess(_ContextStartingOneProcess):
+    """A multiprocessing context whose every Process() fails."""
+
+    def Process(self, *args, **kwargs):
+        raise OSError("cannot start any process")
+
+
+class _Argument:
+    pass
+
+
+@pytest.mark.parametrize("how", ["shutdown", "dropped"])
+def test_a_pool_whose_first_worker_cannot_start_keeps_no_call(how):
+    # cfutures only. submit() raised the start error after its job was recorded, and with no
+    # manager ever started nothing released the job: its future and call (fn, args, kwargs)
+    # leaked when the executor went, shut down or dropped.
+    import gc
+    import weakref
+    import cfutures
+    import multiprocessing
+    context = _ContextStartingNoProcess(multiprocessing.get_context("forkserver"))
+    ex = cfutures.ProcessPoolExecutor(1, mp_context=context)
+    argument = _Argument()
+    gone = weakref.ref(argument)
+    with pytest.raises(OSError, match="cannot start any process"):
+        ex.submit(identity, argument)
+    del argument
+    if how == "shutdown":
+        ex.shutdown(wait=True)
+    del ex
+    gc.collect()
+    assert gone() is None

@@ -1,6 +1,7 @@
 """cfutures' Executor.stats() (beyond the stdlib) on both pools: the counts, their identities,
 under concurrent submitters and cancellers too."""
 
+import concurrent.futures
 import threading
 import time
 
@@ -149,5 +150,31 @@ def test_process_pool_counts_what_cfutures_adds(tmp_path):
         assert ex.submit(mul, 2, 3).result(timeout=60) == 6
         s = ex.stats()
         assert (s.submitted, s.queued, s.running, s.completed, s.failed, s.cancelled) == (4, 0, 0, 1, 2, 1)
+    finally:
+        factory.close()
+
+
+def test_a_running_task_cancelled_as_its_answer_comes_is_counted_once():
+    # cancel() of a running task racing its answer: the pool's decision to stop it and the
+    # stopper's taking it out of the job table were two steps, between which (on a free-threaded
+    # build) the answer could take the job: counted Cancelled and Completed.
+    import random
+    factory = ProcessExecutorFactory(cfutures, "forkserver")
+    try:
+        ex = factory(2, cancel_running=True)
+        rng = random.Random(7)
+        fs = []
+        for i in range(60):
+            f = ex.submit(sleep_and_return, 0.005, i)
+            while not f.running() and not f.done():
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0.003, 0.007))  # around when the answer comes
+            f.cancel()
+            fs.append(f)
+        concurrent.futures.wait(fs, timeout=60)
+        s = ex.stats()
+        assert identity_holds(s) and s.queued == 0 and s.running == 0
+        assert s.cancelled == sum(f.cancelled() for f in fs)
+        assert s.completed == sum(not f.cancelled() for f in fs)
     finally:
         factory.close()

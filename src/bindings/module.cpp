@@ -91,7 +91,7 @@ py::list module_dir() {
 
 PYBIND11_MODULE(_cfutures, m, pybind11::mod_gil_not_used()) {
     using namespace cfutures::bindings;
-    m.doc() = "Native core of cfutures (futures, waiters, thread pools).";
+    m.doc() = "The native half of cfutures: futures, waiting, the thread, process and interpreter pools.";
     g_module = m.ptr();  // borrowed: the module outlives every call of its functions
     refresh_main_thread();
     init_gil_probe();

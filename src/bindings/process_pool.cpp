@@ -19,8 +19,8 @@
 // never references the executor, so dropping the executor shuts the pool down.
 //
 // Locks: JobTable::mu guards the job table, the shared attachment copies and the broken message;
-// nothing calls into Python while holding it, and it is never held while the pool's own lock is
-// taken except in submit (job table first, then the pool), never the other way round.
+// nothing calls into Python while holding it, and it is held while the pool's own lock is taken
+// only in JobTable::stop (job table first, then the pool), never the other way round.
 #include <fcntl.h>
 
 #include <algorithm>
@@ -113,6 +113,18 @@ struct Host {
 // the caller and releases the call after unlocking; every caller holds the GIL.
 class JobTable {
 public:
+    JobTable() = default;
+    JobTable(const JobTable&) = delete;
+    JobTable& operator=(const JobTable&) = delete;
+    // Whatever is left (nothing once a manager ran, or the executor failed its leftovers).
+    // Destroyed with the GIL held: every owner of a ProcShared is a Python object or a frame
+    // that holds the GIL.
+    ~JobTable() {
+        for (auto& [tag, e] : jobs_) {
+            Py_DECREF(e.future);
+            Py_DECREF(e.call);
+        }
+    }
     std::uint64_t add(const py::object& future, const py::tuple& call) {
         Entry e{future.inc_ref().ptr(), call.inc_ref().ptr()};
         std::lock_guard<std::mutex> g(mu);
@@ -126,11 +138,26 @@ public:
         std::lock_guard<std::mutex> g(mu);
         track_futures_ = true;
     }
-    // The id of the job whose future is `future`, or 0.
-    std::uint64_t tag_of(PyObject* future) {
-        std::lock_guard<std::mutex> g(mu);
-        auto it = tag_of_.find(future);
-        return it == tag_of_.end() ? 0 : it->second;
+    // For cancel_running: nullopt when `future` is no job of this table; otherwise whether
+    // `stop_job(tag)` stopped its job. A stopped job leaves the table in the same critical
+    // section as the pool's decision, so that an answer arriving meanwhile cannot take it too
+    // (one outcome, counted once). Its references are released after unlocking.
+    template <class StopJob>
+    std::optional<bool> stop(PyObject* future, StopJob&& stop_job) {
+        Entry e{};
+        {
+            std::lock_guard<std::mutex> g(mu);
+            auto it = tag_of_.find(future);
+            if (it == tag_of_.end()) return std::nullopt;
+            if (!stop_job(it->second)) return false;
+            auto job = jobs_.find(it->second);
+            e = job->second;
+            jobs_.erase(job);
+            tag_of_.erase(it);
+        }
+        Py_DECREF(e.call);
+        Py_DECREF(e.future);
+        return true;
     }
     // The job's future (strong), or nullptr if it was reported already.
     PyObject* take(std::uint64_t tag) {
@@ -227,7 +254,7 @@ struct ProcShared : ForkOwned {
     std::chrono::nanoseconds task_timeout{0};  // the executor's task_timeout; 0: none (set once)
     JobTable jobs;
     py::object broken_text;                  // executor._broken once broken (jobs.mu)
-    std::atomic<bool> manager_started{false};
+    std::atomic<bool> manager_started{false};  // claimed by the submit that starts the manager
     std::atomic<bool> manager_entered{false};  // run_manager() runs once per pool
 
     // What check_submittable() reads.
@@ -510,13 +537,10 @@ bool stop_running_future(PyFuture&, PyObject* self) {
     }
     for (auto& shared : pools) {
         if (shared->inherited()) continue;
-        std::uint64_t tag = shared->jobs.tag_of(self);
-        if (!tag) continue;
-        std::vector<core::OutgoingFrame> released;  // dropped here, GIL held
-        if (!shared->pool.stop_job(tag, released)) return false;
-        // The pool will not report it: out of the table (the reference the table held goes).
-        Py_XDECREF(shared->jobs.take(tag));
-        return true;
+        std::vector<core::OutgoingFrame> released;  // dropped here, GIL held, after the table's lock
+        std::optional<bool> stopped =
+            shared->jobs.stop(self, [&](std::uint64_t tag) { return shared->pool.stop_job(tag, released); });
+        if (stopped) return *stopped;
     }
     return false;
 }
@@ -533,7 +557,11 @@ struct PyProcessExecutor {
     PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, Host host)
         : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks, replace_dead, std::move(host))} {}
     ~PyProcessExecutor() {
-        if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);  // the executor is gone
+        if (handle.shared->inherited()) return;
+        handle.shared->pool.shutdown(false);  // the executor is gone
+        // No manager ever ran (no worker could be started): none will report the jobs recorded
+        // by the submits that raised. (With the executor gone, no submit can race this.)
+        if (!handle.shared->manager_started.load()) handle.fail_leftovers();
     }
     ProcessPoolHandle handle;
 };
@@ -601,9 +629,15 @@ core::ProcessPool::Job make_job(ProcShared& shared, std::uint64_t tag, const py:
 // Starts what the pool asked for, and the manager thread once.
 void start_what_is_needed(ProcShared& shared, const std::shared_ptr<ProcShared>& owner, std::size_t workers) {
     start_workers(shared, workers);
-    if (shared.manager_started.load()) return;
-    shared.host.start_manager(std::make_shared<ProcessPoolHandle>(ProcessPoolHandle{owner}));
-    shared.manager_started = true;
+    // Claimed before the call: start_manager runs Python code, during which another first
+    // submit (a free-threaded build, or a GIL switch) must not start a second manager.
+    if (shared.manager_started.exchange(true)) return;
+    try {
+        shared.host.start_manager(std::make_shared<ProcessPoolHandle>(ProcessPoolHandle{owner}));
+    } catch (...) {
+        shared.manager_started = false;  // a later submit tries again
+        throw;
+    }
     shared.pool.manager_started();
 }
 

@@ -80,18 +80,10 @@ struct PyTask final : core::Task {
         if (!ok) PyErr_WriteUnraisable(future);  // a done-callback raised a BaseException
     }
 
-    void abandon(Abandon why) override {
-        bool ok = true;
-        if (why == Abandon::Cancelled) {
-            counters.count(core::Outcome::Cancelled);
-            bool cancelled;
-            ok = future_cancel(*state, future, &cancelled);
-        } else {
-            counters.count(core::Outcome::Failed);
-            PyErr_SetString(PyExc_RuntimeError, "the thread pool broke");
-            ok = false;
-        }
-        if (!ok) PyErr_WriteUnraisable(future);
+    void abandon() override {
+        counters.count(core::Outcome::Cancelled);
+        bool cancelled;
+        if (!future_cancel(*state, future, &cancelled)) PyErr_WriteUnraisable(future);
     }
 
     bool cancelled() const override { return core::is_cancelled(state->state()); }
@@ -155,7 +147,7 @@ struct PoolHandle {
         if (shared->inherited()) return;
         for (core::Task* t : shared->pool.shutdown(cancel_futures)) {
             std::unique_ptr<core::Task> owned(t);
-            owned->abandon(core::Task::Abandon::Cancelled);
+            owned->abandon();
         }
     }
 

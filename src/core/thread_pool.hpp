@@ -70,7 +70,6 @@
 #include <vector>
 
 #include "executor_stats.hpp"
-#include "small_mutex.hpp"
 #include "spin_policy.hpp"
 
 namespace cfutures::core {
@@ -81,10 +80,9 @@ public:
     // Runs on a worker, with the worker's hooks acquired (the GIL, in the bindings). Reports the
     // task's own failures itself; may unwind the thread (see the header), so it is not noexcept.
     virtual void run() = 0;
-    enum class Abandon { Cancelled, Broken };
-    // The task will never run: shutdown(cancel_futures=True) or the pool broke. Called by whoever
+    // The task will never run: shutdown(cancel_futures=True) drained it. Called by whoever
     // drained it, outside the pool's lock.
-    virtual void abandon(Abandon why) = 0;
+    virtual void abandon() = 0;
     // Whether its future was cancelled while it waits in the queue (for stats(); called under
     // the pool's lock, so it must not lock anything).
     virtual bool cancelled() const { return false; }
@@ -443,7 +441,7 @@ public:
 
     void shutdown(bool cancel_pending, bool wait) {
         for (Task* t : pool_.shutdown(cancel_pending)) {
-            t->abandon(Task::Abandon::Cancelled);
+            t->abandon();
             delete t;
         }
         if (!wait) return;

@@ -21,7 +21,7 @@ struct CountingTask final : Task {
         if (work.count()) std::this_thread::sleep_for(work);
         ran->fetch_add(1);
     }
-    void abandon(Abandon) override { abandoned->fetch_add(1); }
+    void abandon() override { abandoned->fetch_add(1); }
 };
 
 // A task that runs a function.
@@ -29,7 +29,7 @@ struct FnTask final : Task {
     std::function<void()> fn;
     explicit FnTask(std::function<void()> f) : fn(std::move(f)) {}
     void run() override { fn(); }
-    void abandon(Abandon) override {}
+    void abandon() override {}
 };
 std::unique_ptr<Task> task(std::function<void()> fn) { return std::make_unique<FnTask>(std::move(fn)); }
 
