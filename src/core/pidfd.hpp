@@ -4,9 +4,13 @@
 // beside the pipes and sockets: no timeout, no SIGCHLD handler, no guessing from EOF (which a
 // sibling forked from the same parent could hold open). Kernels older than 5.3 have no
 // pidfd_open; open_pidfd() then returns -1 and the callers fall back to polling (waitid).
+// The waitid() checks below never reap: WNOWAIT leaves that to the process's owner (in the
+// bindings, multiprocessing's Process.join()).
 #pragma once
 
 #include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace cfutures::core {
@@ -21,6 +25,22 @@ inline int open_pidfd(int pid) {
     (void)pid;
 #endif
     return -1;
+}
+
+// Whether child `pid` has exited (not reaped yet).
+inline bool child_exited(int pid) {
+    siginfo_t info{};
+    return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
+// The exit status of an exited, not yet reaped child, as multiprocessing reports it (-N for
+// signal N); false when it has not exited or is not this process's child (a forkserver's).
+inline bool child_exit_code(int pid, int& code) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid)
+        return false;
+    code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    return true;
 }
 
 }  // namespace cfutures::core
