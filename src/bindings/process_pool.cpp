@@ -345,42 +345,64 @@ struct Hooks final : core::ProcessPoolHooks {
         if (failure) std::rethrow_exception(failure);
     }
 
+    // One function per outcome, in this order: the futures the manager saw cancelled, the
+    // jobs whose buffers could not be sent, the answers, then the workers that exited (reaped
+    // first: the messages of the rest need their exit codes), the jobs lost when the pool
+    // broke, the jobs stopped while it goes on, and last the replacement workers.
     void deliver_with_gil(core::ProcessBatch& batch) {
         batch.released.clear();  // drops the pickled calls (their Python buffers)
-        for (PyObject* fut : shared.jobs.take(batch.cancelled)) {
+        cancelled(batch.cancelled);
+        unsendable(batch.unsendable);
+        for (core::IncomingFrame& answer : batch.answers) complete(answer);
+        std::unordered_map<int, int> exitcodes = reap(batch.exited);
+        if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
+        lost(batch, exitcodes);
+        stopped(batch.stopped, exitcodes);
+        if (batch.start_workers) start_replacements(batch.start_workers);
+    }
+
+    void cancelled(const std::vector<std::uint64_t>& tags) {
+        for (PyObject* fut : shared.jobs.take(tags)) {
             // The manager saw the cancellation (set_running_or_notify_cancel) without the GIL;
             // the stdlib's waiters hear of it here.
             if (PyFuture* f = as_future(fut)) tell_stdlib_waiters(*f, fut);
             Py_DECREF(fut);
         }
-        for (auto& u : batch.unsendable) {
+    }
+
+    void unsendable(std::vector<core::FrameWriter::Unsendable>& jobs) {
+        for (auto& u : jobs) {
             if (PyObject* fut = shared.jobs.take(u.frame.tag)) {
                 py::object exc = py::reinterpret_borrow<py::object>(PyExc_OSError)(
                     "cannot hand the call's large buffers to a worker: " + u.error);
                 fail_future(fut, exc);
             }
         }
-        batch.unsendable.clear();
-        for (core::IncomingFrame& answer : batch.answers) complete(answer);
-        // pid -> exit code of the workers reaped now. A C++ map, not the dict reap() returns:
-        // nothing Python may be alive here while later calls run Python code (rule 6: an unwind
-        // at exit would drop it without the GIL).
+        jobs.clear();
+    }
+
+    // Joins the exited workers through the host: pid -> exit code of those it knew. A C++ map,
+    // not the dict reap() returns: nothing Python may be alive here while later calls run
+    // Python code (rule 6: an unwind at exit would drop it without the GIL).
+    std::unordered_map<int, int> reap(const std::vector<int>& exited) {
         std::unordered_map<int, int> exitcodes;
-        if (!batch.exited.empty()) {
-            py::list pids;
-            for (int pid : batch.exited) pids.append(pid);
-            try {
-                py::dict reaped = call_python([&] { return py::dict(shared.host.reap(pids)); });
-                for (auto item : reaped)
-                    if (!item.second.is_none()) exitcodes[item.first.cast<int>()] = item.second.cast<int>();
-            } catch (py::error_already_set& e) {
-                e.discard_as_unraisable("cfutures process pool: reaping workers");
-            }
+        if (exited.empty()) return exitcodes;
+        py::list pids;
+        for (int pid : exited) pids.append(pid);
+        try {
+            py::dict reaped = call_python([&] { return py::dict(shared.host.reap(pids)); });
+            for (auto item : reaped)
+                if (!item.second.is_none()) exitcodes[item.first.cast<int>()] = item.second.cast<int>();
+        } catch (py::error_already_set& e) {
+            e.discard_as_unraisable("cfutures process pool: reaping workers");
         }
-        if (batch.broken != core::BreakCause::None) shared.record_broken(batch.broken, batch.broken_reason);
-        // As 3.15's stdlib (gh-139462), which cfutures does on every Python: when a worker's
-        // death broke the pool, each lost future's BrokenProcessPool has as __cause__ a
-        // _RemoteTraceback naming the workers that ended with a nonzero exit code.
+        return exitcodes;
+    }
+
+    // As 3.15's stdlib (gh-139462), which cfutures does on every Python: when a worker's death
+    // broke the pool, each lost future's BrokenProcessPool has as __cause__ a _RemoteTraceback
+    // naming the workers that ended with a nonzero exit code.
+    void lost(const core::ProcessBatch& batch, const std::unordered_map<int, int>& exitcodes) {
         std::string died;
         if (batch.broken == core::BreakCause::WorkerDied) {
             for (int pid : batch.exited) {
@@ -394,9 +416,11 @@ struct Hooks final : core::ProcessPoolHooks {
         for (PyObject* fut : shared.jobs.take(batch.lost))
             fail_future(fut, died.empty() ? broken_error(batch.broken_reason)
                                           : broken_error(batch.broken_reason, py::str(died)));
-        // After reaping (above): a forkserver's worker is not our child, its exit code is its
-        // Process's.
-        for (const core::StoppedJob& stop : batch.stopped) {
+    }
+
+    // After reaping: a forkserver's worker is not our child, its exit code is its Process's.
+    void stopped(const std::vector<core::StoppedJob>& stops, const std::unordered_map<int, int>& exitcodes) {
+        for (const core::StoppedJob& stop : stops) {
             PyObject* fut = shared.jobs.take(stop.tag);
             if (!fut) continue;
             try {
@@ -410,24 +434,25 @@ struct Hooks final : core::ProcessPoolHooks {
                 fail_future(fut, exception_of(e));
             }
         }
-        if (batch.start_workers) {
+    }
+
+    void start_replacements(std::size_t n) {
+        try {
+            start_workers(shared, n);
+        } catch (py::error_already_set& e) {
+            // Without its replacement workers, the queue might never move: break the pool. The
+            // reason names the error in one line ("OSError: ..."): e.what() would add
+            // pybind11's rendering of the traceback to every future's message.
+            std::string why;
             try {
-                start_workers(shared, batch.start_workers);
-            } catch (py::error_already_set& e) {
-                // Without its replacement workers, the queue might never move: break the pool.
-                // The reason names the error in one line ("OSError: ..."): e.what() would add
-                // pybind11's rendering of the traceback to every future's message.
-                std::string why;
-                try {
-                    py::object exc = e.value();
-                    why = py::str(exc.attr("__class__").attr("__name__")).cast<std::string>() + ": " +
-                          py::str(exc).cast<std::string>();
-                } catch (py::error_already_set&) {
-                    why = "an exception that cannot be shown";
-                }
-                shared.pool.break_pool("A worker process could not be started (" + why +
-                                       "); the process pool is not usable anymore");
+                py::object exc = e.value();
+                why = py::str(exc.attr("__class__").attr("__name__")).cast<std::string>() + ": " +
+                      py::str(exc).cast<std::string>();
+            } catch (py::error_already_set&) {
+                why = "an exception that cannot be shown";
             }
+            shared.pool.break_pool("A worker process could not be started (" + why +
+                                   "); the process pool is not usable anymore");
         }
     }
 
