@@ -64,13 +64,15 @@ def _dispatch_table():
 
 
 # Objects of these exact types pickle the same with or without the dispatch table (the C pickler
-# saves them, and plain functions, before it looks at any table) and have no out-of-band buffers.
-_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+# saves them, and plain functions, before it looks at any table) and have no out-of-band buffers:
+# a call of only these (str and bytes smaller than THRESHOLD) takes the fast path, which the
+# process pool also checks natively (cfutures.process._PoolHost.plain_types).
+PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def _is_plain(obj):
     t = type(obj)
-    return t in _PLAIN and (len(obj) < THRESHOLD if t is bytes or t is str else True)
+    return t in PLAIN_TYPES and (len(obj) < THRESHOLD if t is bytes or t is str else True)
 
 
 def _is_plain_call(call):

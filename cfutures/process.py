@@ -134,15 +134,23 @@ def _run_manager(handle, ready):
 
 
 class _PoolHost:
-    """What the native pool asks of Python (src/bindings/process_pool.cpp, struct Host).
+    """What the native pool asks of Python (src/bindings/process_pool.cpp, struct ProcessHost;
+    the thread pool's host has the same shape, cfutures/thread.py).
 
     The native side looks these up once, when the executor is made:
-      start_worker()        -> (pid, task_fd, result_fd, attachment_fd): one new worker process
-                               and the parent's ends of its channel (now the native pool's)
-      start_manager(handle) -> None: the manager thread, running handle.run_manager()
+      start(workers, manager) -> (started, error): starts `workers` worker processes, then, given
+                               a handle, the manager thread running manager.run_manager(); one
+                               call for all of it (the first submit's only call back into
+                               Python besides pickling). `started` lists (pid, task_fd,
+                               result_fd, attachment_fd) per worker started, the parent's ends of
+                               its channel (now the native pool's); `error` is None, or the
+                               exception that stopped the starting (nothing after it started)
       reap(pids)            -> {pid: exitcode}: join worker processes that have exited
       dumps(obj), dumps_call(fn, args, kwargs) -> (payload, attachments); buffer_threshold:
-      arguments this large go through dumps_call;
+      arguments this large go through dumps_call; plain_dumps(call, protocol), when not None,
+      pickles a call whose function is a plain function and whose arguments are all of
+      plain_types (smaller than buffer_threshold), natively checked: _pickling's fast path
+      without a Python frame;
       unpickle(payload) -> obj, and when type(obj) is packed_type, unpack(obj, attachments)
       -> the answer (_pickling.loads in two steps: most answers need only the first, in C);
       stopped_error(cause, exitcode) -> the exception of a task whose worker was stopped or died
@@ -155,10 +163,14 @@ class _PoolHost:
     unpack = staticmethod(_pickling.unpack)
     stopped_error = staticmethod(_stopped_error)
 
+    plain_types = tuple(_pickling.PLAIN_TYPES)
+    protocol = _pickling.PROTOCOL
+
     def __init__(self, mp_context, initializer, initargs, max_tasks_per_child, pickling):
         self.pickling = pickling
         self.dumps = pickling.dumps
         self.dumps_call = pickling.dumps_call
+        self.plain_dumps = pickle.dumps if pickling.name is None else None
         self.mp_context = mp_context
         self.initializer = initializer
         self.initargs = initargs
@@ -167,7 +179,18 @@ class _PoolHost:
         self.manager_thread = None
         self._lock = threading.Lock()
 
-    def start_worker(self):
+    def start(self, workers, manager):
+        started = []
+        try:
+            for _ in range(workers):
+                started.append(self._start_worker())
+            if manager is not None:
+                self._start_manager(manager)
+        except BaseException as error:  # Ctrl-C too: the native side must learn what started
+            return started, error
+        return started, None
+
+    def _start_worker(self):
         # The channel (src/core/protocol.hpp): a pipe each way for frames, a socketpair for the
         # descriptors of attachments.
         ends = [self.mp_context.Pipe(duplex=False), self.mp_context.Pipe(duplex=False),
@@ -196,8 +219,8 @@ class _PoolHost:
             self.processes[p.pid] = p
         return (p.pid, *fds)
 
-    def start_manager(self, handle):
-        # Called once per pool (the native side claims the call; again only if this raised).
+    def _start_manager(self, handle):
+        # Once per pool (the native side claims the call; again only if this raised).
         ready = threading.Event()
         t = threading.Thread(target=_run_manager, args=(handle, ready),
                              name=f"cfutures-process-pool-{next(_manager_ids)}")

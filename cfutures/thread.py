@@ -7,7 +7,7 @@ Who does what:
   * ``_start_worker`` starts a real ``threading.Thread`` (named as the stdlib names them) whose
     target runs the initializer, then the native worker loop: it waits for tasks without the GIL
     and takes the GIL only to run them.
-  * Workers hold a ``PoolHandle``, never the executor: dropping the executor shuts the pool down,
+  * Workers hold a ``ThreadPoolHandle``, never the executor: dropping the executor shuts the pool down,
     and the workers finish the queue and exit.
   * At interpreter exit, ``_python_exit`` refuses new work, lets every pool drain and joins every
     worker, as the stdlib's exit hook does: workers started from a daemon thread are daemonic
@@ -217,6 +217,22 @@ class _ViewOnFirstUse:
         raise AttributeError(f"{self.name} is a view of the native pool and cannot be replaced")
 
 
+class _PoolHost:
+    """What the native pool asks of Python (src/bindings/thread_pool.cpp, struct ThreadHost),
+    looked up once when the executor is made, as the process pool's host (cfutures/process.py):
+      start_worker(executor) -> None: one new worker thread (the class's _start_worker: a plain
+                                      function, so that the host holds no executor)
+      broken_type: what a broken pool raises (the class's BROKEN where the stdlib has it, 3.14+,
+                   which InterpreterPoolExecutor sets to BrokenInterpreterPool)
+    """
+
+    __slots__ = ("start_worker", "broken_type")
+
+    def __init__(self, executor_class):
+        self.start_worker = executor_class._start_worker
+        self.broken_type = getattr(executor_class, "BROKEN", BrokenThreadPool)
+
+
 @_base._stdlib_docstrings
 class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.ThreadPoolExecutor):
     """An Executor that runs calls in a pool of threads.
@@ -247,10 +263,7 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        # What a broken pool raises: the class's BROKEN where the stdlib has it (3.14+), which
-        # InterpreterPoolExecutor sets to BrokenInterpreterPool.
-        super().__init__(max_workers, type(self)._start_worker,
-                         getattr(type(self), "BROKEN", BrokenThreadPool))
+        super().__init__(max_workers, _PoolHost(type(self)))
         self._max_workers = max_workers
         self._thread_name_prefix = (thread_name_prefix or
                                     ("ThreadPoolExecutor-%d" % self._counter()))
@@ -262,7 +275,7 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         _pools.add(self._handle)
 
     def _start_worker(self):
-        # Called by the native submit() when a new worker is needed (given to it at __init__).
+        # Called by the native submit() when a new worker is needed (through _PoolHost).
         thread_name = '%s_%d' % (self._thread_name_prefix or self, len(self._threads))
         t = threading.Thread(name=thread_name, target=self._worker_target(), args=(self._handle,))
         t.start()

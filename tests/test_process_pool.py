@@ -34,11 +34,6 @@ def test_is_a_stdlib_process_pool(process_executor):
     assert isinstance(ex.submit(mul, 2, 3), concurrent.futures.Future)
 
 
-def test_submit_and_map(process_executor):
-    ex = process_executor(2)
-    assert ex.submit(mul, 6, y=7).result(timeout=60) == 42
-    assert list(ex.map(mul, range(20), range(20), chunksize=4)) == [i * i for i in range(20)]
-    assert list(ex.map(mul, range(5), range(5))) == [i * i for i in range(5)]
 
 
 @pytest.mark.parametrize("make", [list, tuple, lambda r: r, iter], ids=["list", "tuple", "range", "iterator"])
@@ -192,17 +187,6 @@ def test_concurrent_first_submits_start_one_manager(process_executor):
         ex.shutdown(wait=True)
 
 
-def test_shutdown_cancel_futures_and_after_shutdown(process_executor):
-    ex = process_executor(1)
-    first = ex.submit(sleep_and_return, 0.3, "first")
-    rest = [ex.submit(mul, i, i) for i in range(30)]
-    time.sleep(0.1)
-    ex.shutdown(wait=True, cancel_futures=True)
-    assert first.result() == "first"
-    assert any(f.cancelled() for f in rest)
-    assert all(f.done() for f in rest)
-    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
-        ex.submit(mul, 1, 1)
 
 
 def test_shutdown_cancel_futures_fails_none_of_the_queued(process_executor):
@@ -666,22 +650,23 @@ def test_a_replacement_worker_that_cannot_start_breaks_the_pool():
 
 
 def test_concurrent_first_submits_ask_the_host_for_one_manager(monkeypatch):
-    # cfutures only. The native side saw that no manager was started, called the host's
-    # start_manager (Python code, during which other threads run) and only then marked it
-    # started: every first submit meanwhile called it too (only a lock in the host kept a second
-    # manager thread out).
+    # cfutures only. The native side saw that no manager was started, called the host to start
+    # it (Python code, during which other threads run) and only then marked it started: every
+    # first submit meanwhile asked for one too (only a lock in the host kept a second manager
+    # thread out).
     import cfutures
     import cfutures.process
     import multiprocessing
     calls = []
-    start_manager = cfutures.process._PoolHost.start_manager
+    start = cfutures.process._PoolHost.start
 
-    def slow_start_manager(host, handle):
-        calls.append(handle)
-        time.sleep(0.3)  # the GIL is free: the other submits run meanwhile
-        return start_manager(host, handle)
+    def slow_start(host, workers, manager):
+        if manager is not None:
+            calls.append(manager)
+            time.sleep(0.3)  # the GIL is free: the other submits run meanwhile
+        return start(host, workers, manager)
 
-    monkeypatch.setattr(cfutures.process._PoolHost, "start_manager", slow_start_manager)
+    monkeypatch.setattr(cfutures.process._PoolHost, "start", slow_start)
     ex = cfutures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
     try:
         barrier = threading.Barrier(4)
@@ -734,3 +719,34 @@ def test_a_pool_whose_first_worker_cannot_start_keeps_no_call(how):
     del ex
     gc.collect()
     assert gone() is None
+
+
+def test_a_first_submit_calls_back_into_python_once():
+    # cfutures only. The first submit of a plain call pickles it natively (C pickle, no Python
+    # frame) and starts its worker and the manager thread in one call to the host; a later one
+    # that needs no worker calls no Python code at all.
+    import cfutures
+    import multiprocessing
+    ex = cfutures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        depth, entered = 0, []
+
+        def profile(frame, event, arg):
+            nonlocal depth
+            if event == "call":
+                if depth == 0:
+                    entered.append(frame.f_code.co_name)
+                depth += 1
+            elif event == "return":
+                depth -= 1
+
+        sys.setprofile(profile)
+        try:
+            first = ex.submit(mul, 2, 3)
+            second = ex.submit(mul, 3, 4)
+        finally:
+            sys.setprofile(None)
+        assert entered == ["start"]
+        assert (first.result(timeout=60), second.result(timeout=60)) == (6, 12)
+    finally:
+        ex.shutdown(wait=True)

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <atomic>
+#include <mutex>
+#include <utility>
 
 #include "../core/executor_stats.hpp"
 #include "common.hpp"
@@ -23,6 +25,45 @@ std::atomic<bool>& interpreter_exiting(PoolKind kind);
 struct ForkOwned {
     const unsigned generation = fork_generation();
     bool inherited() const { return generation != fork_generation(); }
+};
+
+// Why a pool broke, in the words executor._broken shows and a broken pool's submit() raises:
+// the first reason recorded stays. Written by whoever breaks the pool (a thread worker's failing
+// initializer, the process pool's manager), read by submit() at any time (at once, on a
+// free-threaded build): hence its own lock. Nothing calls into Python while holding it.
+class BrokenReason {
+public:
+    void record(py::object text) {
+        std::lock_guard<std::mutex> g(mu_);
+        if (!text_) text_ = std::move(text);
+    }
+    py::object text() const {  // null until recorded
+        std::lock_guard<std::mutex> g(mu_);
+        return text_;
+    }
+
+private:
+    mutable std::mutex mu_;
+    py::object text_;
+};
+
+// The one shape of both pools' native state: the core pool, the host (the Python package's
+// seam: one object per executor, its methods looked up once into `Host`) and why the pool
+// broke. The executor object and the pool's own threads (thread workers, the process pool's
+// manager) share it through their handle's shared_ptr; the host never holds the executor, so
+// dropping the executor shuts the pool down, as in the stdlib. Destroyed with the GIL held
+// (every owner is a Python object, or a frame holding the GIL).
+template <class CorePool, class Host>
+struct PoolShared : ForkOwned {
+    template <class... PoolArgs>
+    explicit PoolShared(Host h, PoolArgs&&... args) : pool(std::forward<PoolArgs>(args)...), host(std::move(h)) {}
+    CorePool pool;
+    Host host;
+    BrokenReason broken_reason;
+
+    // What check_submittable() reads (with the derived pool's broken_message()).
+    bool broken() const { return pool.is_broken(); }
+    bool shut_down() const { return pool.is_shutdown(); }
 };
 
 // Why a submit is refused.

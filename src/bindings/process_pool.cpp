@@ -1,24 +1,25 @@
 // _cfutures.ProcessPoolBase, the native half of cfutures.ProcessPoolExecutor (the parent's side;
 // the worker's side is process_worker.cpp), and _cfutures.ProcessPoolHandle, what its manager
-// thread holds.
+// thread holds. Its shape is the thread pool's (thread_pool.cpp): a host, a ProcessPoolShared
+// (executor.hpp's PoolShared), a handle.
 //
 // One submit, followed through:
 //   1. submit() (vectorcall, GIL held) checks that the pool takes work, has the host pickle the
 //      call (host.dumps_call when an argument is a large buffer, host.dumps otherwise) and
 //      records the job (its future and call, by job id) in the JobTable.
 //   2. The core queues the job, or writes it at once to an idle worker (core/process_pool.hpp),
-//      and says how many workers to start: the host starts them (host.start_worker), and the
-//      manager thread, once (host.start_manager).
+//      and says how many workers to start: the host starts them, and the manager thread the
+//      first time, in one call (host.start).
 //   3. The manager thread runs ProcessPoolHandle.run_manager: the core loop, GIL released. Each
 //      batch it produces comes back through Hooks::deliver, which takes the GIL, unpickles the
-//      answers (Host::loads) and completes their futures, fails the lost ones, reaps exited
+//      answers (ProcessHost::loads) and completes their futures, fails the lost ones, reaps exited
 //      workers (host.reap) and starts replacements.
 //
 // The host (cfutures.process._PoolHost) is the only seam to the Python package: one object per
-// executor, whose methods are looked up once, into Host, when the executor is made. The host
+// executor, whose methods are looked up once, into ProcessHost, when the executor is made. The host
 // never references the executor, so dropping the executor shuts the pool down.
 //
-// Locks: JobTable::mu guards the job table, the shared attachment copies and the broken message;
+// Locks: JobTable::mu guards the job table and the shared attachment copies;
 // nothing calls into Python while holding it, and it is held while the pool's own lock is taken
 // only in JobTable::stop (job table first, then the pool), never the other way round.
 #include <fcntl.h>
@@ -69,30 +70,54 @@ ProcessStdlib& pstd() {
         .get_stored();
 }
 
-// What the native pool asks of Python (see cfutures/process.py, _PoolHost).
-struct Host {
-    py::object start_worker;   // () -> (pid, task_fd, result_fd, attachment_fd): a new worker process
-    py::object start_manager;  // (handle) -> None: the manager thread, running handle.run_manager()
+// What the native pool asks of Python (cfutures/process.py, _PoolHost), looked up once.
+struct ProcessHost {
+    py::object start;          // (workers, manager handle or None) -> (started, error)
     py::object reap;           // (pids) -> {pid: exitcode}: join exited worker processes
     py::object dumps;          // (obj) -> (payload, attachments)
     py::object dumps_call;     // (fn, args, kwargs) -> (payload, attachments); large buffers out of band
     Py_ssize_t buffer_threshold;  // arguments this large go through dumps_call
+    py::object plain_dumps;    // (call, protocol) -> bytes for a plain call, or None
+    std::vector<PyTypeObject*> plain_types;  // what a plain call's arguments may be
+    py::object protocol;
     py::object unpickle;       // (payload) -> obj
     PyObject* packed_type;     // an obj of this type is finished by...
     py::object unpack;         // (obj, attachments) -> the answer
     py::object stopped_error;  // (cause, exitcode) -> the exception of a job stopped (core::StopCause)
 
-    static Host of(py::handle host) {
-        return Host{host.attr("start_worker"),
-                    host.attr("start_manager"),
+    static ProcessHost of(py::handle host) {
+        std::vector<PyTypeObject*> plain;
+        for (py::handle t : py::tuple(host.attr("plain_types")))  // classes: kept for good
+            plain.push_back(reinterpret_cast<PyTypeObject*>(py::object(py::reinterpret_borrow<py::object>(t)).release().ptr()));
+        return ProcessHost{host.attr("start"),
                     host.attr("reap"),
                     host.attr("dumps"),
                     host.attr("dumps_call"),
                     host.attr("buffer_threshold").cast<Py_ssize_t>(),
+                    host.attr("plain_dumps"),
+                    std::move(plain),
+                    host.attr("protocol"),
                     host.attr("unpickle"),
                     py::object(host.attr("packed_type")).release().ptr(),  // a class: kept for good
                     host.attr("unpack"),
                     host.attr("stopped_error")};
+    }
+
+    // Whether `call` is a plain function with only plain arguments (_pickling._is_plain_call).
+    bool is_plain_call(const CallArguments& call) const {
+        if (plain_dumps.is_none() || Py_TYPE(call.fn) != &PyFunction_Type) return false;
+        auto plain = [&](PyObject* o) {
+            PyTypeObject* t = Py_TYPE(o);
+            if (std::find(plain_types.begin(), plain_types.end(), t) == plain_types.end()) return false;
+            if (t == &PyBytes_Type) return PyBytes_GET_SIZE(o) < buffer_threshold;
+            if (t == &PyUnicode_Type) return PyUnicode_GET_LENGTH(o) < buffer_threshold;
+            return true;
+        };
+        for (py::handle a : call.args)
+            if (!plain(a.ptr())) return false;
+        for (auto item : call.kwargs)
+            if (!plain(item.second.ptr())) return false;
+        return true;
     }
 
     // An answer: its payload unpickled, then unpacked with its attachments if need be.
@@ -117,7 +142,7 @@ public:
     JobTable(const JobTable&) = delete;
     JobTable& operator=(const JobTable&) = delete;
     // Whatever is left (nothing once a manager ran, or the executor failed its leftovers).
-    // Destroyed with the GIL held: every owner of a ProcShared is a Python object or a frame
+    // Destroyed with the GIL held: every owner of a ProcessPoolShared is a Python object or a frame
     // that holds the GIL.
     ~JobTable() {
         for (auto& [tag, e] : jobs_) {
@@ -219,7 +244,7 @@ public:
         return out;
     }
 
-    std::mutex mu;          // also guards `copies` and ProcShared::broken_text
+    std::mutex mu;          // also guards `copies`
     SharedCopies copies;    // one memfd copy per shared unchanging argument buffer
 
 private:
@@ -246,33 +271,21 @@ private:
 constexpr const char* kAbruptExit =
     "A child process terminated abruptly, the process pool is not usable anymore";
 
-struct ProcShared : ForkOwned {
-    ProcShared(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, Host h)
-        : pool(max_workers, start_all, max_tasks, replace_dead), host(std::move(h)) {}
-    core::ProcessPool pool;
-    Host host;
+struct ProcessPoolShared : PoolShared<core::ProcessPool, ProcessHost> {
+    using PoolShared::PoolShared;
     std::chrono::nanoseconds task_timeout{0};  // the executor's task_timeout; 0: none (set once)
     JobTable jobs;
-    py::object broken_text;                  // executor._broken once broken (jobs.mu)
     std::atomic<bool> manager_started{false};  // claimed by the submit that starts the manager
     std::atomic<bool> manager_entered{false};  // run_manager() runs once per pool
 
-    // What check_submittable() reads.
-    bool broken() const { return pool.is_broken(); }
-    bool shut_down() const { return pool.is_shutdown(); }
     // executor._broken: the message once broken (the stdlib's default one while the manager has
     // not yet recorded why).
     py::object broken_message() {
-        {
-            std::lock_guard<std::mutex> g(jobs.mu);
-            if (broken_text) return broken_text;
-        }
-        return py::str(kAbruptExit);
+        py::object text = broken_reason.text();
+        return text ? text : py::str(kAbruptExit);
     }
     void record_broken(core::BreakCause cause, const std::string& reason) {
-        py::object text = py::str(cause == core::BreakCause::WorkerDied ? std::string(kAbruptExit) : reason);
-        std::lock_guard<std::mutex> g(jobs.mu);
-        if (!broken_text) broken_text = std::move(text);
+        broken_reason.record(py::str(cause == core::BreakCause::WorkerDied ? std::string(kAbruptExit) : reason));
     }
 };
 
@@ -306,25 +319,37 @@ void fail_future(PyObject* fut, const py::object& exc) {
     Py_DECREF(fut);
 }
 
-// Starts `n` worker processes through the host. On an error, the workers not started are given
-// back to the pool's count and the error propagates.
-void start_workers(ProcShared& shared, std::size_t n) {
-    for (std::size_t started = 0; started < n; ++started) {
-        try {
-            py::tuple worker = shared.host.start_worker();
+// Starts `n` worker processes, and the manager thread when given its handle, in one call to the
+// host. Every worker started is handed to the pool; those not started are given back to the
+// pool's count, and the error that stopped the starting propagates.
+void start_through_host(ProcessPoolShared& shared, std::size_t n, py::handle manager) {
+    std::size_t added = 0;
+    try {
+        py::tuple answer = shared.host.start(n, manager);
+        for (py::handle w : py::list(answer[0])) {
+            py::tuple worker = py::reinterpret_borrow<py::tuple>(w);
             shared.pool.add_worker(worker[0].cast<int>(), worker[1].cast<int>(), worker[2].cast<int>(),
                                    worker[3].cast<int>());
-        } catch (...) {
-            for (std::size_t i = started; i < n; ++i) shared.pool.worker_start_failed();
-            throw;
+            ++added;
         }
+        if (!answer[1].is_none()) {  // raised as it was, with its traceback
+            PyObject* exc = answer[1].ptr();
+            PyObject* type = reinterpret_cast<PyObject*>(Py_TYPE(exc));
+            Py_INCREF(type);
+            Py_INCREF(exc);
+            PyErr_Restore(type, exc, PyException_GetTraceback(exc));  // (a new reference, or null)
+            throw py::error_already_set();
+        }
+    } catch (...) {
+        for (std::size_t i = added; i < n; ++i) shared.pool.worker_start_failed();
+        throw;
     }
 }
 
 // How the manager thread hands each batch to Python.
 struct Hooks final : core::ProcessPoolHooks {
-    Hooks(ProcShared& s, PyThreadState* manager) : shared(s), saved(manager) {}
-    ProcShared& shared;
+    Hooks(ProcessPoolShared& s, PyThreadState* manager) : shared(s), saved(manager) {}
+    ProcessPoolShared& shared;
     PyThreadState* saved;  // the manager thread's state, between GIL holds
 
     void deliver(core::ProcessBatch& batch) override {
@@ -438,7 +463,7 @@ struct Hooks final : core::ProcessPoolHooks {
 
     void start_replacements(std::size_t n) {
         try {
-            start_workers(shared, n);
+            start_through_host(shared, n, py::none());
         } catch (py::error_already_set& e) {
             // Without its replacement workers, the queue might never move: break the pool. The
             // reason names the error in one line ("OSError: ..."): e.what() would add
@@ -496,7 +521,7 @@ struct Hooks final : core::ProcessPoolHooks {
 
 // What the manager thread holds: the pool, never the executor.
 struct ProcessPoolHandle {
-    std::shared_ptr<ProcShared> shared;
+    std::shared_ptr<ProcessPoolShared> shared;
 
     // The manager thread's body; returns once the pool has stopped.
     void run_manager() {
@@ -549,13 +574,13 @@ struct ProcessPoolHandle {
 // not know its pool): each is asked whether the future is one of its jobs. Guarded by
 // g_cancellable_mu; expired pools are dropped as they are met.
 std::mutex g_cancellable_mu;
-std::vector<std::weak_ptr<ProcShared>> g_cancellable;
+std::vector<std::weak_ptr<ProcessPoolShared>> g_cancellable;
 
 bool stop_running_future(PyFuture&, PyObject* self) {
-    std::vector<std::shared_ptr<ProcShared>> pools;
+    std::vector<std::shared_ptr<ProcessPoolShared>> pools;
     {
         std::lock_guard<std::mutex> g(g_cancellable_mu);
-        auto expired = [](const std::weak_ptr<ProcShared>& p) { return p.expired(); };
+        auto expired = [](const std::weak_ptr<ProcessPoolShared>& p) { return p.expired(); };
         g_cancellable.erase(std::remove_if(g_cancellable.begin(), g_cancellable.end(), expired), g_cancellable.end());
         for (auto& p : g_cancellable)
             if (auto shared = p.lock()) pools.push_back(std::move(shared));
@@ -570,7 +595,7 @@ bool stop_running_future(PyFuture&, PyObject* self) {
     return false;
 }
 
-void allow_cancel_running(const std::shared_ptr<ProcShared>& shared) {
+void allow_cancel_running(const std::shared_ptr<ProcessPoolShared>& shared) {
     shared->pool.keep_frames();
     shared->jobs.track_futures();
     std::lock_guard<std::mutex> g(g_cancellable_mu);
@@ -578,10 +603,10 @@ void allow_cancel_running(const std::shared_ptr<ProcShared>& shared) {
     set_running_stopper(&stop_running_future);
 }
 
-struct PyProcessExecutor {
-    PyProcessExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, Host host)
-        : handle{std::make_shared<ProcShared>(max_workers, start_all, max_tasks, replace_dead, std::move(host))} {}
-    ~PyProcessExecutor() {
+struct PyProcessPoolExecutor {
+    PyProcessPoolExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, ProcessHost host)
+        : handle{std::make_shared<ProcessPoolShared>(std::move(host), max_workers, start_all, max_tasks, replace_dead)} {}
+    ~PyProcessPoolExecutor() {
         if (handle.shared->inherited()) return;
         handle.shared->pool.shutdown(false);  // the executor is gone
         // No manager ever ran (no worker could be started): none will report the jobs recorded
@@ -612,11 +637,16 @@ bool has_large_buffer(const CallArguments& call, Py_ssize_t threshold) {
 // (payload, attachments) for the call (`fn_args_kwargs` is the call as one tuple), or nullopt with
 // the pickling error set on `future` (as the stdlib: the future fails, the pool keeps working).
 // BaseExceptions propagate.
-std::optional<py::tuple> pickle_call(ProcShared& shared, const CallArguments& call,
+std::optional<py::tuple> pickle_call(ProcessPoolShared& shared, const CallArguments& call,
                                      const py::tuple& fn_args_kwargs, py::handle future) {
     try {
         if (has_large_buffer(call, shared.host.buffer_threshold))
             return py::tuple(shared.host.dumps_call(py::handle(call.fn), call.args, call.kwargs));
+        if (shared.host.is_plain_call(call)) {
+            // The fast path (_pickling.Pickling.dumps) without its Python frame: C pickle.dumps.
+            py::object data = shared.host.plain_dumps(fn_args_kwargs, shared.host.protocol);
+            if (PyBytes_GET_SIZE(data.ptr()) < shared.host.buffer_threshold) return py::make_tuple(data, py::tuple());
+        }
         return py::tuple(shared.host.dumps(fn_args_kwargs));
     } catch (py::error_already_set& e) {
         if (!e.matches(PyExc_Exception)) throw;
@@ -632,7 +662,7 @@ std::optional<py::tuple> pickle_call(ProcShared& shared, const CallArguments& ca
 }
 
 // The job for a pickled call: its payload and attachments borrow the Python buffers.
-core::ProcessPool::Job make_job(ProcShared& shared, std::uint64_t tag, const py::tuple& pickled,
+core::ProcessPool::Job make_job(ProcessPoolShared& shared, std::uint64_t tag, const py::tuple& pickled,
                                 PyFuture* future, std::chrono::nanoseconds timeout) {
     auto payload = std::make_unique<BufferView>(py::object(pickled[0]));
     core::ProcessPool::Job job;
@@ -651,28 +681,29 @@ core::ProcessPool::Job make_job(ProcShared& shared, std::uint64_t tag, const py:
     return job;
 }
 
-// Starts what the pool asked for, and the manager thread once.
-void start_what_is_needed(ProcShared& shared, const std::shared_ptr<ProcShared>& owner, std::size_t workers) {
-    start_workers(shared, workers);
-    // Claimed before the call: start_manager runs Python code, during which another first
-    // submit (a free-threaded build, or a GIL switch) must not start a second manager.
-    if (shared.manager_started.exchange(true)) return;
+// Starts what the pool asked for, and the manager thread once, in one call to the host.
+void start_what_is_needed(ProcessPoolShared& shared, const std::shared_ptr<ProcessPoolShared>& owner, std::size_t workers) {
+    // Claimed before the call: the host runs Python code, during which another first submit (a
+    // free-threaded build, or a GIL switch) must not start a second manager.
+    bool first = !shared.manager_started.exchange(true);
+    if (!workers && !first) return;
+    py::object manager = first ? py::cast(std::make_shared<ProcessPoolHandle>(ProcessPoolHandle{owner})) : py::none();
     try {
-        shared.host.start_manager(std::make_shared<ProcessPoolHandle>(ProcessPoolHandle{owner}));
+        start_through_host(shared, workers, manager);
     } catch (...) {
-        shared.manager_started = false;  // a later submit tries again
+        if (first) shared.manager_started = false;  // a later submit tries again
         throw;
     }
-    shared.pool.manager_started();
+    if (first) shared.pool.manager_started();
 }
 
 // submit(fn, /, *args, **kwargs) with a timeout per task (0: the executor's). Throws; the
 // vectorcall entry points below turn that into a Python error.
 PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanoseconds timeout) {
-    PyProcessExecutor* ex = native_ptr<PyProcessExecutor>(self, g_process_executor_base);
+    PyProcessPoolExecutor* ex = native_ptr<PyProcessPoolExecutor>(self, g_process_executor_base);
     if (!ex) raise(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
-    const std::shared_ptr<ProcShared>& owner = ex->handle.shared;
-    ProcShared& shared = *owner;
+    const std::shared_ptr<ProcessPoolShared>& owner = ex->handle.shared;
+    ProcessPoolShared& shared = *owner;
     check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
 
     py::object future = new_future();
@@ -737,12 +768,12 @@ PyObject* process_submit_timed(PyObject* self, PyObject* const* argv, Py_ssize_t
 }  // namespace
 
 void register_process_pool(py::module_& m) {
-    py::class_<PyProcessExecutor> cls(m, "ProcessPoolBase");
+    py::class_<PyProcessPoolExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
     cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host,
                         py::handle task_timeout, bool replace_dead_workers, bool cancel_running) {
-                auto* ex = new PyProcessExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
-                                                 Host::of(host));
+                auto* ex = new PyProcessPoolExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
+                                                 ProcessHost::of(host));
                 ex->handle.shared->task_timeout = timeout_of(task_timeout.ptr());
                 if (cancel_running) allow_cancel_running(ex->handle.shared);
                 return ex;
@@ -750,22 +781,22 @@ void register_process_pool(py::module_& m) {
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
             py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false,
             py::arg("cancel_running") = false)
-        .def("_shutdown_pool", [](PyProcessExecutor& ex, bool cancel_futures) {
+        .def("_shutdown_pool", [](PyProcessPoolExecutor& ex, bool cancel_futures) {
             ex.handle.shutdown(cancel_futures);
         }, py::arg("cancel_futures"))
-        .def_property_readonly("_broken", [](PyProcessExecutor& ex) -> py::object {
-            ProcShared& s = *ex.handle.shared;
+        .def_property_readonly("_broken", [](PyProcessPoolExecutor& ex) -> py::object {
+            ProcessPoolShared& s = *ex.handle.shared;
             if (!s.pool.is_broken()) return py::bool_(false);
             return s.broken_message();
         })
         // The stdlib sets it at shutdown() and when the pool breaks.
-        .def_property_readonly("_shutdown_thread", [](PyProcessExecutor& ex) {
+        .def_property_readonly("_shutdown_thread", [](PyProcessPoolExecutor& ex) {
             core::ProcessPool& pool = ex.handle.shared->pool;
             return pool.is_shutdown() || pool.is_broken();
         })
-        .def("_stats", [](PyProcessExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
+        .def("_stats", [](PyProcessPoolExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
         // What cfutures.process turns into the stdlib's executor._pending_work_items.
-        .def("_pending_jobs", [](PyProcessExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
+        .def("_pending_jobs", [](PyProcessPoolExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
     add_submit_method(cls, &process_submit, PoolKind::Process);
     static PyMethodDef submit_timed{
         "_submit_timed", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&process_submit_timed)),

@@ -1,15 +1,15 @@
-// _cfutures.ThreadPoolBase: the native half of cfutures.ThreadPoolExecutor, and _cfutures.PoolHandle,
-// what its worker threads hold.
+// _cfutures.ThreadPoolBase: the native half of cfutures.ThreadPoolExecutor, and
+// _cfutures.ThreadPoolHandle, what its worker threads hold. Its shape is the process pool's
+// (process_pool.cpp): a host, a ThreadPoolShared (executor.hpp's PoolShared), a handle.
 //
-// The executor object and its workers share a PoolShared (core::ThreadPool plus the broken
-// message). Workers hold it through a PoolHandle, never through the executor, so that dropping the
-// last reference to an executor shuts it down (its workers finish the queue and exit), as in the
-// stdlib. Worker threads are Python threading.Thread objects started by the Python class
-// (_start_worker), whose target enters PoolHandle.run_worker(): the core loop, with the GIL
-// released while idle.
+// The executor object and its workers share a ThreadPoolShared. Workers hold it through a
+// ThreadPoolHandle, never through the executor, so that dropping the last reference to an
+// executor shuts it down (its workers finish the queue and exit), as in the stdlib. Worker
+// threads are Python threading.Thread objects started by the host (cfutures.thread._PoolHost),
+// whose target enters ThreadPoolHandle.run_worker(): the core loop, with the GIL released while
+// idle.
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <thread>
 
 #include "executor.hpp"
@@ -20,22 +20,19 @@ namespace cfutures::bindings {
 
 namespace {
 
-struct PoolShared : ForkOwned {
-    explicit PoolShared(std::size_t max_workers) : pool(max_workers) {}
-    core::ThreadPool pool;
-    std::mutex broken_mu;    // guards broken_text: workers whose initializer failed set it while
-                             // submit() reads it (at once, on a free-threaded build)
-    py::object broken_text;  // set, once, before the pool is marked broken
-    py::object broken_type;  // what a broken pool raises: the executor class's BROKEN (3.14's
-                             // rule: InterpreterPoolExecutor's is BrokenInterpreterPool)
+// What the native pool asks of Python (cfutures/thread.py, _PoolHost), looked up once.
+struct ThreadHost {
+    py::object start_worker;  // (executor) -> None: one new worker thread (the pool counted it)
+    py::object broken_type;   // what a broken pool raises: the executor class's BROKEN (3.14's
+                              // rule: InterpreterPoolExecutor's is BrokenInterpreterPool)
 
-    // What check_submittable() reads.
-    bool broken() const { return pool.is_broken(); }
-    bool shut_down() const { return pool.is_shutdown(); }
-    py::object broken_message() {
-        std::lock_guard<std::mutex> g(broken_mu);
-        return broken_text;
-    }
+    static ThreadHost of(py::handle host) { return ThreadHost{host.attr("start_worker"), host.attr("broken_type")}; }
+};
+
+struct ThreadPoolShared : PoolShared<core::ThreadPool, ThreadHost> {
+    using PoolShared::PoolShared;
+    // The reason is recorded before the pool is marked broken.
+    py::object broken_message() { return broken_reason.text(); }
 };
 
 struct PyTask final : core::Task {
@@ -132,8 +129,8 @@ struct GilHooks final : core::WorkerHooks {
     }
 };
 
-struct PoolHandle {
-    std::shared_ptr<PoolShared> shared;
+struct ThreadPoolHandle {
+    std::shared_ptr<ThreadPoolShared> shared;
 
     // A worker thread's body. Tasks may run into interpreter finalization (rule 6).
     void run_worker() {
@@ -153,13 +150,10 @@ struct PoolHandle {
 
     void break_pool(py::str message) {
         if (shared->inherited()) return;
-        {
-            std::lock_guard<std::mutex> g(shared->broken_mu);
-            if (!shared->broken_text) shared->broken_text = message;  // the first reason stays
-        }
+        shared->broken_reason.record(message);
         for (core::Task* t : shared->pool.break_pool()) {
             std::unique_ptr<PyTask> owned(static_cast<PyTask*>(t));
-            py::object exc = shared->broken_type(message);
+            py::object exc = shared->host.broken_type(message);
             owned->fail(exc.ptr());
         }
     }
@@ -170,28 +164,24 @@ struct PoolHandle {
     }
 };
 
-// The C++ object behind a ThreadPoolExecutor. `start_worker(executor)` is how it asks the Python
-// class for a worker thread (a plain function, not a bound method: no reference cycle).
-struct PyExecutor {
-    PyExecutor(std::size_t max_workers, py::object start_worker_fn, py::object broken_type)
-        : handle{std::make_shared<PoolShared>(max_workers)}, start_worker(std::move(start_worker_fn)) {
-        handle.shared->broken_type = std::move(broken_type);
-    }
-    ~PyExecutor() {
+// The C++ object behind a ThreadPoolExecutor.
+struct PyThreadPoolExecutor {
+    PyThreadPoolExecutor(std::size_t max_workers, ThreadHost host)
+        : handle{std::make_shared<ThreadPoolShared>(std::move(host), max_workers)} {}
+    ~PyThreadPoolExecutor() {
         // The executor is gone: let its workers finish the queue and exit (stdlib semantics).
         if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);
     }
-    PoolHandle handle;
-    py::object start_worker;
+    ThreadPoolHandle handle;
 };
 
-PyTypeObject* g_executor_base = nullptr;
+PyTypeObject* g_thread_executor_base = nullptr;
 
-// Asks the Python class for one worker thread (the pool counted it already).
-bool start_one_worker(PyExecutor& ex, PyObject* self) {
-    PyObject* r = PyObject_CallOneArg(ex.start_worker.ptr(), self);
+// Asks the host for one worker thread (the pool counted it already).
+bool start_one_worker(ThreadPoolShared& shared, PyObject* self) {
+    PyObject* r = PyObject_CallOneArg(shared.host.start_worker.ptr(), self);
     if (!r) {
-        ex.handle.shared->pool.worker_start_failed();
+        shared.pool.worker_start_failed();
         return false;
     }
     Py_DECREF(r);
@@ -199,13 +189,13 @@ bool start_one_worker(PyExecutor& ex, PyObject* self) {
 }
 
 // ThreadPoolExecutor.submit(fn, /, *args, **kwargs).
-PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+PyObject* thread_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     return guarded([&]() -> PyObject* {
         CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
-        PyExecutor* ex = native_ptr<PyExecutor>(self, g_executor_base);
+        PyThreadPoolExecutor* ex = native_ptr<PyThreadPoolExecutor>(self, g_thread_executor_base);
         if (!ex) raise(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
-        PoolShared& shared = *ex->handle.shared;
-        check_submittable(PoolKind::Thread, shared, shared, shared.broken_type.ptr());
+        ThreadPoolShared& shared = *ex->handle.shared;
+        check_submittable(PoolKind::Thread, shared, shared, shared.host.broken_type.ptr());
 
         py::object future = new_future();
         PyFuture* state = as_future(future.ptr());
@@ -215,12 +205,12 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
         switch (answer) {
             case core::ThreadPool::Submit::Queued: break;
             case core::ThreadPool::Submit::NeedsWorker:
-                if (!start_one_worker(*ex, self)) return nullptr;
+                if (!start_one_worker(shared, self)) return nullptr;
                 break;
             case core::ThreadPool::Submit::Broken:
             case core::ThreadPool::Submit::Shutdown:  // since the checks above
                 refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
-                              shared.broken_type.ptr(), shared.broken_message());
+                              shared.host.broken_type.ptr(), shared.broken_message());
         }
         return future.release().ptr();
     });
@@ -229,43 +219,43 @@ PyObject* executor_submit(PyObject* self, PyObject* const* argv, Py_ssize_t narg
 }  // namespace
 
 void register_thread_pool(py::module_& m) {
-    py::class_<PoolHandle, std::shared_ptr<PoolHandle>>(m, "PoolHandle")
-        .def("run_worker", &PoolHandle::run_worker)
-        .def("shutdown", &PoolHandle::shutdown, py::arg("cancel_futures"))
-        .def("break_pool", &PoolHandle::break_pool, py::arg("message"))
-        .def("release_idle_workers", [](PoolHandle& h) {
+    py::class_<ThreadPoolHandle, std::shared_ptr<ThreadPoolHandle>>(m, "ThreadPoolHandle")
+        .def("run_worker", &ThreadPoolHandle::run_worker)
+        .def("shutdown", &ThreadPoolHandle::shutdown, py::arg("cancel_futures"))
+        .def("break_pool", &ThreadPoolHandle::break_pool, py::arg("message"))
+        .def("release_idle_workers", [](ThreadPoolHandle& h) {
             if (!h.shared->inherited()) h.shared->pool.release_idle_workers();
         });
 
-    py::class_<PyExecutor> cls(m, "ThreadPoolBase");
-    g_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    cls.def(py::init([](std::size_t max_workers, py::object start_worker, py::object broken_type) {
-                return new PyExecutor(max_workers, std::move(start_worker), std::move(broken_type));
+    py::class_<PyThreadPoolExecutor> cls(m, "ThreadPoolBase");
+    g_thread_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
+    cls.def(py::init([](std::size_t max_workers, py::handle host) {
+                return new PyThreadPoolExecutor(max_workers, ThreadHost::of(host));
             }),
-            py::arg("max_workers"), py::arg("start_worker"), py::arg("broken_type"))
-        .def("_make_handle", [](PyExecutor& ex) { return std::make_shared<PoolHandle>(ex.handle); })
-        .def_property_readonly("_broken", [](PyExecutor& ex) { return ex.handle.broken(); })
+            py::arg("max_workers"), py::arg("host"))
+        .def("_make_handle", [](PyThreadPoolExecutor& ex) { return std::make_shared<ThreadPoolHandle>(ex.handle); })
+        .def_property_readonly("_broken", [](PyThreadPoolExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
-                               [](PyExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); })
+                               [](PyThreadPoolExecutor& ex) { return ex.handle.shared->pool.is_shutdown(); })
         // What cfutures.thread's views of the stdlib's _work_queue and _idle_semaphore read.
-        .def("_queued_tasks", [](PyExecutor& ex) { return ex.handle.shared->pool.queued(); })
+        .def("_queued_tasks", [](PyThreadPoolExecutor& ex) { return ex.handle.shared->pool.queued(); })
         .def("_unclaimed_idle_workers",
-             [](PyExecutor& ex) { return ex.handle.shared->pool.unclaimed_idle_workers(); })
+             [](PyThreadPoolExecutor& ex) { return ex.handle.shared->pool.unclaimed_idle_workers(); })
         // The oldest queued task as (future, fn, args, kwargs), taken off the queue; None if none.
-        .def("_take_queued", [](PyExecutor& ex) -> py::object {
+        .def("_take_queued", [](PyThreadPoolExecutor& ex) -> py::object {
             std::unique_ptr<core::Task> task = ex.handle.shared->pool.take_queued();
             if (!task) return py::none();
             auto& t = static_cast<PyTask&>(*task);
             py::object kwargs = t.kwargs ? py::reinterpret_borrow<py::object>(t.kwargs) : py::dict();
             return py::make_tuple(py::handle(t.future), py::handle(t.fn), py::handle(t.args), kwargs);
         })
-        .def("_stats", [](PyExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
+        .def("_stats", [](PyThreadPoolExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
         .def("_adjust_thread_count", [](py::handle self) {
-            PyExecutor& ex = self.cast<PyExecutor&>();
-            if (ex.handle.shared->pool.reserve_worker() && !start_one_worker(ex, self.ptr()))
+            PyThreadPoolExecutor& ex = self.cast<PyThreadPoolExecutor&>();
+            if (ex.handle.shared->pool.reserve_worker() && !start_one_worker(*ex.handle.shared, self.ptr()))
                 throw py::error_already_set();
         });
-    add_submit_method(cls, &executor_submit, PoolKind::Thread);
+    add_submit_method(cls, &thread_submit, PoolKind::Thread);
 
     m.def("_set_interpreter_shutdown", [] { interpreter_exiting(PoolKind::Thread).store(true); });
     m.def("_after_fork_in_child", &after_fork_in_child);
