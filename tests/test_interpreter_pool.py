@@ -137,11 +137,6 @@ def test_scripts_and_unshareable_calls_are_refused(interpreter_pool):
     assert ex.submit(pow, 2, 2).result(timeout=60) == 4  # the worker goes on
 
 
-def test_asyncio_run_in_executor(interpreter_pool):
-    async def main():
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(interpreter_pool(1), pow, 3, 3)
-    assert asyncio.run(main()) == 27
 
 
 def test_shutdown_and_a_dropped_pool_close_their_interpreters(interpreter_pool):
