@@ -6,7 +6,7 @@ and prints the ratios. ``--bench-quick`` takes the sizes of ``bench --quick``, o
 
 import pytest
 
-from cfutures import _bench
+from cfutures._bench import peers, runner, tasks, workloads
 
 
 def pytest_addoption(parser):
@@ -14,7 +14,7 @@ def pytest_addoption(parser):
                      help="the sizes of `python -m cfutures bench --quick`, one round per test")
 
 
-@pytest.fixture(params=list(_bench.IMPLS))
+@pytest.fixture(params=list(tasks.IMPLS))
 def impl(request):
     return request.param
 
@@ -25,12 +25,12 @@ def measure(benchmark, request):
     quick = request.config.getoption("--bench-quick")
 
     def run(function_name, impl):
-        name, _fn, size, quick_size, unit = next(w for w in _bench.WORKLOADS
+        name, _fn, size, quick_size, unit = next(w for w in workloads.WORKLOADS
                                                  if w[1].__name__ == function_name)[:5]
         if function_name == "process_big_array":
             pytest.importorskip("numpy")
-        if impl in _bench.PEERS:
-            peer = _bench.PEERS[impl]
+        if impl in peers.PEERS:
+            peer = peers.PEERS[impl]
             note = peer.note(function_name)
             if note:
                 pytest.skip(f"{impl}: {note}")
@@ -38,9 +38,9 @@ def measure(benchmark, request):
                 pytest.importorskip(peer.module)
         benchmark.group = name
         # Start-up rows sample a fresh interpreter each: the issue asks for at least 5.
-        rounds = 1 if quick else (_bench.STARTUP_MIN_REPEAT
+        rounds = 1 if quick else (peers.STARTUP_MIN_REPEAT
                                   if function_name.startswith("process_startup_") else 3)
-        result = benchmark.pedantic(_bench.measure, args=(impl, function_name,
+        result = benchmark.pedantic(runner.measure, args=(impl, function_name,
                                                           quick_size if quick else size),
                                     rounds=rounds, iterations=1)
         benchmark.extra_info[unit] = result

@@ -4,10 +4,10 @@ A peer that is not installed, or has no equivalent of a row, is skipped with the
 
 import pytest
 
-from cfutures import _bench
+from cfutures._bench import peers
 
 
-@pytest.mark.parametrize("peer", list(_bench.PEERS))
-@pytest.mark.parametrize("workload", _bench.PEER_ROWS)
+@pytest.mark.parametrize("peer", list(peers.PEERS))
+@pytest.mark.parametrize("workload", peers.PEER_ROWS)
 def test_peer(measure, workload, peer):
     assert measure(workload, peer) > 0

@@ -101,8 +101,8 @@ def main(argv=None):
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "bench":
-        from cfutures import _bench
-        return _bench.main(rest)
+        from cfutures._bench import cli
+        return cli.main(rest)
     if command == "run":
         return run(rest)
     if command == "info":

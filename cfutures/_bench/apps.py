@@ -248,11 +248,12 @@ def run_apps(repeat=5, quick=False, under_load=False, only=None, progress=sys.st
     interpreter; returns one dict per program (a skipped one has ratio None and a note).
 
     only: names (or parts of names) to keep, one string or several. under_load: one busy process
-    per core for the whole call (cfutures._bench.Load); a caller that holds its own passes False.
-    A run that fails, hangs or measures the wrong module raises RuntimeError."""
+    per core for the whole call (load.Load); a caller that holds its own passes False. A run that
+    fails, hangs or measures the wrong module raises RuntimeError."""
     import contextlib
 
-    from cfutures._bench import Load, _Progress
+    from cfutures._bench.load import Load
+    from cfutures._bench.runner import _Progress
     if isinstance(only, str):
         only = [only]
     selected = [app for app in APPS if not only or any(o in app[0] for o in only)]
@@ -296,7 +297,7 @@ def _versions():
 
 def render_apps(rows, repeat, command, load=0):
     """The rows as a markdown table, with the machine, the command and the packages' versions."""
-    from cfutures._bench import _load_line, environment
+    from cfutures._bench.render import _load_line, environment
     env = environment()
     lines = [f"Machine: {env['machine']}; {env['limits']}",
              f"Python: {env['python']}; cfutures {env['cfutures']}", _load_line(load),
