@@ -159,7 +159,9 @@ def test_map_buffersize_takes_the_input_as_results_are_taken(executors):
 
     results = ex.map(abs, source(), buffersize=5)
     assert len(consumed) == 5
-    assert list(results) == list(range(50))
+    assert next(results) == 0
+    assert len(consumed) == 6
+    assert list(results) == list(range(1, 50))
 
 
 def test_futures_work_with_wait_as_completed_and_asyncio(executors):

@@ -223,20 +223,6 @@ def test_map_cancels_the_rest_when_closed(thread_executor):
 
 
 
-def test_map_buffersize_reads_input_lazily(extended_executor):
-    ex = extended_executor(2)
-    consumed = []
-
-    def source():
-        for i in range(1000):
-            consumed.append(i)
-            yield i
-
-    it = ex.map(abs, source(), buffersize=5)
-    assert len(consumed) == 5
-    assert next(it) == 0
-    assert len(consumed) == 6
-    assert list(it) == list(range(1, 1000))
 
 
 def test_map_buffersize_runs_in_bounded_memory(extended_executor):
