@@ -16,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "../core/protocol.hpp"
+#include "../core/frame_io.hpp"
 #include "common.hpp"
 
 namespace cfutures::bindings {

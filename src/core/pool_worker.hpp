@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "process_batch.hpp"
-#include "protocol.hpp"
+#include "frame_io.hpp"
 
 namespace cfutures::core {
 

@@ -62,7 +62,7 @@
 #include "pidfd.hpp"
 #include "pool_worker.hpp"
 #include "process_batch.hpp"
-#include "protocol.hpp"
+#include "frame_io.hpp"
 #include "spin_policy.hpp"
 
 namespace cfutures::core {

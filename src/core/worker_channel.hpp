@@ -44,7 +44,7 @@
 #include <vector>
 
 #include "pidfd.hpp"
-#include "protocol.hpp"
+#include "frame_io.hpp"
 #include "spin_policy.hpp"
 
 namespace cfutures::core {

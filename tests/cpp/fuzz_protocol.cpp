@@ -1,4 +1,4 @@
-// A mutation fuzzer for the frame reader (core/protocol.hpp), self-driven so that it builds with
+// A mutation fuzzer for the frame reader (core/frame_io.hpp), self-driven so that it builds with
 // the same g++ and sanitizers as the core tests (no libFuzzer needed).
 //
 //     fuzz_protocol [--seconds N] [--seed S]
@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "core/protocol.hpp"
+#include "core/frame_io.hpp"
 
 using namespace cfutures::core;
 

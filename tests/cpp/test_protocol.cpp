@@ -11,7 +11,7 @@
 #include <string>
 #include <thread>
 
-#include "core/protocol.hpp"
+#include "core/frame_io.hpp"
 #include "core/worker_channel.hpp"
 #include "helpers.hpp"
 

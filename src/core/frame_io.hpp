@@ -1,0 +1,398 @@
+// Reading and writing frames (protocol.hpp) over a channel's pipes, their attachments over its
+// socket: FrameReader enforces the protocol's BOUNDS on untrusted bytes, FrameWriter sends what
+// is queued as far as the pipe takes it.
+//
+//     FrameReader r(Direction::FromWorker, sock);  FrameWriter w(sock);
+//     r.fill(pipe);  // after EPOLLIN                 w.push(std::move(outgoing));
+//     while (auto f = r.pop()) use(*f);               w.flush(pipe, &sent);  // after EPOLLOUT
+// Readers and writers are not thread-safe: each belongs to the thread that drives its descriptor.
+#pragma once
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "protocol.hpp"
+
+namespace cfutures::core {
+
+enum class IoStatus { Ok, WouldBlock, Eof, Error };
+
+class FrameReader {
+public:
+    // `attachment_socket` (or -1: frames with attachments are refused) is where a header's
+    // attachments wait; it stays the caller's.
+    explicit FrameReader(Direction direction, int attachment_socket = -1)
+        : direction_(direction), attachment_socket_(attachment_socket) {}
+    FrameReader(const FrameReader&) = delete;
+    FrameReader& operator=(const FrameReader&) = delete;
+    ~FrameReader() { close_pending_fds(); }
+
+    // Reads what the pipe has (until EAGAIN, EOF or an error). EOF in the middle of a frame is
+    // an Error; between frames, Eof.
+    IoStatus fill(int fd) {
+        for (;;) {
+            if (failed_) return IoStatus::Error;
+            std::size_t want = 0;
+            char* dst = nullptr;
+            if (!prepare_read(dst, want)) return IoStatus::Error;
+            ssize_t n = ::read(fd, dst, want);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return IoStatus::WouldBlock;
+                return fail(std::string("read failed: ") + std::strerror(errno));
+            }
+            if (n == 0) {
+                if (mid_frame()) return fail("the peer closed the channel in the middle of a frame");
+                return IoStatus::Eof;
+            }
+            if (!consume(static_cast<std::size_t>(n))) return IoStatus::Error;
+        }
+    }
+
+    // Feeds bytes (and descriptors, which become the reader's) that were read elsewhere: tests
+    // and the fuzz target.
+    bool feed(const char* data, std::size_t n, const std::vector<int>& fds = {}) {
+        for (int fd : fds) {
+            if (failed_ || pending_fds_.size() >= kMaxAttachments) {
+                ::close(fd);
+                if (!failed_) fail("too many descriptors waiting for a frame");
+                continue;
+            }
+            pending_fds_.push_back(fd);
+        }
+        while (n > 0 && !failed_) {
+            char* dst;
+            std::size_t want;
+            if (!prepare_read(dst, want)) return false;
+            std::size_t take = std::min(n, want);
+            std::memcpy(dst, data, take);
+            data += take;
+            n -= take;
+            if (!consume(take)) return false;
+        }
+        return !failed_;
+    }
+
+    std::optional<IncomingFrame> pop() {
+        if (ready_.empty()) return std::nullopt;
+        IncomingFrame f = std::move(ready_.front());
+        ready_.pop_front();
+        return f;
+    }
+
+    bool has_ready() const { return !ready_.empty(); }
+    bool failed() const { return failed_; }
+    const std::string& error() const { return error_; }
+    bool mid_frame() const { return in_payload_ || staged_end_ > staged_begin_; }
+    // The frame whose header has arrived but not its whole payload, if any: its receiver may
+    // judge it by its header (a tag it does not expect) before the payload comes, if ever.
+    const IncomingFrame* frame_in_progress() const { return in_payload_ ? &current_ : nullptr; }
+    // Memory held for frames not yet complete (the fuzz target checks it against what was fed).
+    std::size_t held_bytes() const { return staged_.capacity() + current_.payload.capacity(); }
+
+private:
+    static constexpr std::size_t kChunk = 64 * 1024;
+
+    IoStatus fail(std::string why) {
+        if (!failed_) {
+            failed_ = true;
+            error_ = std::move(why);
+        }
+        return IoStatus::Error;
+    }
+
+    bool reject(std::string why) {
+        fail(std::move(why));
+        return false;
+    }
+
+    // Where the next bytes go: straight into a large payload's buffer, or the staging buffer
+    // (headers and small payloads). Grows buffers only as far as bytes have arrived.
+    bool prepare_read(char*& dst, std::size_t& want) {
+        try {
+            if (in_payload_ && payload_direct_) {
+                Payload& p = current_.payload;
+                if (p.size() == p.capacity()) {
+                    std::size_t grown = std::max<std::size_t>(kChunk, 2 * p.size());
+                    if (!p.reserve_large(static_cast<std::size_t>(
+                            std::min<std::uint64_t>(payload_length_, grown))))
+                        return reject("out of memory while reading a frame");
+                }
+                dst = p.end();
+                want = static_cast<std::size_t>(
+                    std::min<std::uint64_t>(p.capacity(), payload_length_) - p.size());
+                return true;
+            }
+            if (staged_.size() - staged_end_ < kChunk) staged_.resize(staged_end_ + kChunk);
+            dst = staged_.data() + staged_end_;
+            want = staged_.size() - staged_end_;
+            return true;
+        } catch (const std::bad_alloc&) {
+            fail("out of memory while reading a frame");
+            return false;
+        }
+    }
+
+    // Takes the one message of descriptors sent for a frame with `count` attachments.
+    bool receive_attachments(std::size_t count) {
+        if (attachment_socket_ < 0) return reject("a frame with attachments where none may come");
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxAttachments)];
+        char byte;
+        iovec iov{&byte, 1};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n;
+        do {
+            n = ::recvmsg(attachment_socket_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) return reject("a frame whose attachments did not arrive before it");
+        bool whole = !(msg.msg_flags & MSG_CTRUNC);
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            std::size_t got = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (std::size_t i = 0; i < got; ++i) {
+                int fd;
+                std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                pending_fds_.push_back(fd);
+            }
+        }
+        if (!whole || pending_fds_.size() != count) {
+            close_pending_fds();
+            return reject("a frame whose attachments did not arrive before it (" +
+                          std::to_string(count) + " announced)");
+        }
+        return true;
+    }
+
+    // Accounts for `n` bytes just written at the place prepare_read() gave, and parses.
+    bool consume(std::size_t n) {
+        if (in_payload_ && payload_direct_) current_.payload.extend(n);
+        else staged_end_ += n;
+        try {
+            parse();
+        } catch (const std::bad_alloc&) {
+            fail("out of memory while reading a frame");
+        }
+        return !failed_;
+    }
+
+    void parse() {
+        for (;;) {
+            if (in_payload_) {
+                if (payload_direct_) {
+                    if (current_.payload.size() < payload_length_) return;
+                } else {
+                    std::size_t avail = staged_end_ - staged_begin_;
+                    if (avail < payload_length_) break;
+                    current_.payload.assign(staged_.data() + staged_begin_, payload_length_);
+                    staged_begin_ += payload_length_;
+                }
+                ready_.push_back(std::move(current_));
+                current_ = IncomingFrame();
+                in_payload_ = payload_direct_ = false;
+                continue;
+            }
+            if (staged_end_ - staged_begin_ < sizeof(FrameHeader)) break;
+            FrameHeader h;
+            std::memcpy(&h, staged_.data() + staged_begin_, sizeof h);
+            if (!start_frame(h)) return;
+            staged_begin_ += sizeof h;
+            std::size_t avail = staged_end_ - staged_begin_;
+            if (h.length > kChunk && h.length > avail) {
+                // A large payload: move what is staged, then read straight into the frame.
+                payload_direct_ = true;
+                current_.payload.assign(staged_.data() + staged_begin_, avail);
+                staged_begin_ = staged_end_;
+            }
+        }
+        // Compact the staging buffer once it is consumed (or mostly).
+        if (staged_begin_ == staged_end_) {
+            staged_begin_ = staged_end_ = 0;
+        } else if (staged_begin_ > kChunk) {
+            std::memmove(staged_.data(), staged_.data() + staged_begin_, staged_end_ - staged_begin_);
+            staged_end_ -= staged_begin_;
+            staged_begin_ = 0;
+        }
+    }
+
+    // Checks a header and claims its attachments; false (failed) if either is wrong.
+    bool start_frame(const FrameHeader& h) {
+        if (h.magic != kFrameMagic) return reject("a frame header with a wrong magic number");
+        if (!accepts(direction_, h.kind))
+            return reject("a frame of kind " + std::to_string(h.kind) + " from the wrong end");
+        if (h.length > kMaxPayload)
+            return reject("a frame announcing " + std::to_string(h.length) + " bytes");
+        if (h.attachments > kMaxAttachments)
+            return reject("a frame announcing " + std::to_string(h.attachments) + " attachments");
+        if (h.attachments > 0 && pending_fds_.empty() && !receive_attachments(h.attachments)) return false;
+        if (pending_fds_.size() < h.attachments)
+            return reject("a frame whose attachments did not arrive before it");
+        current_ = IncomingFrame();
+        current_.kind = static_cast<FrameKind>(h.kind);
+        current_.tag = h.tag;
+        current_.attachments.reserve(h.attachments);
+        for (std::uint16_t i = 0; i < h.attachments; ++i) {
+            int fd = pending_fds_.front();
+            pending_fds_.pop_front();
+            MappedRegion region;
+            std::string why;
+            bool mapped = map_attachment(fd, region, why);
+            ::close(fd);
+            if (!mapped) return reject(why);
+            current_.attachments.push_back(std::move(region));
+        }
+        payload_length_ = h.length;
+        in_payload_ = true;
+        return true;
+    }
+
+    void close_pending_fds() {
+        for (int fd : pending_fds_) ::close(fd);
+        pending_fds_.clear();
+    }
+
+    const Direction direction_;
+    const int attachment_socket_;
+    std::vector<char> staged_;
+    std::size_t staged_begin_ = 0, staged_end_ = 0;
+    IncomingFrame current_;
+    bool in_payload_ = false, payload_direct_ = false;
+    std::uint64_t payload_length_ = 0;
+    std::deque<int> pending_fds_;  // received (or fed), not yet claimed by a header
+    std::deque<IncomingFrame> ready_;
+    bool failed_ = false;
+    std::string error_;
+};
+
+class FrameWriter {
+public:
+    // `attachment_socket` (or -1: frames with attachments are unsendable) carries the
+    // descriptors; it stays the caller's.
+    explicit FrameWriter(int attachment_socket = -1) : attachment_socket_(attachment_socket) {}
+
+    void push(OutgoingFrame f) { queue_.push_back(Pending{std::move(f), 0, false}); }
+    bool empty() const { return queue_.empty(); }
+
+    // A frame that could not be sent (its attachments could not be made or sent), and why.
+    struct Unsendable {
+        OutgoingFrame frame;
+        std::string error;
+    };
+
+    // Writes as much as the pipe takes. Frames fully written are moved to `done`, so that the
+    // owner releases their payloads where it may; frames whose attachments cannot be made or
+    // sent are moved to `unsendable` (and the next frame goes on).
+    IoStatus flush(int fd, std::vector<OutgoingFrame>* done = nullptr,
+                   std::vector<Unsendable>* unsendable = nullptr) {
+        while (!queue_.empty()) {
+            Pending& p = queue_.front();
+            if (!p.attachments_sent && !p.frame.attachments.empty()) {
+                std::string error;
+                if (!send_attachments(p.frame, error)) {
+                    if (unsendable) unsendable->push_back({std::move(p.frame), std::move(error)});
+                    queue_.pop_front();
+                    continue;
+                }
+                p.attachments_sent = true;
+            }
+            FrameHeader h{kFrameMagic, static_cast<std::uint16_t>(p.frame.kind),
+                          static_cast<std::uint16_t>(p.frame.attachments.size()), p.frame.tag,
+                          p.frame.size};
+            const std::size_t total = sizeof h + p.frame.size;
+            iovec iov[2];
+            int n_iov = 0;
+            if (p.sent < sizeof h) {
+                iov[n_iov++] = {reinterpret_cast<char*>(&h) + p.sent, sizeof h - p.sent};
+                iov[n_iov++] = {const_cast<char*>(p.frame.data), p.frame.size};
+            } else {
+                std::size_t off = p.sent - sizeof h;
+                iov[n_iov++] = {const_cast<char*>(p.frame.data) + off, p.frame.size - off};
+            }
+            ssize_t n = ::writev(fd, iov, n_iov);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) return IoStatus::WouldBlock;
+                return errno == EPIPE ? IoStatus::Eof : IoStatus::Error;
+            }
+            p.sent += static_cast<std::size_t>(n);
+            if (p.sent == total) {
+                if (done) done->push_back(std::move(p.frame));
+                queue_.pop_front();
+            }
+        }
+        return IoStatus::Ok;
+    }
+
+    // Frames not (fully) written, for the caller to release.
+    std::vector<OutgoingFrame> take_all() {
+        std::vector<OutgoingFrame> out;
+        for (auto& p : queue_) out.push_back(std::move(p.frame));
+        queue_.clear();
+        return out;
+    }
+
+private:
+    struct Pending {
+        OutgoingFrame frame;
+        std::size_t sent;
+        bool attachments_sent;
+    };
+
+    // Sends the frame's attachment descriptors (made now if need be) in one message, before the
+    // frame. The socket never fills in practice (one small message per frame in flight); if it
+    // does, the frame is not sent rather than waited for.
+    bool send_attachments(OutgoingFrame& f, std::string& error) {
+        if (attachment_socket_ < 0) {
+            error = "no channel for attachments";
+            return false;
+        }
+        if (f.attachments.size() > kMaxAttachments) {
+            error = "too many attachments";
+            return false;
+        }
+        std::size_t n = f.attachments.size();
+        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxAttachments)];
+        char byte = 0;
+        iovec iov{&byte, 1};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+        cmsghdr* c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+        for (std::size_t i = 0; i < n; ++i) {
+            int fd = f.attachments[i]->fd(error);
+            if (fd < 0) return false;
+            std::memcpy(CMSG_DATA(c) + i * sizeof(int), &fd, sizeof fd);
+        }
+        ssize_t sent;
+        do {
+            sent = ::sendmsg(attachment_socket_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (sent < 0 && errno == EINTR);
+        if (sent == 1) return true;
+        error = std::string("cannot send attachments: ") + std::strerror(sent < 0 ? errno : EIO);
+        return false;
+    }
+
+    const int attachment_socket_;
+    std::deque<Pending> queue_;
+};
+
+}  // namespace cfutures::core
