@@ -88,7 +88,7 @@ struct ProcessHost {
     static ProcessHost of(py::handle host) {
         std::vector<PyTypeObject*> plain;
         for (py::handle t : py::tuple(host.attr("plain_types")))  // classes: kept for good
-            plain.push_back(reinterpret_cast<PyTypeObject*>(t.inc_ref().ptr()));
+            plain.push_back(reinterpret_cast<PyTypeObject*>(py::object(py::reinterpret_borrow<py::object>(t)).release().ptr()));
         return ProcessHost{host.attr("start"),
                     host.attr("reap"),
                     host.attr("dumps"),

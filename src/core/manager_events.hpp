@@ -52,18 +52,17 @@ public:
     void change(int fd, std::uint32_t events, std::uint32_t id, Kind kind) { control(EPOLL_CTL_MOD, fd, events, id, kind); }
     void forget(int fd) { ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); }
 
-    // Sleeps up to timeout_ms (-1: until an event) and returns what happened, valid until the
-    // next call (one buffer, reused: this is every round of the manager); an interrupted wait
-    // returns nothing.
-    const std::vector<Event>& wait(int timeout_ms) {
-        epoll_event raw[kMaxEvents];
-        int n = ::epoll_wait(epoll_fd_, raw, kMaxEvents, timeout_ms);
+    // Sleeps up to timeout_ms (-1: until an event) and returns what happened; an interrupted
+    // wait returns nothing.
+    std::vector<Event> wait(int timeout_ms) {
+        epoll_event raw[64];
+        int n = ::epoll_wait(epoll_fd_, raw, 64, timeout_ms);
         if (n < 0) {
             if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "epoll_wait");
             n = 0;
         }
-        std::vector<Event>& out = happened_;
-        out.clear();
+        std::vector<Event> out;
+        out.reserve(static_cast<std::size_t>(n));
         for (int i = 0; i < n; ++i) {
             if (raw[i].data.u64 == kWakeTag) {
                 std::uint64_t v;
@@ -80,7 +79,6 @@ public:
 
 private:
     static constexpr std::uint64_t kWakeTag = ~std::uint64_t{0};
-    static constexpr int kMaxEvents = 64;
 
     void control(int op, int fd, std::uint32_t events, std::uint32_t id, Kind kind) {
         epoll_event ev{};
@@ -95,7 +93,6 @@ private:
 
     int wake_fd_ = -1;
     int epoll_fd_ = -1;
-    std::vector<Event> happened_;  // what wait() returns (the manager thread's)
 };
 
 }  // namespace cfutures::core
