@@ -11,7 +11,7 @@
     run -m module [args...]      concurrent.futures (child Python processes included)
     run --dask ADDRESS ...       the same, its process pools running on the Dask cluster at
                                  ADDRESS ("local": a LocalCluster started for the run)
-    info                         version, Python, build, start methods
+    info                         version, native or portable, wheel tag, Python, build
 """
 
 import os
@@ -54,21 +54,49 @@ def run(argv):
 
 
 def info():
-    import multiprocessing
     import platform
     import sysconfig
 
     import cfutures
-    from cfutures import _cfutures
-    build = _cfutures._build_info()
-    limits = _cfutures._cpu_limits()
     gil = getattr(sys, "_is_gil_enabled", None)
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     rows = [
         ("cfutures", f"{cfutures.__version__} ({os.path.dirname(cfutures.__file__)})"),
+        ("native", "yes: the C++ core" if cfutures.NATIVE else
+                   "no: a portable build, whose executors are concurrent.futures' own "
+                   "(cfutures' opt-in features raise NotImplementedError)"),
+        ("wheel", _wheel_tags()),
         ("python", f"{platform.python_implementation()} {platform.python_version()} "
                    f"({sys.executable})"),
         ("platform", platform.platform()),
+    ]
+    if cfutures.NATIVE:
+        rows += _native_rows(cfutures, free_threaded, gil)
+    rows.append(("installed", "yes" if cfutures.installed() else "no"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _wheel_tags():
+    """The tags of the wheel this cfutures was installed from (its dist-info's WHEEL file)."""
+    from importlib import metadata
+    try:
+        wheel = metadata.distribution("cfutures").read_text("WHEEL") or ""
+    except metadata.PackageNotFoundError:
+        return "none: not installed from a wheel"
+    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+    return ", ".join(tags) or "unknown"
+
+
+def _native_rows(cfutures, free_threaded, gil):
+    import multiprocessing
+
+    from cfutures import _cfutures
+    build = _cfutures._build_info()
+    limits = _cfutures._cpu_limits()
+    return [
         ("compiler", build["compiler"]),
         ("flags", build["flags"]),
         ("build type", build["build_type"]),
@@ -86,12 +114,7 @@ def info():
                  + f"; {limits['usable_cpus']} usable by the waiting policy"),
         ("GIL hand-off", "spins until the GIL is free (probe on)" if build["gil_probe"] else
                          "CPython's own (probe off: a GIL layout it does not know)"),
-        ("installed", "yes" if cfutures.installed() else "no"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    return 0
 
 
 def main(argv=None):
