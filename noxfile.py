@@ -15,6 +15,10 @@ ones out of a plain `pytest`; `-m ...` here selects them):
     upstream    CPython's test_concurrent_futures on cfutures: pytest -m upstream
     external    other projects' suites (tests/test_external_suites.py; CFUTURES_EXTERNAL picks
                 which, see tests/external/suites.py): pytest -m external
+    wheel       the parity tests against the wheel of tools/build-wheels.sh, installed with
+                `pip install --no-index --only-binary :all:` and no compiler on PATH
+    portable    the parity tests and the README's examples against the portable build
+                (CFUTURES_NATIVE=0: no native core, the stdlib's pools, as off Linux)
     bench       python -m cfutures bench (CI passes `-- --quick --repeat 1`)
     apps        python -m cfutures bench --apps, the real programs, with the apps extra
                 (CI passes `-- --quick --repeat 1`)
@@ -53,14 +57,17 @@ DEFAULT = "3.11"  # Debian bookworm's python3 (its testsuite package serves pyen
 #     in the full sessions, 3.9's, 3.13's and 3.15's; `nox -s upstream-3.11` runs 3.11's);
 #   * the whole suite, CPython's own included, on the oldest (3.9), the newest (3.15) and the
 #     free-threaded (3.13t) Pythons;
-#   * the parity tests on 3.12 and 3.14, cfutures' side (3.13's semantics are 3.13t's; 3.10 sits
-#     between 3.9 and 3.11, and `nox -s parity-3.10` runs it). The CI on record ran past its
-#     90 minutes with full-3.14 and parity-3.10 in the list.
+#   * the parity tests on 3.14, cfutures' side (3.13's semantics are 3.13t's; 3.10 sits between
+#     3.9 and 3.11, and `nox -s parity-3.10` runs it). The CI on record ran past its 90 minutes
+#     with full-3.14 and parity-3.10 in the list;
+#   * the parity tests on 3.12 against the released wheel (`wheel`: built from the sdist by
+#     tools/build-wheels.sh, repaired by auditwheel, installed with no compiler on PATH), and on
+#     3.11 against the portable build (`portable`: no native core, as off Linux).
 # .ci/run prints each step's time. Measured on a fresh clone on 2026-12-06 (AMD EPYC, 2 vCPUs,
 # interpreters cached): the fast command 8.5 minutes with its install, sanitizers 7, full-3.9 9,
 # parity-3.14 5, upstream-3.11 4; full-3.13t and full-3.15 about 11 each (the CI on record).
-DEFAULT_SESSIONS = ["sanitizers-3.11", "full-3.9", "parity-3.12", "full-3.13t", "parity-3.14",
-                    "full-3.15", "external-3.11"]
+DEFAULT_SESSIONS = ["sanitizers-3.11", "full-3.9", "wheel-3.12", "full-3.13t", "parity-3.14",
+                    "full-3.15", "external-3.11", "portable-3.11"]
 
 nox.needs_version = ">=2025.5.1"
 nox.options.sessions = DEFAULT_SESSIONS
@@ -112,16 +119,11 @@ def _core_env(session):
 
 
 def _install_with_test_deps(session):
-    """`pip install '.[test]'`; on a free-threaded Python without mypy, whose compiled
-    dependencies (ast-serialize, librt) have no free-threaded wheels and build only with Rust
-    (tests/test_typing.py then skips)."""
+    """`pip install '.[test]'` (on a free-threaded Python without mypy: _test_deps)."""
     if not session.python.endswith("t"):
         session.install(".[test]")
         return
-    import tomllib
-    with open("pyproject.toml", "rb") as f:
-        deps = tomllib.load(f)["project"]["optional-dependencies"]["test"]
-    session.install(".", *[d for d in deps if not re.match(r"mypy\b", d)])
+    session.install(".", *_test_deps(session))
 
 
 def _free_threaded_env(session):
@@ -151,6 +153,76 @@ def parity(session):
     session.run("pytest", *session.posargs,
                 env={"CFUTURES_CORE_TESTS": "0", "CFUTURES_STDLIB_SIDE": side,
                      **_free_threaded_env(session)})
+
+
+def _test_deps(session, leave_out=()):
+    """The test extra's requirements, without those named in leave_out (and without mypy on a
+    free-threaded Python: its compiled dependencies have no free-threaded wheels and build only
+    with Rust; tests/test_typing.py then skips)."""
+    import tomllib
+    with open("pyproject.toml", "rb") as f:
+        deps = tomllib.load(f)["project"]["optional-dependencies"]["test"]
+    leave_out = set(leave_out) | ({"mypy"} if session.python.endswith("t") else set())
+    return [d for d in deps if re.match(r"[\w-]+", d).group(0) not in leave_out]
+
+
+def _path_without_compilers(session):
+    """A PATH on which no C or C++ compiler and no CMake can be found: the session's venv, then a
+    directory of links to every other program of the current PATH."""
+    links = os.path.join(session.create_tmp(), "no-compiler-bin")
+    shutil.rmtree(links, ignore_errors=True)
+    os.makedirs(links)
+    compiler = re.compile(r"(.*-)?(gcc|g\+\+|cc|c\+\+|clang|clang\+\+|cpp|cmake)(-[\d.]+)?")
+    venv_bin = session.bin
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory) or os.path.samefile(directory, venv_bin):
+            continue
+        for name in os.listdir(directory):
+            target = os.path.join(directory, name)
+            if (compiler.fullmatch(name) or not os.access(target, os.X_OK)
+                    or os.path.lexists(os.path.join(links, name))):
+                continue
+            os.symlink(target, os.path.join(links, name))
+    return venv_bin + os.pathsep + links
+
+
+@nox.session(python=PYTHONS + FETCHED_PYTHONS)
+def wheel(session):
+    """The parity tests against the wheel a user installs: tools/build-wheels.sh makes it (from
+    the sdist, repaired by auditwheel), and it is installed into the session's fresh venv with
+    `pip install --no-index --only-binary :all:`, no compiler and no CMake on PATH."""
+    session.run("bash", "tools/build-wheels.sh", session.python, external=True)
+    major, minor = session.python.rstrip("t").split(".")
+    abi = f"cp{major}{minor}" + ("t" if session.python.endswith("t") else "")
+    import glob
+    wheels = glob.glob(f"dist/cfutures-*-cp{major}{minor}-{abi}-manylinux_*.whl")
+    if len(wheels) != 1:
+        session.error(f"expected one {abi} wheel in dist/, found {wheels}")
+    session.install(*_test_deps(session, leave_out={"cmake", "ninja"}))
+    env = {"PATH": _path_without_compilers(session), "CC": "false", "CXX": "false"}
+    session.run("python", "-c", "import shutil, sys; found = [c for c in ('gcc', 'g++', 'cc', "
+                "'c++', 'clang', 'cmake') if shutil.which(c)]; sys.exit(found and "
+                "f'compilers still on PATH: {found}')", env=env)
+    session.run("python", "-m", "pip", "install", "--no-index", "--only-binary", ":all:",
+                wheels[0], env=env)
+    session.run("python", "-m", "cfutures", "info", env=env)
+    session.run("pytest", *session.posargs,
+                env={**env, "CFUTURES_CORE_TESTS": "0", "CFUTURES_STDLIB_SIDE": "0",
+                     **_free_threaded_env(session)})
+
+
+@nox.session(python=[DEFAULT])
+def portable(session):
+    """The portable build (cfutures/_portable.py), what an sdist installs off Linux: built here
+    with CFUTURES_NATIVE=0 (no CMake, no compiler), then the parity tests (cfutures'
+    side only: it is the stdlib there) and the README's examples against it."""
+    session.install(*_test_deps(session, leave_out={"cmake", "ninja"}))
+    session.run("python", "-m", "pip", "install", ".", env={"CFUTURES_NATIVE": "0"})
+    session.run("python", "-c", "import cfutures, sys; sys.exit(cfutures.NATIVE and "
+                "'a native build: CFUTURES_NATIVE=0 was not honoured')")
+    session.run("python", "-m", "cfutures", "info")
+    session.run("pytest", *session.posargs,
+                env={"CFUTURES_CORE_TESTS": "0", "CFUTURES_STDLIB_SIDE": "0"})
 
 
 @nox.session(python=[DEFAULT])

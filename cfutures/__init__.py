@@ -25,14 +25,18 @@ def _installed_copy():
     module: ``python -m cfutures`` (or ``python -m pytest``) run in the repository's root puts the
     checkout first on sys.path. Returns its directory, or None when this copy is the real one."""
     here = _os.path.dirname(_os.path.abspath(__file__))
-    if _has_compiled_module(here):
+    if _has_compiled_module(here) or not _is_source_checkout(here):
         return None
     for entry in _sys.path:
         candidate = _os.path.join(_os.path.abspath(entry or _os.curdir), "cfutures")
         if (_os.path.isdir(candidate) and not _os.path.samefile(candidate, here)
-                and _has_compiled_module(candidate)):
+                and (_has_compiled_module(candidate) or not _is_source_checkout(candidate))):
             return candidate
     return None
+
+
+def _is_source_checkout(directory):
+    return _os.path.exists(_os.path.join(directory, _os.pardir, "src", "bindings", "module.cpp"))
 
 
 def _has_compiled_module(directory):
@@ -83,6 +87,15 @@ if _installed is not None:
     # Every submodule (and the compiled core) then comes from the installed copy.
     __path__[:] = [_installed]
 
+# Whether the native core was built: True on Linux. False for a portable build (an sdist built
+# off Linux, or with CFUTURES_NATIVE=0), whose public names are the stdlib's own
+# (cfutures/_portable.py). A source checkout without its compiled module counts as native:
+# using it then fails on the missing module and says so.
+NATIVE = _has_compiled_module(__path__[0]) or _is_source_checkout(__path__[0])
+if not NATIVE:
+    from ._portable import SubmoduleFinder as _SubmoduleFinder
+    _sys.meta_path.insert(0, _SubmoduleFinder)
+
 __version__ = "0.1.0"
 
 
@@ -110,8 +123,8 @@ _LAZY = {
     "uninstall": "._install",
     "installed": "._install",
     # Beyond the stdlib (opt-in): _EXTENSIONS below.
-    "TaskTimeout": ".process",
-    "WorkerDied": ".process",
+    "TaskTimeout": "._errors",
+    "WorkerDied": "._errors",
     "ExecutorStats": "._base",
     "progress": "._progress",
 }
@@ -145,6 +158,10 @@ def __getattr__(name):
         value = importlib.import_module(".dask", __name__).ProcessPoolExecutor
     elif name == "dask":  # the submodule (it imports distributed only when an executor is made)
         value = importlib.import_module(".dask", __name__)
+    elif not NATIVE and name in _public_names():
+        from . import _portable
+        value = getattr(_portable if name in _portable.POOLS
+                        else importlib.import_module("concurrent.futures"), name)
     elif name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
     elif name in _BASE_NAMES:

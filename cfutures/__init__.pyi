@@ -25,6 +25,8 @@ if sys.version_info >= (3, 12):
     from .interpreter import InterpreterPoolExecutor as InterpreterPoolExecutor
 
 __version__: str
+# Whether the native core was built (False: a portable build, whose executors are the stdlib's).
+NATIVE: bool
 __all__: tuple[str, ...]
 
 def install() -> None: ...

@@ -15,7 +15,10 @@ import time
 import weakref
 from concurrent.futures import _base as _std
 
-from . import _cfutures
+from . import NATIVE
+
+if NATIVE:
+    from . import _cfutures
 
 FIRST_COMPLETED = _std.FIRST_COMPLETED
 FIRST_EXCEPTION = _std.FIRST_EXCEPTION
@@ -62,18 +65,21 @@ def _run_callback(fn, future):
         LOGGER.exception('exception calling callback for %r', future)
 
 
-class Future(_cfutures.FutureBase, _std.Future):
-    """Represents the result of an asynchronous computation.
+if NATIVE:
+    class Future(_cfutures.FutureBase, _std.Future):
+        """Represents the result of an asynchronous computation.
 
-    A drop-in for concurrent.futures.Future (and an instance of it): same methods, same states,
-    same exceptions, with the state machine and the waiting done natively.
-    """
+        A drop-in for concurrent.futures.Future (and an instance of it): same methods, same
+        states, same exceptions, with the state machine and the waiting done natively.
+        """
 
-    # cancel(), cancelled(), running(), done(), add_done_callback(), result(), exception(),
-    # set_running_or_notify_cancel(), set_result() and set_exception() come from FutureBase.
+        # cancel(), cancelled(), running(), done(), add_done_callback(), result(),
+        # exception(), set_running_or_notify_cancel(), set_result() and set_exception() come
+        # from FutureBase.
 
-
-_cfutures._set_future_type(Future, _run_callback)
+    _cfutures._set_future_type(Future, _run_callback)
+else:
+    Future = _std.Future  # a portable build (cfutures/_portable.py): the stdlib's own
 
 
 def _result_or_cancel(fut, timeout=None):
@@ -256,3 +262,8 @@ def as_completed(fs, timeout=None):
                 yield batch.pop()
     finally:
         waiter.close()
+
+
+if not NATIVE:  # a portable build (cfutures/_portable.py): the stdlib's own
+    wait = _std.wait
+    as_completed = _std.as_completed

@@ -59,6 +59,11 @@ def install():
     global _saved
     if _saved is not None:
         return
+    import cfutures
+    if not cfutures.NATIVE:
+        # A portable build (cfutures/_portable.py): concurrent.futures is the stdlib already.
+        _saved = ({}, None, {})
+        return
     import concurrent
     import concurrent.futures.process  # noqa: F401  (load the originals before replacing them)
     import concurrent.futures.thread  # noqa: F401
@@ -83,6 +88,9 @@ def uninstall():
         return
     import concurrent
     modules, stdlib, patched = _saved
+    if stdlib is None:  # installed in a portable build: nothing was replaced
+        _saved = None
+        return
     for name, module in modules.items():
         if module is None:
             sys.modules.pop(name, None)

@@ -7,7 +7,6 @@ A call that cannot be unpickled ends the worker, as in the stdlib: the parent se
 breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
 """
 
-import itertools
 
 from . import _cfutures, _pickling
 
@@ -73,14 +72,3 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         if max_tasks and done >= max_tasks:
             channel.send(_cfutures.FRAME_EXITING, 0, b"", ())
             return
-
-
-def process_chunk(fn, chunk):
-    """One chunk of a ProcessPoolExecutor.map() over one iterable. Here, not in cfutures.process,
-    so that a worker that runs map chunks imports nothing more than its loop."""
-    return list(map(fn, chunk))
-
-
-def process_chunk_of_tuples(fn, chunk):
-    """One chunk of a map() over several iterables."""
-    return list(itertools.starmap(fn, chunk))

@@ -50,7 +50,7 @@ import weakref
 from concurrent.futures import process as _std_process
 
 from . import _base, _dask_remote
-from .process import WorkerDied
+from ._errors import WorkerDied
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 
@@ -461,8 +461,8 @@ class DaskExecutor(_base.Executor):
         """Returns an iterator equivalent to map(fn, iter), as ProcessPoolExecutor.map: each
         chunk of ``chunksize`` items is one Dask task, and with ``buffersize`` at most that many
         chunks are submitted and not yet consumed."""
-        from .process import _map
-        return _map(self, fn, iterables, timeout, chunksize, buffersize)
+        from ._map_chunks import map_in_chunks
+        return map_in_chunks(self, fn, iterables, timeout, chunksize, buffersize)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._lock:
@@ -696,7 +696,7 @@ def _settle(future, answer, error, cause):
 def _key_of(fn):
     """A Dask key of its own for each submit, named after the function (as dashboards group)."""
     inner = getattr(fn, "func", fn)  # a map chunk: functools.partial(process_chunk, fn)
-    if (getattr(inner, "__module__", "") == "cfutures._process_worker"
+    if (getattr(inner, "__module__", "") == "cfutures._map_chunks"
             and getattr(fn, "args", None)):
         inner = fn.args[0]
     name = getattr(inner, "__name__", type(inner).__name__)

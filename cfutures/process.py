@@ -34,7 +34,6 @@ Beyond the stdlib, opt-in (keyword-only arguments after the stdlib's):
   Either way the tasks sent ahead to the stopped worker are dispatched again, not failed.
 """
 
-import functools
 import itertools
 import multiprocessing as mp
 import os
@@ -44,32 +43,13 @@ import weakref
 from concurrent.futures import process as _std_process
 
 from . import _base, _cfutures, _pickling, _run_process_worker
+from ._errors import TaskTimeout, WorkerDied  # noqa: F401  (this module's names too, as ever)
+from ._map_chunks import map_in_chunks
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
 _ExceptionWithTraceback = _std_process._ExceptionWithTraceback
 _RemoteTraceback = _std_process._RemoteTraceback
-
-class TaskTimeout(Exception):
-    """The task ran longer than its task_timeout: its worker process was killed and replaced.
-
-    Deliberately not a TimeoutError: code that retries result(timeout=...) on TimeoutError must
-    not wait forever for a task that was stopped."""
-
-
-class WorkerDied(BrokenProcessPool):
-    """The worker process running the task died (a signal, os._exit, the OOM killer); with
-    on_worker_death="replace" only that task fails and the pool goes on.
-
-    exitcode follows multiprocessing's convention: the exit status, or -N for signal N."""
-
-    def __init__(self, message, exitcode=None):
-        super().__init__(message)
-        self.exitcode = exitcode
-
-    def __reduce__(self):
-        return type(self), (self.args[0] if self.args else "", self.exitcode)
-
 
 # core::StopCause, in order.
 _TIMED_OUT, _CANCELLED, _WORKER_DIED = range(3)
@@ -244,50 +224,6 @@ class _PoolHost:
         return exitcodes
 
 
-def _chunks(iterables, chunksize):
-    """Up to chunksize arguments at a time, one task each: the items themselves when there is one
-    iterable (cheaper to make and to pickle than 1-tuples), argument tuples otherwise."""
-    if len(iterables) == 1 and type(iterables[0]) in (list, tuple, range):
-        # A slice is made in C (of a range, another range: a few bytes to pickle). Indexes are
-        # read as the chunks are made, as an iterator over the sequence would read them.
-        sequence = iterables[0]
-        start = 0
-        while start < len(sequence):
-            yield sequence[start:start + chunksize]
-            start += chunksize
-        return
-    arguments = iter(iterables[0]) if len(iterables) == 1 else zip(*iterables)
-    while True:
-        chunk = tuple(itertools.islice(arguments, chunksize))
-        if not chunk:
-            return
-        yield chunk
-
-
-def _draining(items):
-    """The items of a list in order, each dropped from the list as it is yielded."""
-    items.reverse()
-    return map(items.pop, itertools.repeat(-1, len(items)))
-
-
-def _flatten(lists):
-    """Yields the items of each list in order, dropping each reference as it goes (as the
-    stdlib's _chain_from_iterable_of_lists), with no Python frame per item."""
-    yield from itertools.chain.from_iterable(map(_draining, lists))
-
-
-def _map(executor, fn, iterables, timeout, chunksize, buffersize):
-    """ProcessPoolExecutor.map through `executor` (the executor, or a view of it)."""
-    if chunksize < 1:
-        raise ValueError("chunksize must be >= 1.")
-    from ._process_worker import process_chunk, process_chunk_of_tuples
-    run_chunk = process_chunk if len(iterables) == 1 else process_chunk_of_tuples
-    results = _base.Executor.map(executor, functools.partial(run_chunk, fn),
-                                 _chunks(iterables, chunksize),
-                                 timeout=timeout, buffersize=buffersize)
-    return _flatten(results)
-
-
 class _ExecutorOptions:
     """What ProcessPoolExecutor.options() returns: the executor, with submit() and map() applying
     the given options to each task they create (each chunk, for map).
@@ -310,7 +246,7 @@ class _ExecutorOptions:
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         # The iterator refills (buffersize) through this view: it keeps the view.
-        return _keeping(_map(self, fn, iterables, timeout, chunksize, buffersize), self)
+        return _keeping(map_in_chunks(self, fn, iterables, timeout, chunksize, buffersize), self)
 
     def __getattr__(self, name):
         return getattr(self._executor, name)
@@ -484,7 +420,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 before the given timeout.
             Exception: If fn(*args) raises for any values.
         """
-        return _map(self, fn, iterables, timeout, chunksize, buffersize)
+        return map_in_chunks(self, fn, iterables, timeout, chunksize, buffersize)
 
     def options(self, *, task_timeout=None):
         """(cfutures, opt-in) A view of this executor whose submit() and map() give each task

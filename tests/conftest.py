@@ -16,6 +16,7 @@
 import concurrent.futures
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -116,13 +117,38 @@ def _stdlib_side(item):
         isinstance(v, str) and (v == "stdlib" or v.startswith("stdlib-")) for v in params.params.values())
 
 
+# Modules that import cfutures' native parts at their top cannot even be collected in a portable
+# build (see pytest_collection_modifyitems).
+collect_ignore = [] if cfutures.NATIVE else ["test_pickling.py"]
+
+
+def _cfutures_side_of_a_parity_test(item, nodeids):
+    """Whether item is cfutures' side of a test that also runs on the stdlib's side."""
+    name, bracket, params = item.nodeid.partition("[")
+    twin = re.sub(r"(?<![\w])cfutures(?![\w])", "stdlib", params)
+    return twin != params and name + bracket + twin in nodeids
+
+
 def pytest_collection_modifyitems(config, items):
+    if not cfutures.NATIVE:
+        # A portable build (cfutures/_portable.py; noxfile.py's portable session): cfutures'
+        # side is the stdlib's own pools there, so the parity tests run (their cfutures side
+        # must give the stdlib's outcomes, deviations included), and the tests of what only
+        # the native core has (its extensions, internals, start-up) are skipped.
+        nodeids = {item.nodeid for item in items}
+        native_only = pytest.mark.skip(reason="needs cfutures' native core (cfutures.NATIVE "
+                                              "is False: a portable build)")
+        for item in items:
+            if item.get_closest_marker("native") or (
+                    not _stdlib_side(item) and not item.get_closest_marker("portable")
+                    and not _cfutures_side_of_a_parity_test(item, nodeids)):
+                item.add_marker(native_only)
     if os.environ.get("CFUTURES_STDLIB_SIDE") == "0":
         deselected = [item for item in items if _stdlib_side(item)]
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = [item for item in items if not _stdlib_side(item)]
-    for item in items:
+    for item in items if cfutures.NATIVE else ():
         reason = deviations.parity_reason(item.name)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))

@@ -343,6 +343,7 @@ def test_ctrl_c_while_exit_waits_for_thread_pool(impl, work):
     assert_interrupted_at_exit(runs)
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("work", ["one_long_task", "many"])
 @pytest.mark.parametrize("impl", [
     pytest.param("stdlib", marks=pytest.mark.skip(reason=STDLIB_HANGS)), "cfutures"])
@@ -394,6 +395,7 @@ def test_ctrl_c_during_thread_pool_shutdown(impl, work):
     assert_keyboard_interrupt(runs)
 
 
+@pytest.mark.native
 @pytest.mark.parametrize("work", ["one_long_task", "many"])
 @pytest.mark.parametrize("impl", [
     pytest.param("stdlib", marks=pytest.mark.skipif(sys.version_info < (3, 13), reason=(

@@ -121,6 +121,7 @@ def test_killed_worker_breaks_pending_futures(process_executor):
     assert time.monotonic() - t0 < 4
 
 
+@pytest.mark.native
 def test_a_worker_exit_names_the_process_and_its_exit_code_as_the_cause(process_executor):
     # gh-139462: the stdlib from 3.15, cfutures on every Python.
     if process_executor.module is concurrent.futures and sys.version_info < (3, 15):
@@ -162,6 +163,7 @@ def test_max_tasks_per_child(process_executor):
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]
 
 
+@pytest.mark.native
 def test_concurrent_first_submits_start_one_manager(process_executor):
     # Several threads submitting to a fresh pool at once once started a manager thread each
     # (two managers drove one pool and corrupted the heap).

@@ -15,6 +15,8 @@ import cfutures
 from conftest import ProcessExecutorFactory
 from process_helpers import sleep_and_return
 
+pytestmark = pytest.mark.portable  # progress() is Python over the public API: a portable build has it too
+
 
 class TerminalStream(io.TextIOWrapper):
     """A text stream on a pseudo-terminal: isatty() is true, what is written can be read back."""
