@@ -17,8 +17,9 @@ ones out of a plain `pytest`; `-m ...` here selects them):
                 which, see tests/external/suites.py): pytest -m external
     wheel       the parity tests against the wheel of tools/build-wheels.sh, installed with
                 `pip install --no-index --only-binary :all:` and no compiler on PATH
-    portable    the parity tests and the README's examples against the portable build
+    portable    the parity tests and the documentation's examples against the portable build
                 (CFUTURES_NATIVE=0: no native core, the stdlib's pools, as off Linux)
+    docs        the documentation site (mkdocs build --strict)
     bench       python -m cfutures bench (CI passes `-- --quick --repeat 1`)
     apps        python -m cfutures bench --apps, the real programs, with the apps extra
                 (CI passes `-- --quick --repeat 1`)
@@ -62,12 +63,13 @@ DEFAULT = "3.11"  # Debian bookworm's python3 (its testsuite package serves pyen
 #     with full-3.14 and parity-3.10 in the list;
 #   * the parity tests on 3.12 against the released wheel (`wheel`: built from the sdist by
 #     tools/build-wheels.sh, repaired by auditwheel, installed with no compiler on PATH), and on
-#     3.11 against the portable build (`portable`: no native core, as off Linux).
+#     3.11 against the portable build (`portable`: no native core, as off Linux);
+#   * the documentation site, built with warnings as errors (`docs`).
 # .ci/run prints each step's time. Measured on a fresh clone on 2026-12-06 (AMD EPYC, 2 vCPUs,
 # interpreters cached): the fast command 8.5 minutes with its install, sanitizers 7, full-3.9 9,
 # parity-3.14 5, upstream-3.11 4; full-3.13t and full-3.15 about 11 each (the CI on record).
 DEFAULT_SESSIONS = ["sanitizers-3.11", "full-3.9", "wheel-3.12", "full-3.13t", "parity-3.14",
-                    "full-3.15", "external-3.11", "portable-3.11"]
+                    "full-3.15", "external-3.11", "portable-3.11", "docs-3.11"]
 
 nox.needs_version = ">=2025.5.1"
 nox.options.sessions = DEFAULT_SESSIONS
@@ -155,15 +157,19 @@ def parity(session):
                      **_free_threaded_env(session)})
 
 
+def _extra(name):
+    """The requirements of one of pyproject.toml's extras, without installing cfutures."""
+    import tomllib
+    with open("pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["optional-dependencies"][name]
+
+
 def _test_deps(session, leave_out=()):
     """The test extra's requirements, without those named in leave_out (and without mypy on a
     free-threaded Python: its compiled dependencies have no free-threaded wheels and build only
     with Rust; tests/test_typing.py then skips)."""
-    import tomllib
-    with open("pyproject.toml", "rb") as f:
-        deps = tomllib.load(f)["project"]["optional-dependencies"]["test"]
     leave_out = set(leave_out) | ({"mypy"} if session.python.endswith("t") else set())
-    return [d for d in deps if re.match(r"[\w-]+", d).group(0) not in leave_out]
+    return [d for d in _extra("test") if re.match(r"[\w-]+", d).group(0) not in leave_out]
 
 
 def _path_without_compilers(session):
@@ -215,7 +221,7 @@ def wheel(session):
 def portable(session):
     """The portable build (cfutures/_portable.py), what an sdist installs off Linux: built here
     with CFUTURES_NATIVE=0 (no CMake, no compiler), then the parity tests (cfutures'
-    side only: it is the stdlib there) and the README's examples against it."""
+    side only: it is the stdlib there) and the documentation's examples against it."""
     session.install(*_test_deps(session, leave_out={"cmake", "ninja"}))
     session.run("python", "-m", "pip", "install", ".", env={"CFUTURES_NATIVE": "0"})
     session.run("python", "-c", "import cfutures, sys; sys.exit(cfutures.NATIVE and "
@@ -223,6 +229,15 @@ def portable(session):
     session.run("python", "-m", "cfutures", "info")
     session.run("pytest", *session.posargs,
                 env={"CFUTURES_CORE_TESTS": "0", "CFUTURES_STDLIB_SIDE": "0"})
+
+
+@nox.session(python=[DEFAULT])
+def docs(session):
+    """The documentation site (mkdocs.yml, docs/), built with warnings as errors. The API
+    reference is read from the sources and stubs, so cfutures itself is not installed."""
+    session.install(*_extra("docs"))
+    session.run("mkdocs", "build", "--strict",
+                "--site-dir", os.path.join(session.create_tmp(), "site"))
 
 
 @nox.session(python=[DEFAULT])

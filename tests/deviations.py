@@ -6,13 +6,14 @@
 * ``PARITY_SKIPS``: parity tests that cannot run yet, with the reason (same patterns).
 * ``UPSTREAM_SKIPS``: tests of CPython's test_concurrent_futures that the harness does not run
   against cfutures, each with the reason.
-* ``NOTES``: documented differences that no test selects (for the README).
+* ``NOTES``: documented differences that no test selects (for the documentation).
 
 Keys of PARITY and UPSTREAM_SKIPS are fnmatch patterns: on pytest node names (PARITY, e.g.
 ``test_something[cfutures-*]``) and on upstream ``module::Class::test`` ids (UPSTREAM_SKIPS).
 """
 
 import fnmatch
+import os
 
 PARITY = {
 }
@@ -153,7 +154,7 @@ def upstream_skip_reason(test_id):
 
 
 def markdown():
-    """The README's deviations section (tests/test_readme.py keeps the README equal to it)."""
+    """The table of docs/deviations.md (tests/test_docs.py keeps the page equal to it)."""
     lines = ["| where | what differs, and why |", "|---|---|"]
     for name, text in NOTES.items():
         lines.append(f"| {name} | {text} |")
@@ -164,24 +165,24 @@ def markdown():
     return "\n".join(lines)
 
 
-README_BEGIN = "<!-- deviations:begin (generated: python tests/deviations.py --write-readme) -->"
-README_END = "<!-- deviations:end -->"
+DOCS_PAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                         "deviations.md")
+BEGIN = "<!-- deviations:begin (generated: python tests/deviations.py --write) -->"
+END = "<!-- deviations:end -->"
 
 
-def write_readme(path):
+def write(path=DOCS_PAGE):
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
     with open(path, "w", encoding="utf-8") as f:
-        f.write(f"{head}{README_BEGIN}\n{markdown()}\n{README_END}{tail}")
+        f.write(f"{head}{BEGIN}\n{markdown()}\n{END}{tail}")
 
 
 if __name__ == "__main__":
-    import os
     import sys
-    if "--write-readme" in sys.argv:
-        write_readme(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  "README.md"))
+    if "--write" in sys.argv:
+        write()
     else:
         print(markdown())
