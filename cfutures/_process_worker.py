@@ -7,7 +7,6 @@ A call that cannot be unpickled ends the worker, as in the stdlib: the parent se
 breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
 """
 
-
 from . import _cfutures, _pickling
 
 # concurrent.futures.process (and the multiprocessing modules it pulls in) is imported only when

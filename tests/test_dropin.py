@@ -107,11 +107,23 @@ def test_info():
     proc = _python("-m", "cfutures", "info")
     assert proc.returncode == 0, proc.stderr
     keys = {line.split("  ")[0] for line in proc.stdout.splitlines()}
-    assert {"cfutures", "python", "compiler", "flags", "free-threading",
+    assert {"cfutures", "native", "wheel", "python", "compiler", "flags", "free-threading",
             "start methods", "cpus", "GIL hand-off"} <= keys
     assert "fork" in proc.stdout and "-O" in proc.stdout
     assert f"{len(os.sched_getaffinity(0))} in this process's affinity mask" in proc.stdout
     assert "probe on" in proc.stdout
+    assert "native          yes" in proc.stdout
+
+
+@pytest.mark.portable
+def test_the_version_is_the_installed_distributions():
+    # pyproject.toml reads it from cfutures/__init__.py: one place, so the two cannot differ.
+    from importlib import metadata
+    assert cfutures.__version__ == metadata.version("cfutures")
+    proc = _python("-m", "cfutures", "info")
+    rows = dict(line.split(None, 1) for line in proc.stdout.splitlines())
+    assert rows["cfutures"].startswith(f"{cfutures.__version__} ("), proc.stdout
+    assert rows["native"].startswith("yes" if cfutures.NATIVE else "no"), proc.stdout
 
 
 @pytest.mark.skipif(not sysconfig.get_config_var("Py_GIL_DISABLED"),
