@@ -43,8 +43,6 @@ import weakref
 from concurrent.futures import process as _std_process
 
 from . import _base, _cfutures, _pickling, _run_process_worker
-from ._errors import TaskTimeout, WorkerDied  # noqa: F401  (this module's names too, as ever)
-from ._map_chunks import map_in_chunks
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
@@ -56,6 +54,7 @@ _TIMED_OUT, _CANCELLED, _WORKER_DIED = range(3)
 
 
 def _stopped_error(cause, exitcode):
+    from ._errors import TaskTimeout, WorkerDied
     if cause == _TIMED_OUT:
         return TaskTimeout("the task ran longer than its task_timeout; its worker process was "
                            "stopped and replaced")
@@ -246,7 +245,7 @@ class _ExecutorOptions:
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         # The iterator refills (buffersize) through this view: it keeps the view.
-        return _keeping(map_in_chunks(self, fn, iterables, timeout, chunksize, buffersize), self)
+        return _keeping(_map(self, fn, iterables, timeout, chunksize, buffersize), self)
 
     def __getattr__(self, name):
         return getattr(self._executor, name)
@@ -420,7 +419,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 before the given timeout.
             Exception: If fn(*args) raises for any values.
         """
-        return map_in_chunks(self, fn, iterables, timeout, chunksize, buffersize)
+        return _map(self, fn, iterables, timeout, chunksize, buffersize)
 
     def options(self, *, task_timeout=None):
         """(cfutures, opt-in) A view of this executor whose submit() and map() give each task
@@ -470,7 +469,16 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         self._force_shutdown(operation="kill")
 
 
+def _map(executor, fn, iterables, timeout, chunksize, buffersize):
+    # cfutures/_map_chunks.py, imported by the first map(): not on the way to a first result.
+    from ._map_chunks import map_in_chunks
+    return map_in_chunks(executor, fn, iterables, timeout, chunksize, buffersize)
+
+
 def __getattr__(name):
+    if name in ("TaskTimeout", "WorkerDied"):  # this module's names too, loaded on first use
+        from . import _errors
+        return getattr(_errors, name)
     # Everything else is the stdlib module's (the same objects): pickles that name
     # concurrent.futures.process (_process_chunk, _rebuild_exc, ...) must resolve under
     # cfutures.install() too.
