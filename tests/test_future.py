@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -396,3 +397,21 @@ def test_asyncio_wrap_future(futures):
         return await wrapped
 
     assert asyncio.run(main()) == 7
+
+
+def test_a_collection_while_a_new_subclass_makes_its_first_instance(futures):
+    # pybind11 tracks a new instance for the collector before it allocates the instance's layout,
+    # and the first instance of a new Python subclass fills pybind11's type cache, which makes
+    # objects and can collect: the collector then read a zeroed instance (a segfault in CI, the
+    # wheel session on 3.11). With a collection at every allocation, any such gap shows.
+    code = (f"import gc, {futures.__name__} as m\n"
+            "gc.set_threshold(1)\n"
+            "for i in range(50):\n"
+            "    Sub = type(f'Sub{i}', (m.Future,), {'_invoke_callbacks': m.Future._invoke_callbacks})\n"
+            "    f = Sub()\n"
+            "    f.add_done_callback(lambda f: None)\n"
+            "    f.set_result(i)\n"
+            "gc.set_threshold(700)\n"
+            "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])

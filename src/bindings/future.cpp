@@ -414,10 +414,20 @@ namespace {
 // FutureBase's slots for the garbage collector: results and callbacks may point back at the
 // future (a callback closing over it), so the collector must see them, as it sees the stdlib's
 // attributes.
+//
+// pybind11 tracks a new instance for the collector (tp_alloc) before it allocates the instance's
+// layout, and allocating it can collect: the first instance of a new Python subclass fills
+// pybind11's type cache, which makes objects. Until then the instance is all zeros (not
+// simple_layout, no values_and_holders), and neither its value nor its holder flag can be read.
+bool layout_allocated(PyObject* self) {
+    auto* inst = reinterpret_cast<py::detail::instance*>(self);
+    return inst->simple_layout || inst->nonsimple.values_and_holders != nullptr;
+}
+
 void make_collectable(PyHeapTypeObject* heap_type) {
     auto traverse = [](PyObject* self, visitproc visit, void* arg) -> int {
         Py_VISIT(Py_TYPE(self));
-        PyFuture* f = as_future(self);
+        PyFuture* f = layout_allocated(self) ? as_future(self) : nullptr;
         if (f && py::detail::is_holder_constructed(self)) {
             Py_VISIT(f->result);
             Py_VISIT(f->exception);
@@ -427,7 +437,7 @@ void make_collectable(PyHeapTypeObject* heap_type) {
         return 0;
     };
     auto clear = [](PyObject* self) -> int {
-        PyFuture* f = as_future(self);
+        PyFuture* f = layout_allocated(self) ? as_future(self) : nullptr;
         if (f && py::detail::is_holder_constructed(self)) {
             PyObject* r = std::exchange(f->result, nullptr);
             PyObject* e = std::exchange(f->exception, nullptr);
