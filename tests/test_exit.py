@@ -355,6 +355,58 @@ def test_ctrl_c_while_exit_waits_for_process_pool(impl, work):
     assert all(run.elapsed < 15 for run in runs), runs
 
 
+# A done-callback still sleeping when the interrupted exit finalizes: CPython ends the pool's
+# thread from inside the callback when its sleep ends. The unwind must stop where cfutures
+# called the callback: on its way up, the process pool's manager used to drop the result it
+# held, detached from the interpreter ("Fatal Python error: PyThreadState_Get", 3.11 and 3.13t).
+# Finalization is kept busy meanwhile by a collected cycle whose __del__ sleeps.
+CALLBACK_IN_FINALIZATION = """
+    import gc, os, signal, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    class Linger:
+        def __del__(self, sleep=time.sleep):
+            sleep(1.5)
+
+    class Result:
+        def __del__(self):
+            pass
+
+    def result_soon():
+        time.sleep(0.2)
+        return Result()
+
+    def slow_callback(f):
+        f._result = None  # the manager's own reference is now the last one
+        say("callback")
+        time.sleep(0.5)
+
+    if __name__ == "__main__":
+        gc.disable()
+        linger = Linger()
+        linger.cycle = linger  # collected by finalization only
+        del linger
+        if variant == "process":
+            ex = futures.ProcessPoolExecutor(1)
+        else:
+            ex = futures.ThreadPoolExecutor(1)
+        ex.submit(abs, -1).result()
+        ex.submit(result_soon).add_done_callback(slow_callback)
+        threading._register_atexit(lambda: say("at exit"))
+        say("main done")
+"""
+
+
+@pytest.mark.parametrize("impl, kind", [
+    ("stdlib", "thread"), ("cfutures", "thread"),
+    pytest.param("stdlib", "process", marks=pytest.mark.skip(reason=STDLIB_HANGS)),
+    pytest.param("cfutures", "process", marks=pytest.mark.native)])
+def test_callback_running_when_finalization_ends_its_thread(impl, kind):
+    runs = run_script(CALLBACK_IN_FINALIZATION, impl, kind, sigint=True)
+    assert_no_crash(runs, 0)
+    for run in runs:
+        assert run.lines(optional=["callback"]) == ["at exit", "main done"], run
+
 # -- (d) Ctrl-C during shutdown(wait=True) -----------------------------------------------------
 
 CTRL_C_IN_SHUTDOWN = """

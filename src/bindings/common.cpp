@@ -67,6 +67,7 @@ void load_stdlib() {
     s.CancelledError = py::object(base.attr("CancelledError")).release().ptr();
     s.TimeoutError = py::object(base.attr("TimeoutError")).release().ptr();
     s.InvalidStateError = py::object(base.attr("InvalidStateError")).release().ptr();
+    s.Future = py::object(base.attr("Future")).release().ptr();
     const char* names[5] = {"PENDING", "RUNNING", "CANCELLED", "CANCELLED_AND_NOTIFIED", "FINISHED"};
     py::dict descriptions = base.attr("_STATE_TO_DESCRIPTION_MAP");
     for (int i = 0; i < 5; ++i) {

@@ -17,10 +17,15 @@
 //     our frames would call std::terminate at the first noexcept frame or destructor that re-takes
 //     the GIL, and release Python references without the GIL on the way. So the GIL is taken
 //     back only through restore_gil() (directly, or by without_gil()), which parks such a thread
-//     for good where it stands, as 3.14 does, and the process exits around it; and calls into
-//     Python on threads that can meet finalization (pool workers, the process pool's manager)
-//     go through call_python(), which does the same for an unwind that starts inside Python code.
-//     Nothing re-takes the GIL in a destructor, and no frame on such a thread is noexcept.
+//     for good where it stands, as 3.14 does, and the process exits around it. Python code
+//     itself re-takes the GIL (a sleep, a lock, a write), so an unwind can start inside any call
+//     into Python: on threads that can meet finalization (pool workers, the process pool's
+//     manager) every such call goes through call_python() or the helpers built on it, which
+//     catch the unwind in the frame of the call and park. Between the call and that catch, no
+//     frame may own a Python reference (a py::object, pybind11's own call machinery, a
+//     py::error_already_set: their destructors would run during the unwind, detached from the
+//     interpreter; 3.13t crashes on that). Nothing re-takes the GIL in a destructor, and no frame
+//     on such a thread is noexcept.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -28,6 +33,7 @@
 #include <cxxabi.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <optional>
 #include <type_traits>
 
@@ -47,6 +53,7 @@ struct Stdlib {
     PyObject* CancelledError;
     PyObject* TimeoutError;
     PyObject* InvalidStateError;
+    PyObject* Future;                 // the class whose methods a future in the stdlib's mode runs
     PyObject* state_names[5];         // PENDING ... FINISHED, in core::FutureState order
     PyObject* state_descriptions[5];  // 'pending' ... 'finished', as repr() prints them
     PyObject* run_callback;           // cfutures._base._run_callback(fn, future), set at import
@@ -134,8 +141,9 @@ auto without_gil(F&& f) -> decltype(f()) {
     }
 }
 
-// Runs `f` (which calls Python code) on a thread that finalization may end: if it does, by
-// unwinding out of the Python code, the thread parks instead of unwinding our frames.
+// Runs `f`, a call into Python, on a thread that finalization may end (rule 6): if it does, by
+// unwinding out of the Python code, the thread parks here instead of unwinding our frames. So
+// `f` must own nothing whose destructor touches Python: one C API call, on borrowed arguments.
 template <class F>
 auto call_python(F&& f) -> decltype(f()) {
     try {
@@ -143,6 +151,37 @@ auto call_python(F&& f) -> decltype(f()) {
     } catch (abi::__forced_unwind&) {
         park_forever();
     }
+}
+
+// callable(*args) through call_python(): a new reference, or nullptr with the error set.
+inline PyObject* call_parking(PyObject* callable, std::initializer_list<PyObject*> args) {
+    return call_python([&] {
+        return PyObject_Vectorcall(callable, args.begin(), args.size(), nullptr);
+    });
+}
+
+// The same, as a py::object; throws error_already_set when the call raised.
+inline py::object call_object(py::handle callable, std::initializer_list<PyObject*> args) {
+    PyObject* r = call_parking(callable.ptr(), args);
+    if (!r) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+}
+
+// PyErr_WriteUnraisable(obj) through call_python(): sys.unraisablehook may be Python code, and
+// writing to stderr re-takes the GIL.
+inline void write_unraisable(PyObject* obj) {
+    call_python([&] { PyErr_WriteUnraisable(obj); });
+}
+
+// Reports a caught error as unraisable, about `obj`. Not e.discard_as_unraisable(): an unwind
+// from inside the hook would destroy `e`, and its destructor takes the GIL.
+inline void write_unraisable(py::error_already_set& e, PyObject* obj) {
+    e.restore();
+    write_unraisable(obj);
+}
+inline void write_unraisable(py::error_already_set& e, const char* where) {
+    py::str text(where);
+    write_unraisable(e, text.ptr());
 }
 
 // Adds a raw (vectorcall) method to a pybind11 class: for the hottest calls, where pybind11's

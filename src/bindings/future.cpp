@@ -40,7 +40,7 @@ bool run_callbacks(std::vector<PyObject*>& cbs, PyObject* self) {
     bool ok = true;
     for (PyObject* cb : cbs) {
         if (ok) {
-            PyObject* r = PyObject_CallFunctionObjArgs(stdlib().run_callback, cb, self, nullptr);
+            PyObject* r = call_parking(stdlib().run_callback, {cb, self});
             if (r) Py_DECREF(r);
             else ok = false;  // a BaseException: stop, as the stdlib does
         }
@@ -74,9 +74,30 @@ bool invoke_callbacks(PyFuture& f, PyObject* self) {
     return run_callbacks(cbs, self);
 }
 
+// concurrent.futures.Future.<name>(self, *args): how a future in the stdlib's mode (future.hpp)
+// runs its methods. Through call_python: pool threads complete such futures (rule 6).
+py::object stdlib_method(const char* name, PyObject* self, std::initializer_list<PyObject*> args = {}) {
+    py::object fn = py::reinterpret_steal<py::object>(PyObject_GetAttrString(stdlib().Future, name));
+    if (!fn) throw py::error_already_set();
+    PyObject* argv[3] = {self, nullptr, nullptr};
+    std::size_t n = 1;
+    for (PyObject* a : args) argv[n++] = a;
+    PyObject* r = call_python([&] { return PyObject_Vectorcall(fn.ptr(), argv, n, nullptr); });
+    if (!r) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+}
+
+// self.<name>(*args), looked up on the object: how the pools complete a future in the stdlib's
+// mode, as the stdlib's pools do (a subclass's override included).
+py::object own_method(PyObject* self, const char* name, std::initializer_list<PyObject*> args = {}) {
+    py::object fn = py::reinterpret_steal<py::object>(PyObject_GetAttrString(self, name));
+    if (!fn) throw py::error_already_set();
+    return call_object(fn, args);
+}
+
 bool take_and_run_callbacks(PyFuture& f, PyObject* self) {
     if (overrides_invoke_callbacks(self)) {
-        PyObject* r = PyObject_CallMethodNoArgs(self, g_invoke_callbacks_name);
+        PyObject* r = call_python([&] { return PyObject_CallMethodNoArgs(self, g_invoke_callbacks_name); });
         Py_XDECREF(r);
         return r != nullptr;
     }
@@ -177,6 +198,26 @@ struct ConditionView {
     py::object future;
 };
 
+// What a subclass assigned to `_condition` or `_waiters` (a new reference), or nullptr.
+PyObject* own_slot(PyFuture& f, PyObject* PyFuture::*slot) {
+    return f.locked([&] {
+        Py_XINCREF(f.*slot);
+        return f.*slot;
+    });
+}
+
+// Assigns `_condition` or `_waiters` (a null handle: back to the native view), and with it the
+// stdlib's mode. The old object is released afterwards.
+void assign_own_slot(PyFuture& f, PyObject* PyFuture::*slot, py::handle value) {
+    PyObject* nv = value ? value.inc_ref().ptr() : nullptr;
+    PyObject* old = f.locked([&] {
+        PyObject* o = std::exchange(f.*slot, nv);
+        f.stdlib_mode.store(f.condition || f.waiters, std::memory_order_release);
+        return o;
+    });
+    Py_XDECREF(old);
+}
+
 // What `future._waiters` returns: the stdlib waiters registered on the future, as a list-like
 // view (append, remove, len, iteration: what the stdlib's wait() and as_completed() use).
 struct WaiterList {
@@ -218,6 +259,10 @@ core::Completion completion_of(const PyFuture& f) {
 }
 
 bool future_set_result(PyFuture& f, PyObject* self, PyObject* value) {
+    if (f.in_stdlib_mode()) {
+        own_method(self, "set_result", {value});
+        return true;
+    }
     Py_INCREF(value);
     PyObject* old = nullptr;
     if (!f.finish(core::Completion::Result, [&] { old = std::exchange(f.result, value); })) {
@@ -231,6 +276,16 @@ bool future_set_result(PyFuture& f, PyObject* self, PyObject* value) {
 
 namespace {
 bool set_exception(PyFuture& f, PyObject* self, PyObject* exc, bool quiet_if_done) {
+    if (f.in_stdlib_mode()) {
+        if (quiet_if_done && core::is_done(f.state())) return true;
+        try {
+            own_method(self, "set_exception", {exc});
+        } catch (py::error_already_set& e) {
+            // Finished meanwhile by another thread: as the native path, leave it.
+            if (!(quiet_if_done && e.matches(stdlib().InvalidStateError) && core::is_done(f.state()))) throw;
+        }
+        return true;
+    }
     Py_INCREF(exc);
     PyObject* old = nullptr;
     auto how = exc == Py_None ? core::Completion::Result : core::Completion::Exception;
@@ -267,6 +322,14 @@ void end_stopping(PyFuture& f) {
 }  // namespace
 
 bool future_cancel(PyFuture& f, PyObject* self, bool* cancelled) {
+    if (f.in_stdlib_mode()) {
+        // (The stdlib's cancel(): a running call is not stopped, cancel_running or not.)
+        py::object r = own_method(self, "cancel");
+        int truth = PyObject_IsTrue(r.ptr());
+        if (truth < 0) throw py::error_already_set();
+        *cancelled = truth != 0;
+        return true;
+    }
     switch (f.cancel()) {
         case core::CancelOutcome::Refused: {
             RunningStopper stop = g_running_stopper.load(std::memory_order_acquire);
@@ -312,6 +375,28 @@ core::StartOutcome future_start(PyFuture& f, PyObject* self) {
 }
 
 void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
+    if (f.in_stdlib_mode()) {
+        // Only a transition the stdlib's methods did not make gets here: the native start of a
+        // cancelled future (set_running_or_notify_cancel tells every waiter of `_waiters`).
+        PyObject* own = f.locked([&] { Py_XINCREF(f.waiters); return f.waiters; });
+        if (own) {
+            py::object waiters = py::reinterpret_steal<py::object>(own);
+            const char* method = core::is_cancelled(f.state()) ? "add_cancelled"
+                                 : f.has_exception()           ? "add_exception"
+                                                               : "add_result";
+            try {
+                py::list snapshot(waiters);
+                for (py::handle w : snapshot) {
+                    PyObject* r = call_python([&] { return PyObject_CallMethod(w.ptr(), method, "O", self); });
+                    if (r) Py_DECREF(r);
+                    else write_unraisable(w.ptr());
+                }
+            } catch (py::error_already_set& e) {
+                write_unraisable(e, self);
+            }
+            return;
+        }
+    }
     if (f.stdlib_waiter_count.load(std::memory_order_acquire) == 0) return;
     std::vector<PyObject*> due;
     core::FutureState state = f.locked([&] {
@@ -328,9 +413,9 @@ void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
                          : f.has_exception()       ? "add_exception"
                                                    : "add_result";
     for (PyObject* w : due) {
-        PyObject* r = PyObject_CallMethod(w, method, "O", self);
+        PyObject* r = call_python([&] { return PyObject_CallMethod(w, method, "O", self); });
         if (r) Py_DECREF(r);
-        else PyErr_WriteUnraisable(w);
+        else write_unraisable(w);
         Py_DECREF(w);
     }
 }
@@ -433,6 +518,8 @@ void make_collectable(PyHeapTypeObject* heap_type) {
             Py_VISIT(f->exception);
             for (PyObject* cb : f->callbacks) Py_VISIT(cb);
             for (StdlibWaiter& w : f->stdlib_waiters) Py_VISIT(w.waiter);
+            Py_VISIT(f->condition);
+            Py_VISIT(f->waiters);
         }
         return 0;
     };
@@ -444,6 +531,11 @@ void make_collectable(PyHeapTypeObject* heap_type) {
             auto cbs = std::exchange(f->callbacks, {});
             auto ws = std::exchange(f->stdlib_waiters, {});
             f->count_stdlib_waiters_locked();
+            PyObject* cond = std::exchange(f->condition, nullptr);
+            PyObject* own_waiters = std::exchange(f->waiters, nullptr);
+            f->stdlib_mode.store(false, std::memory_order_release);
+            Py_XDECREF(cond);
+            Py_XDECREF(own_waiters);
             Py_XDECREF(r);
             Py_XDECREF(e);
             for (PyObject* cb : cbs) Py_DECREF(cb);
@@ -462,26 +554,53 @@ void register_future_base(py::module_& m) {
     py::class_<PyFuture> cls(m, "FutureBase", py::custom_type_setup(&make_collectable));
     g_future_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
 
+    // Each method first checks for the stdlib's mode (future.hpp), where it is the stdlib's own.
     cls.def(py::init<>())
         .def("cancel",
-             [](py::handle self) {
+             [](py::handle self) -> py::object {
+                 PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) return stdlib_method("cancel", self.ptr());
                  bool cancelled = false;
-                 if (!future_cancel(checked(self), self.ptr(), &cancelled)) throw py::error_already_set();
-                 return cancelled;
+                 if (!future_cancel(f, self.ptr(), &cancelled)) throw py::error_already_set();
+                 return py::bool_(cancelled);
              })
-        .def("cancelled", [](py::handle self) { return core::is_cancelled(checked(self).state()); })
+        .def("cancelled",
+             [](py::handle self) -> py::object {
+                 PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) return stdlib_method("cancelled", self.ptr());
+                 return py::bool_(core::is_cancelled(f.state()));
+             })
         .def("running",
-             [](py::handle self) { return checked(self).state() == core::FutureState::Running; })
-        .def("done", [](py::handle self) { return core::is_done(checked(self).state()); })
+             [](py::handle self) -> py::object {
+                 PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) return stdlib_method("running", self.ptr());
+                 return py::bool_(f.state() == core::FutureState::Running);
+             })
+        .def("done",
+             [](py::handle self) -> py::object {
+                 PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) return stdlib_method("done", self.ptr());
+                 return py::bool_(core::is_done(f.state()));
+             })
         .def("result",
-             [](py::handle self, py::object timeout) { return wait_and_get(self, timeout, false); },
+             [](py::handle self, py::object timeout) {
+                 if (checked(self).in_stdlib_mode()) return stdlib_method("result", self.ptr(), {timeout.ptr()});
+                 return wait_and_get(self, timeout, false);
+             },
              py::arg("timeout") = py::none())
         .def("exception",
-             [](py::handle self, py::object timeout) { return wait_and_get(self, timeout, true); },
+             [](py::handle self, py::object timeout) {
+                 if (checked(self).in_stdlib_mode()) return stdlib_method("exception", self.ptr(), {timeout.ptr()});
+                 return wait_and_get(self, timeout, true);
+             },
              py::arg("timeout") = py::none())
         .def("add_done_callback",
              [](py::handle self, py::object fn) {
                  PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) {
+                     stdlib_method("add_done_callback", self.ptr(), {fn.ptr()});
+                     return;
+                 }
                  PyObject* cb = fn.ptr();
                  Py_INCREF(cb);
                  bool queued = f.locked([&] {
@@ -495,11 +614,12 @@ void register_future_base(py::module_& m) {
              },
              py::arg("fn"))
         .def("set_running_or_notify_cancel",
-             [](py::handle self) {
+             [](py::handle self) -> py::object {
                  PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) return stdlib_method("set_running_or_notify_cancel", self.ptr());
                  switch (future_start(f, self.ptr())) {
-                     case core::StartOutcome::Running: return true;
-                     case core::StartOutcome::Cancelled: return false;
+                     case core::StartOutcome::Running: return py::bool_(true);
+                     case core::StartOutcome::Cancelled: return py::bool_(false);
                      case core::StartOutcome::Invalid:
                      case core::StartOutcome::Busy: break;
                  }
@@ -511,17 +631,29 @@ void register_future_base(py::module_& m) {
              })
         .def("set_result",
              [](py::handle self, py::object result) {
-                 if (!future_set_result(checked(self), self.ptr(), result.ptr()))
+                 PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) {
+                     stdlib_method("set_result", self.ptr(), {result.ptr()});
+                 } else if (!future_set_result(f, self.ptr(), result.ptr())) {
                      throw py::error_already_set();
+                 }
              },
              py::arg("result"))
         .def("set_exception",
              [](py::handle self, py::object exception) {
-                 if (!future_set_exception(checked(self), self.ptr(), exception.ptr()))
+                 PyFuture& f = checked(self);
+                 if (f.in_stdlib_mode()) {
+                     stdlib_method("set_exception", self.ptr(), {exception.ptr()});
+                 } else if (!future_set_exception(f, self.ptr(), exception.ptr())) {
                      throw py::error_already_set();
+                 }
              },
              py::arg("exception"))
-        .def("__repr__", &future_repr)
+        .def("__repr__",
+             [](py::handle self) -> py::object {
+                 if (checked(self).in_stdlib_mode()) return stdlib_method("__repr__", self.ptr());
+                 return future_repr(self);
+             })
         // CPython internals that code written against the stdlib (its own test-suite included)
         // reads and assigns.
         .def_property(
@@ -549,14 +681,35 @@ void register_future_base(py::module_& m) {
             [](py::handle self, py::handle v) {
                 replace_slot(checked(self), &PyFuture::exception, v, true);
             })
-        .def_property_readonly("_condition", [](py::object self) {
-            checked(self);
-            return ConditionView{std::move(self)};
-        })
-        .def_property_readonly("_waiters", [](py::object self) {
-            checked(self);
-            return WaiterList{std::move(self)};
-        })
+        // `_condition` and `_waiters`: views of the native state, until a subclass assigns its
+        // own (a Condition, a list): the future then runs in the stdlib's mode (future.hpp), for
+        // good, unless the views are assigned back.
+        .def_property(
+            "_condition",
+            [](py::object self) -> py::object {
+                if (PyObject* own = own_slot(checked(self), &PyFuture::condition))
+                    return py::reinterpret_steal<py::object>(own);
+                return py::cast(ConditionView{std::move(self)});
+            },
+            [](py::handle self, py::handle value) {
+                PyFuture& f = checked(self);
+                bool own_view = py::isinstance<ConditionView>(value) &&
+                                value.cast<ConditionView&>().future.ptr() == self.ptr();
+                assign_own_slot(f, &PyFuture::condition, own_view ? py::handle() : value);
+            })
+        .def_property(
+            "_waiters",
+            [](py::object self) -> py::object {
+                if (PyObject* own = own_slot(checked(self), &PyFuture::waiters))
+                    return py::reinterpret_steal<py::object>(own);
+                return py::cast(WaiterList{std::move(self)});
+            },
+            [](py::handle self, py::handle value) {
+                PyFuture& f = checked(self);
+                bool own_view = py::isinstance<WaiterList>(value) &&
+                                value.cast<WaiterList&>().future.ptr() == self.ptr();
+                assign_own_slot(f, &PyFuture::waiters, own_view ? py::handle() : value);
+            })
         .def_property(
             "_done_callbacks",
             [](py::object self) {

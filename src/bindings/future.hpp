@@ -10,6 +10,17 @@
 // `stdlib_waiters` are the stdlib's Python waiter objects (concurrent.futures._base._Waiter and
 // kin), appended to `future._waiters` by the stdlib's wait() and as_completed(); each carries the
 // stamp it was registered with (FutureCore's stamps) and whether it has been told.
+//
+// The stdlib's mode. A Future subclass may assign `self._condition` (green-thread libraries give
+// their futures a cooperative Condition) or `self._waiters`. Such a future keeps those objects
+// (`condition`, `waiters`), and from then on its methods are the stdlib's own
+// (concurrent.futures.Future's, called on it): every state change and wait goes through its
+// `_condition` and every waiter it tells is in its `_waiters`, as with the stdlib. Its state,
+// outcome and callbacks stay in the native slots, which `_state`, `_result`, `_exception` and
+// `_done_callbacks` read and write; the pools complete it through its methods, and wait() and
+// as_completed() watch it the way they watch a foreign future. Futures that never assign either
+// keep the native path; the check costs one atomic load per method call. Both slots are set and
+// read under the core lock.
 #pragma once
 
 #include <vector>
@@ -36,6 +47,11 @@ struct PyFuture final : core::FutureCore {
     // A cancel() is stopping the running call (cancel_running pools): a concurrent cancel()
     // waits for its outcome instead of answering before the state changes.
     std::atomic<bool> stopping{false};
+    // The stdlib's mode (above): what the subclass assigned (strong), or nullptr.
+    PyObject* condition = nullptr;
+    PyObject* waiters = nullptr;
+    std::atomic<bool> stdlib_mode{false};
+    bool in_stdlib_mode() const { return stdlib_mode.load(std::memory_order_acquire); }
 
     // Call after changing stdlib_waiters, under the core lock.
     void count_stdlib_waiters_locked() {
@@ -49,6 +65,8 @@ struct PyFuture final : core::FutureCore {
         Py_CLEAR(exception);
         for (PyObject* cb : callbacks) Py_DECREF(cb);
         for (StdlibWaiter& w : stdlib_waiters) Py_DECREF(w.waiter);
+        Py_CLEAR(condition);
+        Py_CLEAR(waiters);
     }
 };
 

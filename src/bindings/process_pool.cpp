@@ -127,9 +127,10 @@ struct ProcessHost {
             const_cast<char*>(answer.payload.data()), static_cast<Py_ssize_t>(answer.payload.size()),
             PyBUF_READ));
         if (!payload) throw py::error_already_set();
-        py::object obj = unpickle(payload);
+        py::object obj = call_object(unpickle, {payload.ptr()});
         if (Py_TYPE(obj.ptr()) != reinterpret_cast<PyTypeObject*>(packed_type)) return obj;
-        return unpack(obj, attachment_objects(answer));
+        py::list attachments = attachment_objects(answer);
+        return call_object(unpack, {obj.ptr(), attachments.ptr()});
     }
 };
 
@@ -291,10 +292,11 @@ struct ProcessPoolShared : PoolShared<core::ProcessPool, ProcessHost> {
 
 // BrokenProcessPool(message), with the remote traceback text as __cause__ when there is one.
 py::object broken_error(const std::string& message, const py::object& cause_text = py::none()) {
-    py::object exc = py::reinterpret_borrow<py::object>(pstd().BrokenProcessPool)(message);
+    py::str text(message);
+    py::object exc = call_object(pstd().BrokenProcessPool, {text.ptr()});
     if (!cause_text.is_none()) {
-        exc.attr("__cause__") = py::reinterpret_borrow<py::object>(pstd().RemoteTraceback)(
-            py::str("\n'''\n{}'''").format(cause_text));
+        py::str quoted = py::str("\n'''\n{}'''").format(cause_text);
+        exc.attr("__cause__") = call_object(pstd().RemoteTraceback, {quoted.ptr()});
     }
     return exc;
 }
@@ -302,8 +304,8 @@ py::object broken_error(const std::string& message, const py::object& cause_text
 // The formatted traceback of `exc` (the three-argument form: format_exception(exc) is 3.10+).
 py::object traceback_text(const py::object& exc) {
     py::object tb = exc.attr("__traceback__");
-    return py::str("").attr("join")(py::reinterpret_borrow<py::object>(pstd().format_exception)(
-        py::type::handle_of(exc), exc, tb));
+    py::object lines = call_object(pstd().format_exception, {py::type::handle_of(exc).ptr(), exc.ptr(), tb.ptr()});
+    return py::str("").attr("join")(lines);
 }
 
 // Fails a future (strong reference, consumed) unless it is done already.
@@ -311,9 +313,9 @@ void fail_future(PyObject* fut, const py::object& exc) {
     PyFuture* f = as_future(fut);
     if (f) {
         try {
-            if (!future_fail_unless_done(*f, fut, exc.ptr())) PyErr_WriteUnraisable(fut);
+            if (!future_fail_unless_done(*f, fut, exc.ptr())) write_unraisable(fut);
         } catch (py::error_already_set& e) {
-            e.discard_as_unraisable(py::reinterpret_borrow<py::object>(fut));
+            write_unraisable(e, fut);
         }
     }
     Py_DECREF(fut);
@@ -325,7 +327,8 @@ void fail_future(PyObject* fut, const py::object& exc) {
 void start_through_host(ProcessPoolShared& shared, std::size_t n, py::handle manager) {
     std::size_t added = 0;
     try {
-        py::tuple answer = shared.host.start(n, manager);
+        py::int_ count(n);
+        py::tuple answer = call_object(shared.host.start, {count.ptr(), manager.ptr()});
         for (py::handle w : py::list(answer[0])) {
             py::tuple worker = py::reinterpret_borrow<py::tuple>(w);
             shared.pool.add_worker(worker[0].cast<int>(), worker[1].cast<int>(), worker[2].cast<int>(),
@@ -359,7 +362,7 @@ struct Hooks final : core::ProcessPoolHooks {
             try {
                 deliver_with_gil(batch);
             } catch (py::error_already_set& e) {
-                e.discard_as_unraisable("cfutures process pool manager");
+                write_unraisable(e, "cfutures process pool manager");
             } catch (abi::__forced_unwind&) {
                 throw;
             } catch (...) {
@@ -398,8 +401,8 @@ struct Hooks final : core::ProcessPoolHooks {
     void unsendable(std::vector<core::FrameWriter::Unsendable>& jobs) {
         for (auto& u : jobs) {
             if (PyObject* fut = shared.jobs.take(u.frame.tag)) {
-                py::object exc = py::reinterpret_borrow<py::object>(PyExc_OSError)(
-                    "cannot hand the call's large buffers to a worker: " + u.error);
+                py::str text("cannot hand the call's large buffers to a worker: " + u.error);
+                py::object exc = call_object(PyExc_OSError, {text.ptr()});
                 fail_future(fut, exc);
             }
         }
@@ -415,11 +418,11 @@ struct Hooks final : core::ProcessPoolHooks {
         py::list pids;
         for (int pid : exited) pids.append(pid);
         try {
-            py::dict reaped = call_python([&] { return py::dict(shared.host.reap(pids)); });
+            py::dict reaped = call_object(shared.host.reap, {pids.ptr()});
             for (auto item : reaped)
                 if (!item.second.is_none()) exitcodes[item.first.cast<int>()] = item.second.cast<int>();
         } catch (py::error_already_set& e) {
-            e.discard_as_unraisable("cfutures process pool: reaping workers");
+            write_unraisable(e, "cfutures process pool: reaping workers");
         }
         return exitcodes;
     }
@@ -453,7 +456,8 @@ struct Hooks final : core::ProcessPoolHooks {
                 py::object code = py::none();
                 if (stop.exitcode_known) code = py::int_(stop.exitcode);
                 else if (reaped != exitcodes.end()) code = py::int_(reaped->second);
-                fail_future(fut, shared.host.stopped_error(static_cast<int>(stop.cause), code));
+                py::int_ cause(static_cast<int>(stop.cause));
+                fail_future(fut, call_object(shared.host.stopped_error, {cause.ptr(), code.ptr()}));
             } catch (py::error_already_set& e) {
                 // The future must not stay pending: fail it with what went wrong instead.
                 fail_future(fut, exception_of(e));
@@ -471,8 +475,10 @@ struct Hooks final : core::ProcessPoolHooks {
             std::string why;
             try {
                 py::object exc = e.value();
+                PyObject* text = call_python([&] { return PyObject_Str(exc.ptr()); });
+                if (!text) throw py::error_already_set();
                 why = py::str(exc.attr("__class__").attr("__name__")).cast<std::string>() + ": " +
-                      py::str(exc).cast<std::string>();
+                      py::reinterpret_steal<py::str>(text).cast<std::string>();
             } catch (py::error_already_set&) {
                 why = "an exception that cannot be shown";
             }
@@ -512,9 +518,9 @@ struct Hooks final : core::ProcessPoolHooks {
                                                         : future_set_exception(*f, fut, value.ptr());
         } catch (py::error_already_set& e) {
             // InvalidStateError: the future was completed by hand meanwhile; drop the answer.
-            e.discard_as_unraisable(py::reinterpret_borrow<py::object>(fut));
+            write_unraisable(e, fut);
         }
-        if (!ok) PyErr_WriteUnraisable(fut);
+        if (!ok) write_unraisable(fut);
         Py_DECREF(fut);
     }
 };
@@ -564,7 +570,7 @@ struct ProcessPoolHandle {
         // whatever is left in the table when it stops, must never see these.
         for (PyObject* fut : shared->jobs.take(tags)) {
             bool cancelled;
-            if (!future_cancel(*as_future(fut), fut, &cancelled)) PyErr_WriteUnraisable(fut);
+            if (!future_cancel(*as_future(fut), fut, &cancelled)) write_unraisable(fut);
             Py_DECREF(fut);
         }
     }

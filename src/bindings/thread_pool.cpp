@@ -64,23 +64,31 @@ struct PyTask final : core::Task {
                 log_critical("Future %s in unexpected state: %s");
                 return;
         }
-        PyObject* r = PyObject_Call(fn, args, kwargs);
+        PyObject* r = call_python([&] { return PyObject_Call(fn, args, kwargs); });
         bool ok;
-        if (r) {
-            counters.count(core::Outcome::Completed);
-            ok = future_set_result(*state, future, r);
-            Py_DECREF(r);
-        } else {
-            counters.count(core::Outcome::Failed);
-            ok = future_set_exception(*state, future, fetch_exception().ptr());
+        try {
+            if (r) {
+                counters.count(core::Outcome::Completed);
+                ok = future_set_result(*state, future, r);
+            } else {
+                counters.count(core::Outcome::Failed);
+                ok = future_set_exception(*state, future, fetch_exception().ptr());
+            }
+        } catch (py::error_already_set& e) {
+            // InvalidStateError: the future was completed by hand while its call ran (the stdlib's
+            // worker thread dies of it, and its pool loses the worker); or a future in the
+            // stdlib's mode whose set_result() raised. Reported; the worker goes on.
+            write_unraisable(e, future);
+            ok = true;
         }
-        if (!ok) PyErr_WriteUnraisable(future);  // a done-callback raised a BaseException
+        Py_XDECREF(r);
+        if (!ok) write_unraisable(future);  // a done-callback raised a BaseException
     }
 
     void abandon() override {
         counters.count(core::Outcome::Cancelled);
         bool cancelled;
-        if (!future_cancel(*state, future, &cancelled)) PyErr_WriteUnraisable(future);
+        if (!future_cancel(*state, future, &cancelled)) write_unraisable(future);
     }
 
     bool cancelled() const override { return core::is_cancelled(state->state()); }
@@ -88,20 +96,24 @@ struct PyTask final : core::Task {
     void fail(PyObject* exc) {
         counters.count(core::is_cancelled(state->state()) ? core::Outcome::Cancelled : core::Outcome::Failed);
         try {
-            if (!future_fail_unless_done(*state, future, exc)) PyErr_WriteUnraisable(future);
+            if (!future_fail_unless_done(*state, future, exc)) write_unraisable(future);
         } catch (py::error_already_set& e) {
-            e.discard_as_unraisable(py::reinterpret_borrow<py::object>(future));
+            write_unraisable(e, future);
         }
     }
 
     void log_critical(const char* fmt) {
-        PyObject* logging = PyImport_ImportModule("logging");
-        PyObject* logger = logging ? PyObject_CallMethod(logging, "getLogger", "s", "concurrent.futures") : nullptr;
-        PyObject* r = logger ? PyObject_CallMethod(logger, "critical", "snO", fmt,
-                                                   static_cast<Py_ssize_t>(reinterpret_cast<std::uintptr_t>(future)),
-                                                   stdlib().state_names[static_cast<int>(state->state())])
-                             : nullptr;
-        if (!r) PyErr_WriteUnraisable(future);
+        // Raw calls, each through call_python (rule 6): logging is Python code that writes.
+        PyObject* logging = call_python([] { return PyImport_ImportModule("logging"); });
+        PyObject* logger = logging ? call_python([&] {
+            return PyObject_CallMethod(logging, "getLogger", "s", "concurrent.futures");
+        }) : nullptr;
+        PyObject* r = logger ? call_python([&] {
+            return PyObject_CallMethod(logger, "critical", "snO", fmt,
+                                       static_cast<Py_ssize_t>(reinterpret_cast<std::uintptr_t>(future)),
+                                       stdlib().state_names[static_cast<int>(state->state())]);
+        }) : nullptr;
+        if (!r) write_unraisable(future);
         Py_XDECREF(r);
         Py_XDECREF(logger);
         Py_XDECREF(logging);

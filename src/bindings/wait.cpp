@@ -1,7 +1,8 @@
 // wait() and as_completed(), native: one core::Waiter per call, linked into every pending future.
 //
 // cfutures futures are linked directly (FutureCore::link). Any other concurrent.futures-style
-// future (the stdlib's own, a subclass) is watched through the stdlib's protocol: under
+// future (the stdlib's own, a subclass, a cfutures future in the stdlib's mode: future.hpp) is
+// watched through the stdlib's protocol: under
 // `f._condition`, read `f._state` and append a _ForeignWaiterLink to `f._waiters`; the stdlib
 // future then calls its add_result/add_exception/add_cancelled, which notify the same Waiter.
 // Every link is removed before the call returns (or, for as_completed, before the future is
@@ -83,6 +84,8 @@ public:
             w.obj = raw[i];
             Py_INCREF(w.obj);
             w.native = as_future(w.obj);
+            // A future in the stdlib's mode is told through its own _condition and _waiters.
+            if (w.native && w.native->in_stdlib_mode()) w.native = nullptr;
             items.push_back(w);
         }
     }
@@ -138,7 +141,7 @@ public:
             try {
                 uninstall(i);
             } catch (py::error_already_set& e) {
-                e.discard_as_unraisable("cfutures: removing a waiter from a future");
+                write_unraisable(e, "cfutures: removing a waiter from a future");
             }
         }
     }
