@@ -121,9 +121,10 @@ def _core_env(session):
 
 
 def _install_with_test_deps(session):
-    """`pip install '.[test]'` (on a free-threaded Python without mypy: _test_deps)."""
+    """`pip install '.[test,green]'` (on a free-threaded Python, the test extra without mypy:
+    _test_deps; gevent and eventlet have no free-threaded wheels)."""
     if not session.python.endswith("t"):
-        session.install(".[test]")
+        session.install(".[test,green]")
         return
     session.install(".", *_test_deps(session))
 

@@ -18,6 +18,7 @@ from ._base import ExecutorStats as ExecutorStats
 from ._progress import progress as progress
 from .process import TaskTimeout as TaskTimeout
 from .process import WorkerDied as WorkerDied
+from ._green import GreenThreadWarning as GreenThreadWarning
 from .thread import ThreadPoolExecutor as ThreadPoolExecutor
 
 import sys

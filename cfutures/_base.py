@@ -71,6 +71,13 @@ if NATIVE:
 
         A drop-in for concurrent.futures.Future (and an instance of it): same methods, same
         states, same exceptions, with the state machine and the waiting done natively.
+
+        ``_condition`` and ``_waiters`` read as views of the native state. A subclass may assign
+        its own (``self._condition = green_threading.Condition()``, as green-thread executors
+        do; ``self._waiters = [...]``): that future then runs concurrent.futures.Future's own
+        methods, so every state change and wait goes through the assigned objects, the pools
+        complete it through its methods, and wait() and as_completed() watch it as they watch
+        a stdlib future. A future that assigns neither keeps the native path.
         """
 
         # cancel(), cancelled(), running(), done(), add_done_callback(), result(),

@@ -11,10 +11,15 @@ elsewhere (``from concurrent.futures import Future`` done before) keep what they
 ``concurrent.futures`` itself becomes a view of the cfutures package (_PackageView) rather than
 the package: every name resolves to cfutures', except those cfutures adds beyond the stdlib
 (cfutures._EXTENSIONS), which installed code does not see there.
+
+In a program whose ``threading`` gevent or eventlet patched, install() does nothing, and the view
+undoes it at its first lookup after such a patch (cfutures/_green.py says why).
 """
 
 import sys
 import types
+
+from cfutures import _green
 
 _NAMES = ("concurrent.futures", "concurrent.futures._base", "concurrent.futures.thread",
           "concurrent.futures.process", "concurrent.futures.interpreter")
@@ -34,6 +39,18 @@ class _PackageView(types.ModuleType):
 
     def __getattr__(self, name):
         package = self.__dict__["_package"]
+        stdlib = self.__dict__.get("_stdlib")
+        if stdlib is None and _green.patched_by() is not None and _saved is not None:
+            # Patched after install() (gevent and eventlet patch first thing, before the
+            # program's imports): the stdlib's module from this lookup on, through this view
+            # too (code that imported concurrent.futures before the patch holds it).
+            library = _green.patched_by()
+            stdlib = _saved[1]
+            uninstall()
+            self.__dict__["_stdlib"] = stdlib
+            _green.stays_stdlib(library, "cfutures.install() was undone")
+        if stdlib is not None:
+            return getattr(stdlib, name)
         if name in package._EXTENSIONS:
             raise AttributeError(f"module 'concurrent.futures' has no attribute {name!r}")
         return getattr(package, name)
@@ -63,6 +80,10 @@ def install():
     if not cfutures.NATIVE:
         # A portable build (cfutures/_portable.py): concurrent.futures is the stdlib already.
         _saved = ({}, None, {})
+        return
+    library = _green.patched_by()
+    if library is not None:
+        _green.stays_stdlib(library, "cfutures.install() left concurrent.futures alone")
         return
     import concurrent
     import concurrent.futures.process  # noqa: F401  (load the originals before replacing them)

@@ -30,7 +30,14 @@ import sys as _sys
 
 
 def unsupported(feature):
-    """The error for an opt-in feature of the native core used in a portable build."""
+    """The error for an opt-in feature of the native core used in a portable build (or in a
+    program patched by gevent or eventlet, where these pools stand in for the native ones)."""
+    from . import _green
+    library = _green.patched_by()
+    if library is not None:
+        return NotImplementedError(
+            f"{feature} needs cfutures' native pools, which cannot run in a program whose "
+            f"threading is monkey-patched by {library}: this is concurrent.futures' own pool")
     if _sys.platform.startswith("linux"):
         why = "which this build of cfutures left out (it was built with CFUTURES_NATIVE=0)"
     else:

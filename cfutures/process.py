@@ -42,7 +42,7 @@ import threading
 import weakref
 from concurrent.futures import process as _std_process
 
-from . import _base, _cfutures, _pickling, _run_process_worker
+from . import _base, _cfutures, _green, _pickling, _run_process_worker
 
 BrokenProcessPool = _std_process.BrokenProcessPool
 _check_system_limits = _std_process._check_system_limits
@@ -290,6 +290,11 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
 
     A drop-in for concurrent.futures.ProcessPoolExecutor (and an instance of it).
     """
+
+    def __new__(cls, *args, **kwargs):
+        # The stdlib's pool in a program whose threading gevent or eventlet patched (_green.py).
+        instead = _green.stdlib_pool_instead(cls, args, kwargs)
+        return instead if instead is not None else super().__new__(cls)
 
     def __init__(self, max_workers=None, mp_context=None,
                  initializer=None, initargs=(), *, max_tasks_per_child=None,

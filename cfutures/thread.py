@@ -26,7 +26,7 @@ import time
 import weakref
 from concurrent.futures import thread as _std_thread
 
-from . import _base, _cfutures
+from . import _base, _cfutures, _green
 
 BrokenThreadPool = _std_thread.BrokenThreadPool
 
@@ -245,6 +245,11 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
 
     _work_queue = _ViewOnFirstUse(_WorkQueueView)
     _idle_semaphore = _ViewOnFirstUse(_IdleSemaphore)
+
+    def __new__(cls, *args, **kwargs):
+        # The stdlib's pool in a program whose threading gevent or eventlet patched (_green.py).
+        instead = _green.stdlib_pool_instead(cls, args, kwargs)
+        return instead if instead is not None else super().__new__(cls)
 
     def __init__(self, max_workers=None, thread_name_prefix='',
                  initializer=None, initargs=()):

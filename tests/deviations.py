@@ -58,6 +58,15 @@ UPSTREAM_SKIPS = {
 }
 
 NOTES = {
+    "A future completed by hand while its thread-pool task runs": "When the task returns, the "
+        "stdlib's worker thread dies of the InvalidStateError that set_result() raises (a pool "
+        "of one then never runs another task); cfutures reports it through sys.unraisablehook "
+        "and the worker goes on (tests/test_future_subclasses.py).",
+    "Programs monkey-patched by gevent or eventlet": "install() leaves concurrent.futures as "
+        "the stdlib's, and cfutures.ThreadPoolExecutor/ProcessPoolExecutor made directly are the "
+        "stdlib's pools, with a GreenThreadWarning: under the patch, threading.Thread starts "
+        "greenlets, in which cfutures' native loops would block the hub for good "
+        "(docs/guide/switching.md, tests/test_green_threads.py).",
     "InterpreterPoolExecutor on 3.12 and 3.13": "The stdlib has none before 3.14; cfutures' "
         "has 3.14's semantics there, on its own subinterpreters (CPython's C API), with "
         "BrokenInterpreterPool, ExecutionFailed and NotShareableError from cfutures.interpreter "
