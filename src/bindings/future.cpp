@@ -374,6 +374,13 @@ core::StartOutcome future_start(PyFuture& f, PyObject* self) {
     return out;
 }
 
+namespace {
+// The stdlib waiter's method that tells of the future's outcome.
+const char* waiter_method(const PyFuture& f, core::FutureState state) {
+    return core::is_cancelled(state) ? "add_cancelled" : f.has_exception() ? "add_exception" : "add_result";
+}
+}  // namespace
+
 void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
     if (f.in_stdlib_mode()) {
         // Only a transition the stdlib's methods did not make gets here: the native start of a
@@ -381,9 +388,7 @@ void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
         PyObject* own = f.locked([&] { Py_XINCREF(f.waiters); return f.waiters; });
         if (own) {
             py::object waiters = py::reinterpret_steal<py::object>(own);
-            const char* method = core::is_cancelled(f.state()) ? "add_cancelled"
-                                 : f.has_exception()           ? "add_exception"
-                                                               : "add_result";
+            const char* method = waiter_method(f, f.state());
             try {
                 py::list snapshot(waiters);
                 for (py::handle w : snapshot) {
@@ -409,9 +414,7 @@ void tell_stdlib_waiters(PyFuture& f, PyObject* self) {
         }
         return f.state();
     });
-    const char* method = core::is_cancelled(state) ? "add_cancelled"
-                         : f.has_exception()       ? "add_exception"
-                                                   : "add_result";
+    const char* method = waiter_method(f, state);
     for (PyObject* w : due) {
         PyObject* r = call_python([&] { return PyObject_CallMethod(w, method, "O", self); });
         if (r) Py_DECREF(r);
@@ -549,6 +552,24 @@ void make_collectable(PyHeapTypeObject* heap_type) {
     type->tp_clear = clear;
 }
 
+// `_condition` or `_waiters`: a view of the native state (View), until a subclass assigns its own
+// object (a Condition, a list): the future then runs in the stdlib's mode (future.hpp), until the
+// view is assigned back.
+template <class View>
+void def_replaceable_view(py::class_<PyFuture>& cls, const char* name, PyObject* PyFuture::*slot) {
+    cls.def_property(
+        name,
+        [slot](py::object self) -> py::object {
+            if (PyObject* own = own_slot(checked(self), slot)) return py::reinterpret_steal<py::object>(own);
+            return py::cast(View{std::move(self)});
+        },
+        [slot](py::handle self, py::handle value) {
+            PyFuture& f = checked(self);
+            bool own_view = py::isinstance<View>(value) && value.cast<View&>().future.ptr() == self.ptr();
+            assign_own_slot(f, slot, own_view ? py::handle() : value);
+        });
+}
+
 // _cfutures.FutureBase: the stdlib Future's methods, and the internals code reads and assigns.
 void register_future_base(py::module_& m) {
     py::class_<PyFuture> cls(m, "FutureBase", py::custom_type_setup(&make_collectable));
@@ -681,35 +702,6 @@ void register_future_base(py::module_& m) {
             [](py::handle self, py::handle v) {
                 replace_slot(checked(self), &PyFuture::exception, v, true);
             })
-        // `_condition` and `_waiters`: views of the native state, until a subclass assigns its
-        // own (a Condition, a list): the future then runs in the stdlib's mode (future.hpp), for
-        // good, unless the views are assigned back.
-        .def_property(
-            "_condition",
-            [](py::object self) -> py::object {
-                if (PyObject* own = own_slot(checked(self), &PyFuture::condition))
-                    return py::reinterpret_steal<py::object>(own);
-                return py::cast(ConditionView{std::move(self)});
-            },
-            [](py::handle self, py::handle value) {
-                PyFuture& f = checked(self);
-                bool own_view = py::isinstance<ConditionView>(value) &&
-                                value.cast<ConditionView&>().future.ptr() == self.ptr();
-                assign_own_slot(f, &PyFuture::condition, own_view ? py::handle() : value);
-            })
-        .def_property(
-            "_waiters",
-            [](py::object self) -> py::object {
-                if (PyObject* own = own_slot(checked(self), &PyFuture::waiters))
-                    return py::reinterpret_steal<py::object>(own);
-                return py::cast(WaiterList{std::move(self)});
-            },
-            [](py::handle self, py::handle value) {
-                PyFuture& f = checked(self);
-                bool own_view = py::isinstance<WaiterList>(value) &&
-                                value.cast<WaiterList&>().future.ptr() == self.ptr();
-                assign_own_slot(f, &PyFuture::waiters, own_view ? py::handle() : value);
-            })
         .def_property(
             "_done_callbacks",
             [](py::object self) {
@@ -726,6 +718,8 @@ void register_future_base(py::module_& m) {
         .def("_invoke_callbacks", [](py::handle self) {
             if (!invoke_callbacks(checked(self), self.ptr())) throw py::error_already_set();
         });
+    def_replaceable_view<ConditionView>(cls, "_condition", &PyFuture::condition);
+    def_replaceable_view<WaiterList>(cls, "_waiters", &PyFuture::waiters);
 }
 
 void register_condition_view(py::module_& m) {
