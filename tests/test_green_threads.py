@@ -191,3 +191,32 @@ def test_a_green_future_waits_cooperatively_without_patching(impl):
             print("cancelled")
     """)
     assert proc.stdout.split() == ["42", "ValueError", "cancelled"]
+
+
+@pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
+def test_green_waits_that_return_out_of_order(impl):
+    # Two greenlets of one thread wait inside result(); the first to enter returns first while
+    # the second is still inside. A method dispatched by pybind11 aborted there ("terminate
+    # called ... loader_life_support: internal error", futurist's green delayed executor): its
+    # per-thread stack of call frames must unwind in call order.
+    library("eventlet")
+    proc = run(f"""
+        import eventlet
+        from eventlet.green import threading as green_threading
+        import {impl} as futures
+
+        class GreenFuture(futures.Future):
+            def __init__(self):
+                super().__init__()
+                self._condition = green_threading.Condition()
+
+        first, second = GreenFuture(), GreenFuture()
+        a = eventlet.spawn(lambda: first.result(timeout=10))
+        b = eventlet.spawn(lambda: second.exception(timeout=10))
+        eventlet.sleep(0.01)
+        first.set_result(1)
+        print(a.wait())
+        second.set_exception(ValueError("v"))
+        print(repr(b.wait()))
+    """)
+    assert proc.stdout.split() == ["1", "ValueError('v')"]

@@ -99,6 +99,8 @@ PyObject* guarded(Body&& body) {
         return body();
     } catch (py::error_already_set& e) {
         e.restore();
+    } catch (py::builtin_exception& e) {  // py::type_error and kin: their own Python type
+        e.set_error();
     } catch (std::exception& e) {
         PyErr_SetString(PyExc_RuntimeError, e.what());
     }

@@ -552,6 +552,197 @@ void make_collectable(PyHeapTypeObject* heap_type) {
     type->tp_clear = clear;
 }
 
+// --- The stdlib Future's methods, raw (METH_FASTCALL) rather than pybind11-dispatched: pybind11's
+// dispatcher keeps a per-thread stack of frames (loader_life_support) that must unwind in call
+// order, and a method that runs Python code can switch greenlets in the middle (a green Condition
+// in the stdlib's mode, a done-callback that waits): another greenlet's call on the same thread
+// would then return out of order, and pybind11 aborts ("loader_life_support: internal error",
+// futurist's green executor). Each method first checks for the stdlib's mode (future.hpp), where
+// it is the stdlib's own.
+
+// The one optional argument `name` of method `method` (positionally or by keyword): nullptr when
+// absent. Raises TypeError as CPython's argument parsing does.
+PyObject* one_argument(const char* method, const char* name, PyObject* const* args, Py_ssize_t nargsf,
+                       PyObject* kwnames, bool required) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", method, nargs + nkw);
+        throw py::error_already_set();
+    }
+    if (nargs == 1) return args[0];
+    if (nkw == 1) {
+        PyObject* key = PyTuple_GET_ITEM(kwnames, 0);
+        if (PyUnicode_CompareWithASCIIString(key, name) != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", method, key);
+            throw py::error_already_set();
+        }
+        return args[0];
+    }
+    if (required) {
+        PyErr_Format(PyExc_TypeError, "%s() missing 1 required positional argument: '%s'", method, name);
+        throw py::error_already_set();
+    }
+    return nullptr;
+}
+
+PyObject* new_bool(bool b) { return py::bool_(b).release().ptr(); }
+
+PyObject* future_cancel_method(PyObject* self, PyObject*) {
+    return guarded([&] {
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method("cancel", self).release().ptr();
+        bool cancelled = false;
+        if (!future_cancel(f, self, &cancelled)) throw py::error_already_set();
+        return new_bool(cancelled);
+    });
+}
+
+PyObject* future_cancelled_method(PyObject* self, PyObject*) {
+    return guarded([&] {
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method("cancelled", self).release().ptr();
+        return new_bool(core::is_cancelled(f.state()));
+    });
+}
+
+PyObject* future_running_method(PyObject* self, PyObject*) {
+    return guarded([&] {
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method("running", self).release().ptr();
+        return new_bool(f.state() == core::FutureState::Running);
+    });
+}
+
+PyObject* future_done_method(PyObject* self, PyObject*) {
+    return guarded([&] {
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method("done", self).release().ptr();
+        return new_bool(core::is_done(f.state()));
+    });
+}
+
+template <bool WantException>
+PyObject* future_outcome_method(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+    return guarded([&] {
+        const char* name = WantException ? "exception" : "result";
+        PyObject* timeout = one_argument(name, "timeout", args, nargsf, kwnames, false);
+        if (!timeout) timeout = Py_None;
+        if (checked(self).in_stdlib_mode()) return stdlib_method(name, self, {timeout}).release().ptr();
+        return wait_and_get(self, py::reinterpret_borrow<py::object>(timeout), WantException).release().ptr();
+    });
+}
+
+PyObject* future_add_done_callback_method(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                                          PyObject* kwnames) {
+    return guarded([&]() -> PyObject* {
+        PyObject* cb = one_argument("add_done_callback", "fn", args, nargsf, kwnames, true);
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method("add_done_callback", self, {cb}).release().ptr();
+        Py_INCREF(cb);
+        bool queued = f.locked([&] {
+            if (core::is_done(f.state())) return false;
+            f.callbacks.push_back(cb);
+            return true;
+        });
+        if (!queued) {
+            std::vector<PyObject*> now{cb};
+            if (!run_callbacks(now, self)) throw py::error_already_set();
+        }
+        Py_RETURN_NONE;
+    });
+}
+
+PyObject* future_set_running_or_notify_cancel_method(PyObject* self, PyObject*) {
+    return guarded([&]() -> PyObject* {
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method("set_running_or_notify_cancel", self).release().ptr();
+        switch (future_start(f, self)) {
+            case core::StartOutcome::Running: return new_bool(true);
+            case core::StartOutcome::Cancelled: return new_bool(false);
+            case core::StartOutcome::Invalid:
+            case core::StartOutcome::Busy: break;
+        }
+        py::module_::import("logging").attr("getLogger")("concurrent.futures")
+            .attr("critical")("Future %s in unexpected state: %s", reinterpret_cast<std::uintptr_t>(self),
+                              py::handle(state_name(f.state())));
+        raise(PyExc_RuntimeError, "Future in unexpected state");
+    });
+}
+
+template <bool Exception>
+PyObject* future_set_method(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+    return guarded([&]() -> PyObject* {
+        const char* name = Exception ? "set_exception" : "set_result";
+        PyObject* value = one_argument(name, Exception ? "exception" : "result", args, nargsf, kwnames, true);
+        PyFuture& f = checked(self);
+        if (f.in_stdlib_mode()) return stdlib_method(name, self, {value}).release().ptr();
+        bool ok = Exception ? future_set_exception(f, self, value) : future_set_result(f, self, value);
+        if (!ok) throw py::error_already_set();
+        Py_RETURN_NONE;
+    });
+}
+
+PyObject* future_repr_method(PyObject* self, PyObject*) {
+    return guarded([&] {
+        if (checked(self).in_stdlib_mode()) return stdlib_method("__repr__", self).release().ptr();
+        return future_repr(self).release().ptr();
+    });
+}
+
+PyObject* future_invoke_callbacks_method(PyObject* self, PyObject*) {
+    return guarded([&]() -> PyObject* {
+        if (!invoke_callbacks(checked(self), self)) throw py::error_already_set();
+        Py_RETURN_NONE;
+    });
+}
+
+template <auto Fn>
+PyCFunction as_cfunction() {
+    return reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Fn));
+}
+
+// The stdlib's docstrings (their text signatures first: inspect.signature reads them).
+PyMethodDef g_future_methods[] = {
+    {"cancel", as_cfunction<future_cancel_method>(), METH_NOARGS,
+     "cancel($self, /)\n--\n\nCancel the future if possible.\n\n"
+     "Returns True if the future was cancelled, False otherwise. A future cannot be cancelled if "
+     "it is running or has already completed."},
+    {"cancelled", as_cfunction<future_cancelled_method>(), METH_NOARGS,
+     "cancelled($self, /)\n--\n\nReturn True if the future was cancelled."},
+    {"running", as_cfunction<future_running_method>(), METH_NOARGS,
+     "running($self, /)\n--\n\nReturn True if the future is currently executing."},
+    {"done", as_cfunction<future_done_method>(), METH_NOARGS,
+     "done($self, /)\n--\n\nReturn True if the future was cancelled or finished executing."},
+    {"result", as_cfunction<future_outcome_method<false>>(), METH_FASTCALL | METH_KEYWORDS,
+     "result($self, /, timeout=None)\n--\n\nReturn the result of the call that the future "
+     "represents.\n\nRaises CancelledError if the future was cancelled, TimeoutError if it did not "
+     "finish within timeout seconds, and the call's exception if it raised one."},
+    {"exception", as_cfunction<future_outcome_method<true>>(), METH_FASTCALL | METH_KEYWORDS,
+     "exception($self, /, timeout=None)\n--\n\nReturn the exception raised by the call that the "
+     "future represents (None if it completed without raising).\n\nRaises CancelledError if the "
+     "future was cancelled, TimeoutError if it did not finish within timeout seconds."},
+    {"add_done_callback", as_cfunction<future_add_done_callback_method>(), METH_FASTCALL | METH_KEYWORDS,
+     "add_done_callback($self, /, fn)\n--\n\nAttaches a callable that will be called when the "
+     "future finishes.\n\nfn is called with the future as its only argument, in the order the "
+     "callbacks were added; at once if the future is already done."},
+    {"set_running_or_notify_cancel", as_cfunction<future_set_running_or_notify_cancel_method>(),
+     METH_NOARGS,
+     "set_running_or_notify_cancel($self, /)\n--\n\nMark the future as running or process any "
+     "cancel notifications.\n\nShould only be used by Executor implementations and unit tests. "
+     "Returns False if the future was cancelled, True otherwise."},
+    {"set_result", as_cfunction<future_set_method<false>>(), METH_FASTCALL | METH_KEYWORDS,
+     "set_result($self, /, result)\n--\n\nSets the return value of work associated with the "
+     "future.\n\nShould only be used by Executor implementations and unit tests."},
+    {"set_exception", as_cfunction<future_set_method<true>>(), METH_FASTCALL | METH_KEYWORDS,
+     "set_exception($self, /, exception)\n--\n\nSets the result of the future as being the given "
+     "exception.\n\nShould only be used by Executor implementations and unit tests."},
+    {"__repr__", as_cfunction<future_repr_method>(), METH_NOARGS, "Return repr(self)."},
+    {"_invoke_callbacks", as_cfunction<future_invoke_callbacks_method>(), METH_NOARGS,
+     "_invoke_callbacks($self, /)\n--\n\nRuns the done-callbacks not run yet (the stdlib's "
+     "internal method, which a subclass may override)."},
+};
+
 // `_condition` or `_waiters`: a view of the native state (View), until a subclass assigns its own
 // object (a Condition, a list): the future then runs in the stdlib's mode (future.hpp), until the
 // view is assigned back.
@@ -575,106 +766,7 @@ void register_future_base(py::module_& m) {
     py::class_<PyFuture> cls(m, "FutureBase", py::custom_type_setup(&make_collectable));
     g_future_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
 
-    // Each method first checks for the stdlib's mode (future.hpp), where it is the stdlib's own.
     cls.def(py::init<>())
-        .def("cancel",
-             [](py::handle self) -> py::object {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) return stdlib_method("cancel", self.ptr());
-                 bool cancelled = false;
-                 if (!future_cancel(f, self.ptr(), &cancelled)) throw py::error_already_set();
-                 return py::bool_(cancelled);
-             })
-        .def("cancelled",
-             [](py::handle self) -> py::object {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) return stdlib_method("cancelled", self.ptr());
-                 return py::bool_(core::is_cancelled(f.state()));
-             })
-        .def("running",
-             [](py::handle self) -> py::object {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) return stdlib_method("running", self.ptr());
-                 return py::bool_(f.state() == core::FutureState::Running);
-             })
-        .def("done",
-             [](py::handle self) -> py::object {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) return stdlib_method("done", self.ptr());
-                 return py::bool_(core::is_done(f.state()));
-             })
-        .def("result",
-             [](py::handle self, py::object timeout) {
-                 if (checked(self).in_stdlib_mode()) return stdlib_method("result", self.ptr(), {timeout.ptr()});
-                 return wait_and_get(self, timeout, false);
-             },
-             py::arg("timeout") = py::none())
-        .def("exception",
-             [](py::handle self, py::object timeout) {
-                 if (checked(self).in_stdlib_mode()) return stdlib_method("exception", self.ptr(), {timeout.ptr()});
-                 return wait_and_get(self, timeout, true);
-             },
-             py::arg("timeout") = py::none())
-        .def("add_done_callback",
-             [](py::handle self, py::object fn) {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) {
-                     stdlib_method("add_done_callback", self.ptr(), {fn.ptr()});
-                     return;
-                 }
-                 PyObject* cb = fn.ptr();
-                 Py_INCREF(cb);
-                 bool queued = f.locked([&] {
-                     if (core::is_done(f.state())) return false;
-                     f.callbacks.push_back(cb);
-                     return true;
-                 });
-                 if (queued) return;
-                 std::vector<PyObject*> now{cb};
-                 if (!run_callbacks(now, self.ptr())) throw py::error_already_set();
-             },
-             py::arg("fn"))
-        .def("set_running_or_notify_cancel",
-             [](py::handle self) -> py::object {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) return stdlib_method("set_running_or_notify_cancel", self.ptr());
-                 switch (future_start(f, self.ptr())) {
-                     case core::StartOutcome::Running: return py::bool_(true);
-                     case core::StartOutcome::Cancelled: return py::bool_(false);
-                     case core::StartOutcome::Invalid:
-                     case core::StartOutcome::Busy: break;
-                 }
-                 py::module_::import("logging").attr("getLogger")("concurrent.futures")
-                     .attr("critical")("Future %s in unexpected state: %s",
-                                       reinterpret_cast<std::uintptr_t>(self.ptr()),
-                                       py::handle(state_name(f.state())));
-                 raise(PyExc_RuntimeError, "Future in unexpected state");
-             })
-        .def("set_result",
-             [](py::handle self, py::object result) {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) {
-                     stdlib_method("set_result", self.ptr(), {result.ptr()});
-                 } else if (!future_set_result(f, self.ptr(), result.ptr())) {
-                     throw py::error_already_set();
-                 }
-             },
-             py::arg("result"))
-        .def("set_exception",
-             [](py::handle self, py::object exception) {
-                 PyFuture& f = checked(self);
-                 if (f.in_stdlib_mode()) {
-                     stdlib_method("set_exception", self.ptr(), {exception.ptr()});
-                 } else if (!future_set_exception(f, self.ptr(), exception.ptr())) {
-                     throw py::error_already_set();
-                 }
-             },
-             py::arg("exception"))
-        .def("__repr__",
-             [](py::handle self) -> py::object {
-                 if (checked(self).in_stdlib_mode()) return stdlib_method("__repr__", self.ptr());
-                 return future_repr(self);
-             })
         // CPython internals that code written against the stdlib (its own test-suite included)
         // reads and assigns.
         .def_property(
@@ -714,12 +806,10 @@ void register_future_base(py::module_& m) {
                 PyFuture& f = checked(self);
                 std::vector<PyObject*> old = f.locked([&] { return std::exchange(f.callbacks, fresh); });
                 for (PyObject* cb : old) Py_DECREF(cb);
-            })
-        .def("_invoke_callbacks", [](py::handle self) {
-            if (!invoke_callbacks(checked(self), self.ptr())) throw py::error_already_set();
-        });
+            });
     def_replaceable_view<ConditionView>(cls, "_condition", &PyFuture::condition);
     def_replaceable_view<WaiterList>(cls, "_waiters", &PyFuture::waiters);
+    for (PyMethodDef& def : g_future_methods) add_raw_method(cls, &def);
 }
 
 void register_condition_view(py::module_& m) {
