@@ -35,8 +35,10 @@ one implementation's whole pass over the suite, as reported by the runner:
     dask 2026.8.0 (3 files)   68        7-9 s        9-10 s   -
     tqdm 4.70.1 (1 file)      16         <1 s          <1 s   -
     asgiref 3.13.0           123        14 s          14 s   -
+    futurist 3.5.0, whole    197       112 s         114 s   -   (cfutures at 2de2718)
+    futurist, CI subset      ~130      ~50 s         ~50 s   -   (executors and waiters)
 
-    CFUTURES_EXTERNAL=ci:   3 min 17 s with a warm cache, 3 min 51 s with an empty one (downloads
+    CFUTURES_EXTERNAL=ci:   about 5 minutes with futurist's subset; before it, 3 min 17 s with a warm cache, 3 min 51 s with an empty one (downloads
                             and private installs: about 35 s, numpy's wheel the largest); about
                             40 s less once pebble's differences are gone (no reruns)
     CFUTURES_EXTERNAL=all:  7 min 56 s with a warm cache, about 6 minutes without reruns

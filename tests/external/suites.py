@@ -21,6 +21,8 @@ What one suite's comparison does:
 3. two runs of ``sys.executable -m pytest`` in the extracted tree: plain (the stdlib), and with
    ``--cfutures``. Each child gets PYTHONPATH = extracted tree : private directory : our outcome
    plugin (plugin/cfx_outcomes.py), which writes one JSON line per test phase as it happens.
+   A suite that plain pytest cannot run as its project does (futurist's testscenarios) loads a
+   plugin of ours from the same directory in both runs (plugin/cfx_testscenarios.py).
 
 Why sys.executable plus a private directory on PYTHONPATH, rather than a venv per project: the
 cfutures under test must be the one built from this checkout, and the interpreter running this
@@ -88,6 +90,7 @@ PLUGINS = ("pytest_timeout",)
 ASYNCIO_PLUGIN = ("pytest_asyncio.plugin",)
 
 
+
 @dataclasses.dataclass(frozen=True)
 class Suite:
     name: str
@@ -131,6 +134,21 @@ SUITES = {s.name: s for s in [
           plugins=PLUGINS + ASYNCIO_PLUGIN),
     Suite("asgiref", "asgiref", "3.13.0", paths=("tests",), ci_paths=("tests",),
           requirements=PYTEST + ASYNCIO + ("packaging==26.4",), plugins=PLUGINS + ASYNCIO_PLUGIN),
+    # OpenStack's futurist: its GreenFuture (a Future subclass that assigns self._condition in
+    # __init__), green and delayed executors, waiters and periodics. Its tests are
+    # testtools/testscenarios/oslotest cases, each scenario a test here (plugin/cfx_testscenarios.py); stestr runs
+    # them upstream (it and coverage, also in its test-requirements, only run tests: left out).
+    # futurist has no extras to install the sdist with: its one runtime dependency,
+    # debtcollector, is pinned here, with wrapt under it; PrettyTable is for periodics' pformat.
+    # CI runs the executors and the waiters (about 50 s a run); periodics (about 65 s a run)
+    # only in the whole suite.
+    Suite("futurist", "futurist", "3.5.0", paths=("futurist/tests",),
+          ci_paths=("futurist/tests/test_executors.py", "futurist/tests/test_waiters.py"),
+          requirements=PYTEST + ("eventlet==0.41.3", "dnspython==2.9.2", "greenlet==3.5.6",
+                                 "oslotest==6.1.1", "fixtures==4.3.2", "testtools==2.9.1",
+                                 "testscenarios==0.7.0", "prettytable==3.18.0",
+                                 "wcwidth==0.9.4", "debtcollector==3.1.0", "wrapt==2.5.2"),
+          plugins=PLUGINS + ("cfx_testscenarios",)),
 ]}
 
 # Accepted differences: suite name -> {test id or fnmatch pattern: reason}. Only differences that
@@ -141,6 +159,7 @@ DEVIATIONS: dict[str, dict[str, str]] = {
     "dask": {},
     "tqdm": {},
     "asgiref": {},
+    "futurist": {},
 }
 
 MODES = ("stdlib", "cfutures")
