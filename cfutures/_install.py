@@ -40,11 +40,11 @@ class _PackageView(types.ModuleType):
     def __getattr__(self, name):
         package = self.__dict__["_package"]
         stdlib = self.__dict__.get("_stdlib")
-        if stdlib is None and _green.patched_by() is not None and _saved is not None:
+        library = _green.patched_by() if stdlib is None and _saved is not None else None
+        if library is not None:
             # Patched after install() (gevent and eventlet patch first thing, before the
             # program's imports): the stdlib's module from this lookup on, through this view
             # too (code that imported concurrent.futures before the patch holds it).
-            library = _green.patched_by()
             stdlib = _saved[1]
             uninstall()
             self.__dict__["_stdlib"] = stdlib

@@ -161,34 +161,38 @@ def test_no_warning_without_patching(green):
     assert warnings_in(proc.stderr) == []
 
 
+# futurist's GreenFuture: a Future subclass given eventlet's green Condition, in a program that is
+# not patched.
+GREEN_FUTURE = """
+    import eventlet
+    from eventlet.green import threading as green_threading
+    import {impl} as futures
+
+    class GreenFuture(futures.Future):
+        def __init__(self):
+            super().__init__()
+            self._condition = green_threading.Condition()
+"""
+
+
 @pytest.mark.parametrize("impl", ["concurrent.futures", "cfutures"])
 def test_a_green_future_waits_cooperatively_without_patching(impl):
-    # futurist's GreenFuture: a Future subclass given eventlet's green Condition in a program that
-    # is not patched. Its result() must yield to the hub (a native wait would never return: the
-    # greenlet that completes it could not run).
+    # Its result() must yield to the hub (a native wait would never return: the greenlet that
+    # completes it could not run).
     library("eventlet")
-    proc = run(f"""
-        import eventlet
-        from eventlet.green import threading as green_threading
-        import {impl} as futures
-
-        class GreenFuture(futures.Future):
-            def __init__(self):
-                super().__init__()
-                self._condition = green_threading.Condition()
-
-        f = GreenFuture()
-        eventlet.spawn_after(0.02, f.set_result, 42)
-        print(f.result(timeout=10))
-        g = GreenFuture()
-        eventlet.spawn_after(0.02, g.set_exception, ValueError("x"))
-        print(type(g.exception(timeout=10)).__name__)
-        h = GreenFuture()
-        eventlet.spawn_after(0.02, h.cancel)
-        try:
-            h.result(timeout=10)
-        except futures.CancelledError:
-            print("cancelled")
+    proc = run(GREEN_FUTURE.format(impl=impl) + """
+    f = GreenFuture()
+    eventlet.spawn_after(0.02, f.set_result, 42)
+    print(f.result(timeout=10))
+    g = GreenFuture()
+    eventlet.spawn_after(0.02, g.set_exception, ValueError("x"))
+    print(type(g.exception(timeout=10)).__name__)
+    h = GreenFuture()
+    eventlet.spawn_after(0.02, h.cancel)
+    try:
+        h.result(timeout=10)
+    except futures.CancelledError:
+        print("cancelled")
     """)
     assert proc.stdout.split() == ["42", "ValueError", "cancelled"]
 
@@ -200,23 +204,14 @@ def test_green_waits_that_return_out_of_order(impl):
     # called ... loader_life_support: internal error", futurist's green delayed executor): its
     # per-thread stack of call frames must unwind in call order.
     library("eventlet")
-    proc = run(f"""
-        import eventlet
-        from eventlet.green import threading as green_threading
-        import {impl} as futures
-
-        class GreenFuture(futures.Future):
-            def __init__(self):
-                super().__init__()
-                self._condition = green_threading.Condition()
-
-        first, second = GreenFuture(), GreenFuture()
-        a = eventlet.spawn(lambda: first.result(timeout=10))
-        b = eventlet.spawn(lambda: second.exception(timeout=10))
-        eventlet.sleep(0.01)
-        first.set_result(1)
-        print(a.wait())
-        second.set_exception(ValueError("v"))
-        print(repr(b.wait()))
+    proc = run(GREEN_FUTURE.format(impl=impl) + """
+    first, second = GreenFuture(), GreenFuture()
+    a = eventlet.spawn(lambda: first.result(timeout=10))
+    b = eventlet.spawn(lambda: second.exception(timeout=10))
+    eventlet.sleep(0.01)
+    first.set_result(1)
+    print(a.wait())
+    second.set_exception(ValueError("v"))
+    print(repr(b.wait()))
     """)
     assert proc.stdout.split() == ["1", "ValueError('v')"]
