@@ -5,9 +5,11 @@
 // sibling forked from the same parent could hold open). Kernels older than 5.3 have no
 // pidfd_open; open_pidfd() then returns -1 and the callers fall back to polling (waitid).
 // The waitid() checks below never reap: WNOWAIT leaves that to the process's owner (in the
-// bindings, multiprocessing's Process.join()).
+// bindings, multiprocessing's Process.join()). This header is the process pool's only door to the
+// OS calls on its children (pidfd_open, waitid, kill); manager_events.hpp holds epoll and eventfd.
 #pragma once
 
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -41,6 +43,12 @@ inline bool child_exit_code(int pid, int& code) {
         return false;
     code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
     return true;
+}
+
+// Sends `sig` to child `pid`. An exited child stays a zombie until its owner reaps it, so the pid
+// cannot be reused under us while the pool still holds it; a failure (ESRCH) needs no handling.
+inline void signal_child(int pid, int sig) {
+    if (pid > 0) ::kill(pid, sig);
 }
 
 }  // namespace cfutures::core

@@ -25,7 +25,7 @@
 //   process_pool_stopping.hpp   ending one job while the pool goes on (timeouts, cancel_running,
 //                               replace_dead_workers)
 //   process_pool_breaking.hpp   breaking the pool, and the manager giving up
-//   manager_events.hpp, pidfd.hpp   the OS calls (epoll, eventfd, pidfd, waitid)
+//   manager_events.hpp, pidfd.hpp   the OS calls (epoll, eventfd, pidfd, waitid, kill)
 //
 // Locking. `mu_` guards queue_, new_workers_, the flags, workers_, idle_tokens_, service_ns_,
 // and in the Worker records everything but the reader; live_ itself changes only on the manager
@@ -37,7 +37,6 @@
 // ProcessBatch::released, to be dropped where the owner may (their payloads are Python objects).
 #pragma once
 
-#include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 

@@ -24,14 +24,14 @@ inline void ProcessPool::give_up(ProcessPoolHooks& hooks, const std::string& why
         std::lock_guard<std::mutex> g(mu_);
         if (!broken_) break_locked(BreakCause::Internal, why, batch);
         for (auto& [id, w] : live_) {
-            ::kill(w.pid, SIGKILL);
+            signal_child(w.pid, SIGKILL);
             batch.exited.push_back(w.pid);
             release_frames(w, batch);
             close_worker(w);
         }
         live_.clear();
         for (auto& nw : new_workers_) {
-            ::kill(nw.pid, SIGKILL);
+            signal_child(nw.pid, SIGKILL);
             batch.exited.push_back(nw.pid);
             close_new_worker(nw);
         }
@@ -72,7 +72,7 @@ inline void ProcessPool::break_locked(BreakCause cause, const std::string& why, 
         w.in_flight.clear();
         release_frames(w, batch);
         w.stop_sent = true;
-        ::kill(w.pid, SIGTERM);
+        signal_child(w.pid, SIGTERM);
     }
     dropped_.clear();
     kill_at_ = std::chrono::steady_clock::now() + kKillGrace;
@@ -89,7 +89,7 @@ inline void ProcessPool::release_frames(Worker& w, ProcessBatch& batch) {
 // Workers of a broken pool still there kKillGrace after their SIGTERM.
 inline void ProcessPool::kill_stragglers_locked() {
     if (std::chrono::steady_clock::now() < kill_at_) return;
-    for (auto& [id, w] : live_) ::kill(w.pid, SIGKILL);
+    for (auto& [id, w] : live_) signal_child(w.pid, SIGKILL);
 }
 
 }  // namespace cfutures::core

@@ -105,7 +105,7 @@ inline void ProcessPool::adopt_new_workers_locked() {
         events_.watch(w.result_fd, EPOLLIN, id, ManagerEvents::kResults);
         events_.watch(w.task_fd, 0, id, ManagerEvents::kTasks);  // EPOLLOUT only while a write waits
         if (w.pidfd >= 0) events_.watch(w.pidfd, EPOLLIN, id, ManagerEvents::kExit);
-        if (broken_) ::kill(w.pid, SIGTERM);
+        if (broken_) signal_child(w.pid, SIGTERM);
     }
     new_workers_.clear();
 }

@@ -84,7 +84,7 @@ inline ProcessPool::Worker* ProcessPool::worker_running_locked(std::uint64_t tag
 inline void ProcessPool::stop_worker_locked(Worker& w, StopCause cause) {
     w.victim = w.in_flight.front();
     w.victim_cause = cause;
-    ::kill(w.pid, SIGKILL);
+    signal_child(w.pid, SIGKILL);
 }
 
 // Stops the workers whose running job is past its deadline (its timeout from when it
