@@ -126,6 +126,7 @@ _LAZY = {
     "TaskTimeout": "._errors",
     "WorkerDied": "._errors",
     "ExecutorStats": "._base",
+    "QueueFull": "._base",
     "progress": "._progress",
     "GreenThreadWarning": "._green",
 }
@@ -133,7 +134,7 @@ if _sys.version_info >= (3, 12):
     _LAZY["InterpreterPoolExecutor"] = ".interpreter"
 # The names cfutures has beyond the stdlib's: not in __all__, and hidden from what install()
 # makes concurrent.futures (code that tests for them there sees the stdlib's module).
-_EXTENSIONS = frozenset({"TaskTimeout", "WorkerDied", "ExecutorStats", "progress", "dask",
+_EXTENSIONS = frozenset({"TaskTimeout", "WorkerDied", "ExecutorStats", "QueueFull", "progress", "dask",
                          "GreenThreadWarning"})
 _BASE_NAMES = ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", "BrokenExecutor",
                "CancelledError", "Executor", "Future", "InvalidStateError", "TimeoutError",

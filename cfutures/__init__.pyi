@@ -15,6 +15,7 @@ from ._base import (
 
 from .process import ProcessPoolExecutor as ProcessPoolExecutor
 from ._base import ExecutorStats as ExecutorStats
+from ._base import QueueFull as QueueFull
 from ._progress import progress as progress
 from .process import TaskTimeout as TaskTimeout
 from .process import WorkerDied as WorkerDied

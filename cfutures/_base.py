@@ -11,6 +11,7 @@ against concurrent.futures catch cfutures' errors.
 
 import collections
 import itertools
+import queue
 import time
 import weakref
 from concurrent.futures import _base as _std
@@ -56,6 +57,91 @@ class ExecutorStats(collections.namedtuple(
     __slots__ = ()
 
 
+class QueueFull(queue.Full):
+    """(cfutures) submit() found the executor's queue at its max_queue bound and was told not to
+    wait (executor.options(block=False)), or not that long (options(block_timeout=S)).
+
+    A subclass of queue.Full, so code written against a bounded queue.Queue catches it."""
+
+
+_PRIORITY_LIMIT = 2**31 - 1
+
+
+def _submit_options(priority=0, block=True, block_timeout=None, task_timeout=None):
+    """The checked options of executor.options(), as the tuple the native _submit_with() takes."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError("priority must be an integer")
+    if not -_PRIORITY_LIMIT <= priority <= _PRIORITY_LIMIT:
+        raise ValueError(f"priority must be between {-_PRIORITY_LIMIT} and {_PRIORITY_LIMIT}")
+    if not isinstance(block, bool):
+        raise TypeError("block must be True or False")
+    if block_timeout is not None:
+        if isinstance(block_timeout, bool) or not isinstance(block_timeout, (int, float)):
+            raise TypeError("block_timeout must be a number of seconds or None")
+        if not block_timeout >= 0:
+            raise ValueError("block_timeout must be >= 0 or None")
+        if not block:
+            raise ValueError("block_timeout is for block=True: block=False never waits")
+    if task_timeout is not None:
+        if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
+            raise TypeError("task_timeout must be a number of seconds or None")
+        if not task_timeout > 0:
+            raise ValueError("task_timeout must be a positive number of seconds or None")
+    return (priority, block, block_timeout, task_timeout)
+
+
+def _check_max_queue(max_queue):
+    if max_queue is None:
+        return None
+    if isinstance(max_queue, bool) or not isinstance(max_queue, int):
+        raise TypeError("max_queue must be an integer or None")
+    if max_queue < 1:
+        raise ValueError("max_queue must be >= 1 or None")
+    return max_queue
+
+
+class _ExecutorOptions:
+    """What executor.options() returns: the executor, with submit() and map() applying the given
+    options to each task they create (each chunk, for a process pool's map).
+
+    It refers to the executor weakly, as map()'s iterator does: neither keeps the pool alive."""
+
+    def __init__(self, executor, **options):
+        self._executor_ref = weakref.ref(executor)
+        self._options = _submit_options(**options)
+        defaults = dict(zip(("priority", "block", "block_timeout", "task_timeout"), _submit_options()))
+        self._named = {name: value for name, value in options.items() if value != defaults[name]}
+
+    @property
+    def _executor(self):
+        executor = self._executor_ref()
+        if executor is None:
+            raise RuntimeError("cannot schedule new futures after the executor was dropped")
+        return executor
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._executor._submit_with(self._options, fn, *args, **kwargs)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        # The executor's own map, submitting through this view; the iterator refills
+        # (buffersize) through the view, so it keeps the view.
+        results = type(self._executor).map(self, fn, *iterables, timeout=timeout, chunksize=chunksize,
+                                           buffersize=buffersize)
+        return _keeping(results, self)
+
+    def __getattr__(self, name):
+        return getattr(self._executor, name)
+
+    def __repr__(self):
+        named = " ".join(f"{k}={v!r}" for k, v in self._named.items())
+        return f"<{type(self).__name__} {named} of {self._executor_ref()!r}>"
+
+
+def _keeping(iterator, owner):
+    """`iterator`'s items; `owner` lives as long as this generator."""
+    yield from iterator
+
+
 def _run_callback(fn, future):
     # Called by the native core for each done-callback: an Exception is logged, anything else
     # (KeyboardInterrupt, SystemExit) propagates, as in the stdlib.
@@ -84,7 +170,7 @@ if NATIVE:
         # exception(), set_running_or_notify_cancel(), set_result() and set_exception() come
         # from FutureBase.
 
-    _cfutures._set_future_type(Future, _run_callback)
+    _cfutures._set_future_type(Future, _run_callback, QueueFull)
 else:
     Future = _std.Future  # a portable build (cfutures/_portable.py): the stdlib's own
 
@@ -179,6 +265,10 @@ class Executor(_std.Executor):
             raise TypeError("buffersize must be an integer or None")
         if buffersize is not None and buffersize < 1:
             raise ValueError("buffersize must be None or > 0")
+        if buffersize is None:
+            # A pool with a bound (max_queue) submits as results are taken, never more than the
+            # bound ahead: map() keeps to it without blocking the caller until the end.
+            buffersize = getattr(self, "_max_queue", None)
         end_time = None if timeout is None else timeout + time.monotonic()
         argument_tuples = zip(*iterables)
         submit = self.submit

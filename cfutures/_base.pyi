@@ -1,6 +1,7 @@
 # Types of cfutures._base: the stdlib's concurrent.futures types, with cfutures' classes.
 import concurrent.futures
 import logging
+import queue
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import (
@@ -39,6 +40,17 @@ LOGGER: logging.Logger
 
 class Future(FutureBase, concurrent.futures.Future[_T]):
     """A native future; an instance of concurrent.futures.Future."""
+
+class QueueFull(queue.Full): ...
+
+class _ExecutorOptions:
+    """A view of an executor whose submit() and map() apply executor.options()'s options."""
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]: ...
+    def map(
+        self, fn: Callable[..., _T], *iterables: Iterable[Any], timeout: float | None = None,
+        chunksize: int = 1, buffersize: int | None = None,
+    ) -> Iterator[_T]: ...
+    def __getattr__(self, name: str) -> Any: ...
 
 class ExecutorStats(NamedTuple):
     submitted: int

@@ -74,21 +74,32 @@ class _MapBuffersize:
         return _base.Executor.map(self, fn, *iterables, timeout=timeout, buffersize=buffersize)
 
 
+def _refuse_options(pool, given):
+    """NotImplementedError for the first opt-in argument in `given` ((name, value, default)
+    triples) that is not its default."""
+    for name, value, default in given:
+        if value != default:
+            raise unsupported(f"{pool}({name}={value!r})")
+
+
 class ThreadPoolExecutor(_RefusesExtensions, _MapBuffersize, _std.ThreadPoolExecutor):
     __doc__ = _std.ThreadPoolExecutor.__doc__
+
+    def __init__(self, *args, max_queue=None, context=None, **kwargs):
+        _refuse_options("ThreadPoolExecutor", (("max_queue", max_queue, None), ("context", context, None)))
+        super().__init__(*args, **kwargs)
 
 
 class ProcessPoolExecutor(_RefusesExtensions, _MapBuffersize, _std.ProcessPoolExecutor):
     __doc__ = _std.ProcessPoolExecutor.__doc__
 
     def __init__(self, *args, task_timeout=None, cancel_running=False, on_worker_death="break",
-                 pickler=None, **kwargs):
-        for name, value, default in (("task_timeout", task_timeout, None),
-                                     ("cancel_running", cancel_running, False),
-                                     ("on_worker_death", on_worker_death, "break"),
-                                     ("pickler", pickler, None)):
-            if value != default:
-                raise unsupported(f"ProcessPoolExecutor({name}={value!r})")
+                 pickler=None, max_queue=None, **kwargs):
+        _refuse_options("ProcessPoolExecutor", (("task_timeout", task_timeout, None),
+                                                ("cancel_running", cancel_running, False),
+                                                ("on_worker_death", on_worker_death, "break"),
+                                                ("pickler", pickler, None),
+                                                ("max_queue", max_queue, None)))
         super().__init__(*args, **kwargs)
 
     if _sys.version_info < (3, 14):  # 3.14's, on every Python, as the native pool has them

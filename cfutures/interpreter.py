@@ -270,6 +270,11 @@ class InterpreterPoolExecutor(ThreadPoolExecutor, *_STDLIB_POOL):
         task = self._resolve_work_item_task(fn, args, kwargs)
         return super().submit(_run_in_worker_context, task)
 
+    def _submit_with(self, options, fn, /, *args, **kwargs):
+        # What options(...).submit() calls: the call goes to the worker's interpreter too.
+        task = self._resolve_work_item_task(fn, args, kwargs)
+        return super()._submit_with(options, _run_in_worker_context, task)
+
 
 if _std_interpreter is not None:
     def __getattr__(name):

@@ -223,52 +223,6 @@ class _PoolHost:
         return exitcodes
 
 
-class _ExecutorOptions:
-    """What ProcessPoolExecutor.options() returns: the executor, with submit() and map() applying
-    the given options to each task they create (each chunk, for map).
-
-    It refers to the executor weakly, as map()'s iterator does: neither keeps the pool alive."""
-
-    def __init__(self, executor, task_timeout):
-        self._executor_ref = weakref.ref(executor)
-        self._task_timeout = task_timeout
-
-    @property
-    def _executor(self):
-        executor = self._executor_ref()
-        if executor is None:
-            raise RuntimeError("cannot schedule new futures after the executor was dropped")
-        return executor
-
-    def submit(self, fn, /, *args, **kwargs):
-        return self._executor._submit_timed(self._task_timeout, fn, *args, **kwargs)
-
-    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
-        # The iterator refills (buffersize) through this view: it keeps the view.
-        return _keeping(_map(self, fn, iterables, timeout, chunksize, buffersize), self)
-
-    def __getattr__(self, name):
-        return getattr(self._executor, name)
-
-    def __repr__(self):
-        return f"<{type(self).__name__} task_timeout={self._task_timeout!r} of {self._executor_ref()!r}>"
-
-
-def _keeping(iterator, owner):
-    """`iterator`'s items; `owner` lives as long as this generator."""
-    yield from iterator
-
-
-def _check_task_timeout(task_timeout):
-    if task_timeout is None:
-        return None
-    if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
-        raise TypeError("task_timeout must be a number of seconds or None")
-    if not task_timeout > 0:
-        raise ValueError("task_timeout must be a positive number of seconds or None")
-    return task_timeout
-
-
 class _CallQueueView:
     """Stand-in for the stdlib's executor._call_queue: there is no shared queue here (each worker
     has its own pipe); code that joins or closes it at shutdown keeps working."""
@@ -299,7 +253,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
     def __init__(self, max_workers=None, mp_context=None,
                  initializer=None, initargs=(), *, max_tasks_per_child=None,
                  task_timeout=None, cancel_running=False, on_worker_death="break",
-                 pickler=None):
+                 pickler=None, max_queue=None):
         """Initializes a new ProcessPoolExecutor instance.
 
         Args:
@@ -331,6 +285,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 behaviour): a worker that dies breaks the pool. "replace": it fails
                 only the task it was running, with cfutures.WorkerDied, and is
                 replaced; a worker whose initializer fails still breaks the pool.
+            max_queue: (cfutures, opt-in) At most this many tasks wait to be sent to a
+                worker: submit() then blocks (GIL released, Ctrl-C works) until one is
+                sent, or see options(block=, block_timeout=); map() submits as its
+                results are taken. None (the default): no bound, as the stdlib.
             pickler: (cfutures, opt-in) "cloudpickle" sends calls and answers with
                 cloudpickle (the cfutures[cloudpickle] extra): lambdas, closures and
                 functions of __main__ or a notebook run under any start method.
@@ -365,7 +323,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 raise ValueError("max_tasks_per_child is incompatible with"
                                  " the 'fork' multiprocessing start method;"
                                  " supply a different mp_context.")
-        task_timeout = _check_task_timeout(task_timeout)
+        _base._submit_options(task_timeout=task_timeout)
+        max_queue = _base._check_max_queue(max_queue)
         pickling = _pickling.Pickling(pickler) if pickler is not None else _pickling._STANDARD
         if on_worker_death not in ("break", "replace"):
             raise ValueError('on_worker_death must be "break" or "replace"')
@@ -374,7 +333,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
         self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child, pickling)
         super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host,
-                         task_timeout, on_worker_death == "replace", bool(cancel_running))
+                         task_timeout, on_worker_death == "replace", bool(cancel_running),
+                         max_queue or 0)
+        self._max_queue = max_queue
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer
@@ -426,12 +387,20 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         """
         return _map(self, fn, iterables, timeout, chunksize, buffersize)
 
-    def options(self, *, task_timeout=None):
+    def options(self, *, task_timeout=None, priority=0, block=True, block_timeout=None):
         """(cfutures, opt-in) A view of this executor whose submit() and map() give each task
-        they create (each chunk, for map with chunksize) these options: task_timeout, in
-        seconds from when the task starts (see __init__). map()'s own timeout= keeps its
-        meaning."""
-        return _ExecutorOptions(self, _check_task_timeout(task_timeout))
+        they create (each chunk, for map with chunksize) these options:
+
+        task_timeout: seconds from when the task starts (see __init__); map()'s own timeout=
+            keeps its meaning.
+        priority: lower starts first; equal priorities keep submission order; 0 is every
+            plain submit's. A queue order only: running tasks are not preempted, and a task
+            already sent ahead to a worker starts before a later one with a lower priority.
+        block, block_timeout: what submit() does while the queue is at its max_queue bound:
+            wait (the default), wait at most block_timeout seconds, or (block=False) raise
+            cfutures.QueueFull at once."""
+        return _base._ExecutorOptions(self, task_timeout=task_timeout, priority=priority, block=block,
+                                      block_timeout=block_timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._shutdown_lock:

@@ -252,7 +252,7 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         return instead if instead is not None else super().__new__(cls)
 
     def __init__(self, max_workers=None, thread_name_prefix='',
-                 initializer=None, initargs=()):
+                 initializer=None, initargs=(), *, max_queue=None, context=None):
         """Initializes a new ThreadPoolExecutor instance.
 
         Args:
@@ -261,6 +261,14 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
             thread_name_prefix: An optional name prefix to give our threads.
             initializer: A callable used to initialize worker threads.
             initargs: A tuple of arguments to pass to the initializer.
+            max_queue: (cfutures, opt-in) At most this many tasks wait to start:
+                submit() then blocks (GIL released, Ctrl-C works) until one starts,
+                or see options(block=, block_timeout=); map() submits as its
+                results are taken. None (the default): no bound, as the stdlib.
+            context: (cfutures, opt-in) "submit": each task runs in a copy of the
+                contextvars context of the thread that submitted it, taken at
+                submit() (as asyncio.to_thread does). None (the default): tasks
+                run in their worker thread's context, as the stdlib's.
         """
         if max_workers is None:
             max_workers = _default_max_workers()
@@ -268,7 +276,11 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        super().__init__(max_workers, _PoolHost(type(self)))
+        max_queue = _base._check_max_queue(max_queue)
+        if context not in (None, "submit"):
+            raise ValueError(f"context must be None or 'submit', not {context!r}")
+        super().__init__(max_workers, _PoolHost(type(self)), max_queue or 0, context == "submit")
+        self._max_queue = max_queue
         self._max_workers = max_workers
         self._thread_name_prefix = (thread_name_prefix or
                                     ("ThreadPoolExecutor-%d" % self._counter()))
@@ -291,6 +303,17 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
         """What each worker thread runs, given the pool's handle. It must not hold the executor
         (dropping the executor shuts the pool down)."""
         return functools.partial(_worker, initializer=self._initializer, initargs=self._initargs)
+
+    def options(self, *, priority=0, block=True, block_timeout=None):
+        """(cfutures, opt-in) A view of this executor whose submit() and map() give each task
+        they create these options:
+
+        priority: lower starts first; equal priorities keep submission order; 0 is every
+            plain submit's. A queue order only: running tasks are not preempted.
+        block, block_timeout: what submit() does while the queue is at its max_queue bound:
+            wait (the default), wait at most block_timeout seconds, or (block=False) raise
+            cfutures.QueueFull at once."""
+        return _base._ExecutorOptions(self, priority=priority, block=block, block_timeout=block_timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._shutdown_lock:

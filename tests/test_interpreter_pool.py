@@ -85,6 +85,16 @@ def test_submit_map_and_each_worker_owns_one_interpreter(interpreter_pool):
     assert len(ids) == 1 and main not in ids  # created once, reused, not the main interpreter
 
 
+def test_options_submit_and_map_run_in_the_workers_interpreter():
+    if not HAS_POOL:
+        pytest.skip("InterpreterPoolExecutor is 3.12+")
+    with cfutures.InterpreterPoolExecutor(1) as ex:
+        urgent = ex.options(priority=-1)
+        ids = {urgent.submit(eval, CURRENT_INTERPRETER).result(timeout=60),
+               *urgent.map(eval, [CURRENT_INTERPRETER] * 3, timeout=60)}
+        assert len(ids) == 1 and eval(CURRENT_INTERPRETER) not in ids
+
+
 def test_an_exception_keeps_its_type_with_the_remote_failure_as_cause(interpreter_pool):
     from cfutures.interpreter import ExecutionFailed  # the stdlib's where it has one (3.14+)
     error = interpreter_pool(1).submit(int, "x").exception(timeout=60)

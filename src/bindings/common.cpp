@@ -131,18 +131,24 @@ void restore_gil(PyThreadState* saved) {
     }
 }
 
-bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadline) {
+bool wait_slice_interruptibly(const std::function<bool(std::optional<Clock::time_point>)>& wait,
+                              std::optional<Clock::time_point> deadline) {
     const bool on_main = on_main_thread();
+    std::optional<Clock::time_point> slice = deadline;
+    if (on_main) {
+        auto tick = Clock::now() + kSignalTick;
+        if (!slice || tick < *slice) slice = tick;
+    }
+    bool answer = without_gil([&] { return wait(slice); });
+    if (!answer && on_main && PyErr_CheckSignals() != 0) throw py::error_already_set();
+    return answer;
+}
+
+bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadline) {
+    auto wait = [&](std::optional<Clock::time_point> until) { return w.wait_until(until); };
     for (;;) {
-        std::optional<Clock::time_point> slice = deadline;
-        if (on_main) {
-            auto tick = Clock::now() + kSignalTick;
-            if (!slice || tick < *slice) slice = tick;
-        }
-        bool fired = without_gil([&] { return w.wait_until(slice); });
-        if (fired) return true;
+        if (wait_slice_interruptibly(wait, deadline)) return true;
         if (deadline && Clock::now() >= *deadline) return false;
-        if (on_main && PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
 }
 

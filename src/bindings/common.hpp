@@ -37,6 +37,8 @@
 #include <optional>
 #include <type_traits>
 
+#include <functional>
+
 #include "../core/waiter.hpp"
 
 namespace cfutures::bindings {
@@ -57,6 +59,7 @@ struct Stdlib {
     PyObject* state_names[5];         // PENDING ... FINISHED, in core::FutureState order
     PyObject* state_descriptions[5];  // 'pending' ... 'finished', as repr() prints them
     PyObject* run_callback;           // cfutures._base._run_callback(fn, future), set at import
+    PyObject* QueueFull;              // cfutures.QueueFull (not the stdlib's), set at import
 };
 Stdlib& stdlib();
 void load_stdlib();  // fills stdlib(), but run_callback
@@ -199,6 +202,12 @@ inline void add_raw_method(py::handle cls, PyMethodDef* def) {
 
 // timeout=None -> no deadline; numbers -> now + timeout (negative means "already passed").
 std::optional<Clock::time_point> deadline_from(const py::object& timeout);
+
+// Called with the GIL held: one call of wait(until) with the GIL released, where `until` is
+// `deadline` cut to the next signal tick on the main thread, which then runs the signal handlers
+// unless wait() answered true. Returns what wait() returned. Throws error_already_set when a handler raised (KeyboardInterrupt).
+bool wait_slice_interruptibly(const std::function<bool(std::optional<Clock::time_point>)>& wait,
+                              std::optional<Clock::time_point> deadline);
 
 // Called with the GIL held; releases it while waiting on `w`. Returns whether the waiter fired.
 // Throws error_already_set when a signal handler raised (KeyboardInterrupt).

@@ -1,5 +1,9 @@
 #include "executor.hpp"
 
+#include <cstdio>
+#include <limits>
+#include <string>
+
 namespace cfutures::bindings {
 
 std::atomic<bool>& interpreter_exiting(PoolKind kind) {
@@ -71,6 +75,41 @@ void add_submit_method(py::handle cls, PyObject* (*submit)(PyObject*, PyObject* 
     auto* def = new PyMethodDef{"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(submit)),
                                 METH_FASTCALL | METH_KEYWORDS, docs[kind == PoolKind::Process]};
     add_raw_method(cls, def);
+}
+
+SubmitOptions submit_options_from(PyObject* options) {
+    if (!PyTuple_Check(options) || PyTuple_GET_SIZE(options) != 4)
+        raise(PyExc_TypeError, "options must be a (priority, block, block_timeout, task_timeout) tuple");
+    SubmitOptions o;
+    int overflow = 0;
+    long priority = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(options, 0), &overflow);
+    if (priority == -1 && PyErr_Occurred()) throw py::error_already_set();
+    if (overflow || priority <= std::numeric_limits<int>::min() || priority > std::numeric_limits<int>::max())
+        raise(PyExc_OverflowError, "priority out of range");
+    o.priority = static_cast<int>(priority);
+    o.block = PyObject_IsTrue(PyTuple_GET_ITEM(options, 1)) == 1;
+    PyObject* block_timeout = PyTuple_GET_ITEM(options, 2);
+    if (block_timeout != Py_None) {
+        o.block_timeout = PyFloat_AsDouble(block_timeout);
+        if (*o.block_timeout == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    }
+    PyObject* task_timeout = PyTuple_GET_ITEM(options, 3);
+    if (task_timeout != Py_None) {
+        o.task_timeout = PyFloat_AsDouble(task_timeout);
+        if (o.task_timeout == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    }
+    return o;
+}
+
+void raise_queue_full(std::size_t bound, const SubmitOptions& opts) {
+    std::string text = "the executor's queue is full: " + std::to_string(bound) + " tasks wait to start (max_queue)";
+    if (opts.block && opts.block_timeout) {
+        char waited[64];
+        std::snprintf(waited, sizeof waited, "; no room within block_timeout=%g s", *opts.block_timeout);
+        text += waited;
+    }
+    PyErr_SetString(stdlib().QueueFull, text.c_str());
+    throw py::error_already_set();
 }
 
 py::object exception_of(const py::error_already_set& e) {

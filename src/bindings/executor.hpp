@@ -6,8 +6,11 @@
 // process.py each have their own exit hook and flag); each is set once, by that kind's hook.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include "../core/executor_stats.hpp"
@@ -83,6 +86,52 @@ void check_submittable(PoolKind kind, const ForkOwned& owner, Pool& pool, PyObje
     if (pool.shut_down()) refuse_submit(Refusal::Shutdown, nullptr, py::handle());
     if (interpreter_exiting(kind).load(std::memory_order_relaxed))
         refuse_submit(Refusal::InterpreterExit, nullptr, py::handle());
+}
+
+// What executor.options() adds to a submit (cfutures, opt-in): the task's priority (lower starts
+// first), what a submit does when the pool's queue is at its max_queue bound, and the process
+// pool's task timeout. The defaults are a plain submit.
+struct SubmitOptions {
+    int priority = 0;
+    bool block = true;                    // wait for room; false: QueueFull at once
+    std::optional<double> block_timeout;  // seconds: QueueFull once they passed
+    double task_timeout = 0;              // seconds; 0: none (process pools only)
+};
+// From the tuple (priority, block, block_timeout, task_timeout) that cfutures' options view
+// holds (checked there).
+SubmitOptions submit_options_from(PyObject* options);
+
+[[noreturn]] void raise_queue_full(std::size_t bound, const SubmitOptions& opts);
+
+// Back-pressure, for both pools: calls offer() until the pool takes the task or refuses it for
+// another reason. offer() makes one attempt and returns true when the queue was at its bound.
+// Between attempts the caller waits for room with the GIL released (pool.wait_for_room(); Ctrl-C
+// works on the main thread), unless `opts` say not to wait, or not that long: then it raises
+// cfutures.QueueFull. A waiter that leaves without its place passes the wake-up on.
+template <class Pool, class Offer>
+void offer_until_room(Pool& pool, const SubmitOptions& opts, Offer&& offer) {
+    std::optional<Clock::time_point> deadline;
+    bool waited = false;
+    for (;;) {
+        if (!offer()) return;
+        if (!deadline && opts.block_timeout)
+            deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(std::max(0.0, *opts.block_timeout)));
+        if (!opts.block || (deadline && Clock::now() >= *deadline)) {
+            if (waited) pool.stop_waiting_for_room();
+            raise_queue_full(pool.queue_bound(), opts);
+        }
+        try {
+            wait_slice_interruptibly([&](std::optional<Clock::time_point> until) {
+                pool.wait_for_room(until ? *until : Clock::now() + std::chrono::hours(1));
+                return false;
+            }, deadline);
+        } catch (...) {
+            pool.stop_waiting_for_room();
+            throw;
+        }
+        waited = true;
+    }
 }
 
 // submit(fn, /, *args, **kwargs) as a vectorcall: argv[0] is fn, then the positional arguments,

@@ -976,13 +976,14 @@ void register_future(py::module_& m) {
     g_invoke_callbacks_name = PyUnicode_InternFromString("_invoke_callbacks");
     g_own_invoke_callbacks = PyObject_GetAttr(reinterpret_cast<PyObject*>(g_future_base), g_invoke_callbacks_name);
     if (!g_own_invoke_callbacks) throw py::error_already_set();
-    m.def("_set_future_type", [](py::handle type, py::handle run_callback) {
+    m.def("_set_future_type", [](py::handle type, py::handle run_callback, py::handle queue_full) {
         if (!PyType_Check(type.ptr()) ||
             !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(type.ptr()), g_future_base))
             throw py::type_error("expected a subclass of FutureBase");
         if (!stdlib().CancelledError) load_stdlib();
         g_future_type = reinterpret_cast<PyTypeObject*>(type.inc_ref().ptr());
         stdlib().run_callback = run_callback.inc_ref().ptr();
+        stdlib().QueueFull = queue_full.inc_ref().ptr();
     });
 }
 

@@ -288,6 +288,10 @@ struct ProcessPoolShared : PoolShared<core::ProcessPool, ProcessHost> {
     void record_broken(core::BreakCause cause, const std::string& reason) {
         broken_reason.record(py::str(cause == core::BreakCause::WorkerDied ? std::string(kAbruptExit) : reason));
     }
+    // What offer_until_room() (executor.hpp) asks of a pool.
+    std::size_t queue_bound() const { return pool.max_queued(); }
+    void wait_for_room(Clock::time_point until) { pool.wait_for_room(until); }
+    void stop_waiting_for_room() { pool.stop_waiting_for_room(); }
 };
 
 // BrokenProcessPool(message), with the remote traceback text as __cause__ when there is one.
@@ -610,8 +614,10 @@ void allow_cancel_running(const std::shared_ptr<ProcessPoolShared>& shared) {
 }
 
 struct PyProcessPoolExecutor {
-    PyProcessPoolExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, ProcessHost host)
-        : handle{std::make_shared<ProcessPoolShared>(std::move(host), max_workers, start_all, max_tasks, replace_dead)} {}
+    PyProcessPoolExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead,
+                          std::size_t max_queue, ProcessHost host)
+        : handle{std::make_shared<ProcessPoolShared>(std::move(host), max_workers, start_all, max_tasks, replace_dead,
+                                                     max_queue)} {}
     ~PyProcessPoolExecutor() {
         if (handle.shared->inherited()) return;
         handle.shared->pool.shutdown(false);  // the executor is gone
@@ -703,9 +709,16 @@ void start_what_is_needed(ProcessPoolShared& shared, const std::shared_ptr<Proce
     if (first) shared.pool.manager_started();
 }
 
-// submit(fn, /, *args, **kwargs) with a timeout per task (0: the executor's). Throws; the
+// A task timeout in seconds (a positive number; 0: none) as nanoseconds.
+std::chrono::nanoseconds timeout_of(double s) {
+    if (s == 0) return std::chrono::nanoseconds(0);
+    if (!(s > 0) || s > 1e9) raise(PyExc_ValueError, "task_timeout must be a positive number of seconds or None");
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(s * 1e9));
+}
+
+// submit(fn, /, *args, **kwargs) with `opts` (a task timeout of 0: the executor's). Throws; the
 // vectorcall entry points below turn that into a Python error.
-PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanoseconds timeout) {
+PyObject* submit_call(PyObject* self, CallArguments call, const SubmitOptions& opts) {
     PyProcessPoolExecutor* ex = native_ptr<PyProcessPoolExecutor>(self, g_process_executor_base);
     if (!ex) raise(PyExc_TypeError, "ProcessPoolExecutor.__init__() was not called");
     const std::shared_ptr<ProcessPoolShared>& owner = ex->handle.shared;
@@ -726,14 +739,25 @@ PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanosecon
     std::uint64_t tag = shared.jobs.add(future, fn_args_kwargs);
     core::ProcessPool::Job job;
     try {
-        job = make_job(shared, tag, *pickled, as_future(future.ptr()),
-                       timeout.count() ? timeout : shared.task_timeout);
+        auto timeout = timeout_of(opts.task_timeout);
+        job = make_job(shared, tag, *pickled, as_future(future.ptr()), timeout.count() ? timeout : shared.task_timeout);
+        job.priority = opts.priority;
     } catch (...) {
         Py_XDECREF(shared.jobs.take(tag));
         throw;
     }
     std::vector<core::OutgoingFrame> sent;  // released after the pool's lock, GIL held
-    auto answer = shared.pool.submit(std::move(job), &sent);
+    core::ProcessPool::SubmitAnswer answer{};
+    try {
+        offer_until_room(shared, opts, [&] {
+            check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
+            answer = shared.pool.submit(std::move(job), &sent);
+            return answer.status == core::ProcessPool::Submit::Full;
+        });
+    } catch (...) {
+        Py_XDECREF(shared.jobs.take(tag));
+        throw;
+    }
     sent.clear();
     if (answer.status != core::ProcessPool::Submit::Queued) {  // broken or shut down since the checks
         Py_XDECREF(shared.jobs.take(tag));
@@ -746,28 +770,19 @@ PyObject* submit_call(PyObject* self, CallArguments call, std::chrono::nanosecon
 }
 
 PyObject* process_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+    static const SubmitOptions plain;
     return guarded([&]() -> PyObject* {
-        return submit_call(self, unpack_submit_arguments(argv, nargsf, kwnames), std::chrono::nanoseconds(0));
+        return submit_call(self, unpack_submit_arguments(argv, nargsf, kwnames), plain);
     });
 }
 
-// A task timeout in seconds (a positive number, or None for the executor's own) as nanoseconds.
-std::chrono::nanoseconds timeout_of(PyObject* seconds) {
-    if (seconds == Py_None) return std::chrono::nanoseconds(0);
-    double s = PyFloat_AsDouble(seconds);
-    if (s == -1.0 && PyErr_Occurred()) throw py::error_already_set();
-    if (!(s > 0) || s > 1e9) raise(PyExc_ValueError, "task_timeout must be a positive number of seconds or None");
-    return std::chrono::nanoseconds(static_cast<std::int64_t>(s * 1e9));
-}
-
-// _submit_timed(task_timeout, fn, /, *args, **kwargs): what executor.options(task_timeout=)
-// submits through.
-PyObject* process_submit_timed(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+// _submit_with(options, fn, /, *args, **kwargs): what executor.options(...).submit() calls.
+PyObject* process_submit_with(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
     return guarded([&]() -> PyObject* {
         Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-        if (nargs < 2) raise(PyExc_TypeError, "_submit_timed() takes a timeout and a callable");
-        std::chrono::nanoseconds timeout = timeout_of(argv[0]);
-        return submit_call(self, unpack_submit_arguments(argv + 1, nargs - 1, kwnames), timeout);
+        if (nargs < 2) raise(PyExc_TypeError, "_submit_with() takes options and a callable");
+        SubmitOptions opts = submit_options_from(argv[0]);
+        return submit_call(self, unpack_submit_arguments(argv + 1, nargs - 1, kwnames), opts);
     });
 }
 
@@ -777,16 +792,19 @@ void register_process_pool(py::module_& m) {
     py::class_<PyProcessPoolExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
     cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host,
-                        py::handle task_timeout, bool replace_dead_workers, bool cancel_running) {
+                        py::handle task_timeout, bool replace_dead_workers, bool cancel_running,
+                        std::size_t max_queue) {
                 auto* ex = new PyProcessPoolExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
-                                                 ProcessHost::of(host));
-                ex->handle.shared->task_timeout = timeout_of(task_timeout.ptr());
+                                                     max_queue, ProcessHost::of(host));
+                double seconds = task_timeout.is_none() ? 0.0 : PyFloat_AsDouble(task_timeout.ptr());
+                if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+                ex->handle.shared->task_timeout = timeout_of(seconds);
                 if (cancel_running) allow_cancel_running(ex->handle.shared);
                 return ex;
             }),
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
             py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false,
-            py::arg("cancel_running") = false)
+            py::arg("cancel_running") = false, py::arg("max_queue") = 0)
         .def("_shutdown_pool", [](PyProcessPoolExecutor& ex, bool cancel_futures) {
             ex.handle.shutdown(cancel_futures);
         }, py::arg("cancel_futures"))
@@ -804,11 +822,11 @@ void register_process_pool(py::module_& m) {
         // What cfutures.process turns into the stdlib's executor._pending_work_items.
         .def("_pending_jobs", [](PyProcessPoolExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
     add_submit_method(cls, &process_submit, PoolKind::Process);
-    static PyMethodDef submit_timed{
-        "_submit_timed", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&process_submit_timed)),
+    static PyMethodDef submit_with{
+        "_submit_with", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&process_submit_with)),
         METH_FASTCALL | METH_KEYWORDS,
-        "_submit_timed(task_timeout, fn, /, *args, **kwargs)\n--\n\nsubmit() with a task timeout (seconds, or None)."};
-    add_raw_method(cls, &submit_timed);
+        "_submit_with(options, fn, /, *args, **kwargs)\n--\n\nsubmit() with executor.options()'s options."};
+    add_raw_method(cls, &submit_with);
 
     py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")
         .def("run_manager", &ProcessPoolHandle::run_manager)

@@ -30,15 +30,23 @@ struct ThreadHost {
 };
 
 struct ThreadPoolShared : PoolShared<core::ThreadPool, ThreadHost> {
-    using PoolShared::PoolShared;
+    ThreadPoolShared(ThreadHost h, std::size_t max_workers, std::size_t max_queue, bool context_per_task)
+        : PoolShared(std::move(h), max_workers, max_queue), copy_context(context_per_task) {}
     // The reason is recorded before the pool is marked broken.
     py::object broken_message() { return broken_reason.text(); }
+    // What offer_until_room() (executor.hpp) asks of a pool.
+    std::size_t queue_bound() const { return pool.max_queued(); }
+    void wait_for_room(Clock::time_point until) { pool.wait_for_room(until); }
+    void stop_waiting_for_room() { pool.stop_waiting_for_room(); }
+
+    // context="submit": each task runs in a copy of its submitter's contextvars context.
+    const bool copy_context;
 };
 
 struct PyTask final : core::Task {
     PyTask(const py::object& fut, PyFuture* st, PyObject* callable, PyObject* args_tuple, PyObject* kw,
-           core::OutcomeCounters& outcome_counters)
-        : future(fut.inc_ref().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw),
+           PyObject* ctx, core::OutcomeCounters& outcome_counters)
+        : future(fut.inc_ref().ptr()), state(st), fn(callable), args(args_tuple), kwargs(kw), context(ctx),
           counters(outcome_counters) {
         Py_INCREF(fn);
     }
@@ -48,6 +56,7 @@ struct PyTask final : core::Task {
         Py_DECREF(fn);
         Py_DECREF(args);
         Py_XDECREF(kwargs);
+        Py_XDECREF(context);
     }
 
     // Outcomes are counted before they are visible (executor_stats.hpp).
@@ -64,7 +73,7 @@ struct PyTask final : core::Task {
                 log_critical("Future %s in unexpected state: %s");
                 return;
         }
-        PyObject* r = call_python([&] { return PyObject_Call(fn, args, kwargs); });
+        PyObject* r = context ? call_in_context() : call_python([&] { return PyObject_Call(fn, args, kwargs); });
         bool ok;
         try {
             if (r) {
@@ -83,6 +92,14 @@ struct PyTask final : core::Task {
         }
         Py_XDECREF(r);
         if (!ok) write_unraisable(future);  // a done-callback raised a BaseException
+    }
+
+    // fn(*args, **kwargs) inside the submitter's copied context, as Context.run() does.
+    PyObject* call_in_context() {
+        if (call_python([&] { return PyContext_Enter(context); }) < 0) return nullptr;
+        PyObject* r = call_python([&] { return PyObject_Call(fn, args, kwargs); });
+        if (call_python([&] { return PyContext_Exit(context); }) < 0) Py_CLEAR(r);
+        return r;
     }
 
     void abandon() override {
@@ -124,6 +141,7 @@ struct PyTask final : core::Task {
     PyObject* fn;      // strong
     PyObject* args;    // strong tuple (stolen)
     PyObject* kwargs;  // strong dict or nullptr (stolen)
+    PyObject* context; // strong contextvars.Context or nullptr (stolen): context="submit"
     core::OutcomeCounters& counters;  // the pool's, which outlives its tasks
 };
 
@@ -178,8 +196,8 @@ struct ThreadPoolHandle {
 
 // The C++ object behind a ThreadPoolExecutor.
 struct PyThreadPoolExecutor {
-    PyThreadPoolExecutor(std::size_t max_workers, ThreadHost host)
-        : handle{std::make_shared<ThreadPoolShared>(std::move(host), max_workers)} {}
+    PyThreadPoolExecutor(std::size_t max_workers, ThreadHost host, std::size_t max_queue, bool copy_context)
+        : handle{std::make_shared<ThreadPoolShared>(std::move(host), max_workers, max_queue, copy_context)} {}
     ~PyThreadPoolExecutor() {
         // The executor is gone: let its workers finish the queue and exit (stdlib semantics).
         if (!handle.shared->inherited()) handle.shared->pool.shutdown(false);
@@ -200,31 +218,58 @@ bool start_one_worker(ThreadPoolShared& shared, PyObject* self) {
     return true;
 }
 
+// A submit of fn(*args, **kwargs) (argv, nargsf, kwnames as submit()'s vectorcall) with `opts`.
+PyObject* submit_task(PyObject* self, const SubmitOptions& opts, PyObject* const* argv, Py_ssize_t nargsf,
+                      PyObject* kwnames) {
+    CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
+    PyThreadPoolExecutor* ex = native_ptr<PyThreadPoolExecutor>(self, g_thread_executor_base);
+    if (!ex) raise(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
+    ThreadPoolShared& shared = *ex->handle.shared;
+    check_submittable(PoolKind::Thread, shared, shared, shared.host.broken_type.ptr());
+
+    py::object future = new_future();
+    PyFuture* state = as_future(future.ptr());
+    PyObject* kwargs = PyDict_GET_SIZE(call.kwargs.ptr()) ? call.kwargs.release().ptr() : nullptr;
+    PyObject* context = nullptr;
+    if (shared.copy_context && !(context = PyContext_CopyCurrent())) {
+        Py_XDECREF(kwargs);
+        throw py::error_already_set();
+    }
+    // A Task pointer, not a PyTask one: submit() binds to it, and leaves it here when Full.
+    std::unique_ptr<core::Task> task = std::make_unique<PyTask>(future, state, call.fn, call.args.release().ptr(),
+                                                                kwargs, context, shared.pool.counters());
+    auto answer = core::ThreadPool::Submit::Queued;
+    offer_until_room(shared, opts, [&] {
+        check_submittable(PoolKind::Thread, shared, shared, shared.host.broken_type.ptr());
+        answer = shared.pool.submit(std::move(task), opts.priority);
+        return answer == core::ThreadPool::Submit::Full;
+    });
+    switch (answer) {
+        case core::ThreadPool::Submit::Queued: break;
+        case core::ThreadPool::Submit::NeedsWorker:
+            if (!start_one_worker(shared, self)) return nullptr;
+            break;
+        case core::ThreadPool::Submit::Broken:
+        case core::ThreadPool::Submit::Shutdown:  // since the checks above
+        case core::ThreadPool::Submit::Full:      // (offer_until_room raised)
+            refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
+                          shared.host.broken_type.ptr(), shared.broken_message());
+    }
+    return future.release().ptr();
+}
+
 // ThreadPoolExecutor.submit(fn, /, *args, **kwargs).
 PyObject* thread_submit(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
-    return guarded([&]() -> PyObject* {
-        CallArguments call = unpack_submit_arguments(argv, nargsf, kwnames);
-        PyThreadPoolExecutor* ex = native_ptr<PyThreadPoolExecutor>(self, g_thread_executor_base);
-        if (!ex) raise(PyExc_TypeError, "ThreadPoolExecutor.__init__() was not called");
-        ThreadPoolShared& shared = *ex->handle.shared;
-        check_submittable(PoolKind::Thread, shared, shared, shared.host.broken_type.ptr());
+    static const SubmitOptions plain;
+    return guarded([&]() -> PyObject* { return submit_task(self, plain, argv, nargsf, kwnames); });
+}
 
-        py::object future = new_future();
-        PyFuture* state = as_future(future.ptr());
-        PyObject* kwargs = PyDict_GET_SIZE(call.kwargs.ptr()) ? call.kwargs.release().ptr() : nullptr;
-        auto answer = shared.pool.submit(std::make_unique<PyTask>(
-            future, state, call.fn, call.args.release().ptr(), kwargs, shared.pool.counters()));
-        switch (answer) {
-            case core::ThreadPool::Submit::Queued: break;
-            case core::ThreadPool::Submit::NeedsWorker:
-                if (!start_one_worker(shared, self)) return nullptr;
-                break;
-            case core::ThreadPool::Submit::Broken:
-            case core::ThreadPool::Submit::Shutdown:  // since the checks above
-                refuse_submit(answer == core::ThreadPool::Submit::Broken ? Refusal::Broken : Refusal::Shutdown,
-                              shared.host.broken_type.ptr(), shared.broken_message());
-        }
-        return future.release().ptr();
+// _submit_with(options, fn, /, *args, **kwargs): what executor.options(...).submit() calls.
+PyObject* thread_submit_with(PyObject* self, PyObject* const* argv, Py_ssize_t nargsf, PyObject* kwnames) {
+    return guarded([&]() -> PyObject* {
+        if (PyVectorcall_NARGS(nargsf) < 2) raise(PyExc_TypeError, "_submit_with() takes options and a callable");
+        SubmitOptions opts = submit_options_from(argv[0]);
+        return submit_task(self, opts, argv + 1, PyVectorcall_NARGS(nargsf) - 1, kwnames);
     });
 }
 
@@ -241,10 +286,10 @@ void register_thread_pool(py::module_& m) {
 
     py::class_<PyThreadPoolExecutor> cls(m, "ThreadPoolBase");
     g_thread_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    cls.def(py::init([](std::size_t max_workers, py::handle host) {
-                return new PyThreadPoolExecutor(max_workers, ThreadHost::of(host));
+    cls.def(py::init([](std::size_t max_workers, py::handle host, std::size_t max_queue, bool copy_context) {
+                return new PyThreadPoolExecutor(max_workers, ThreadHost::of(host), max_queue, copy_context);
             }),
-            py::arg("max_workers"), py::arg("host"))
+            py::arg("max_workers"), py::arg("host"), py::arg("max_queue") = 0, py::arg("copy_context") = false)
         .def("_make_handle", [](PyThreadPoolExecutor& ex) { return std::make_shared<ThreadPoolHandle>(ex.handle); })
         .def_property_readonly("_broken", [](PyThreadPoolExecutor& ex) { return ex.handle.broken(); })
         .def_property_readonly("_shutdown",
@@ -268,6 +313,11 @@ void register_thread_pool(py::module_& m) {
                 throw py::error_already_set();
         });
     add_submit_method(cls, &thread_submit, PoolKind::Thread);
+    static PyMethodDef submit_with{
+        "_submit_with", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&thread_submit_with)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "_submit_with(options, fn, /, *args, **kwargs)\n--\n\nsubmit() with executor.options()'s options."};
+    add_raw_method(cls, &submit_with);
 
     m.def("_set_interpreter_shutdown", [] { interpreter_exiting(PoolKind::Thread).store(true); });
     m.def("_after_fork_in_child", &after_fork_in_child);

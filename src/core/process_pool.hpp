@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -58,6 +59,7 @@
 #include "executor_stats.hpp"
 #include "future_state.hpp"
 #include "manager_events.hpp"
+#include "pending_queue.hpp"
 #include "pidfd.hpp"
 #include "pool_worker.hpp"
 #include "process_batch.hpp"
@@ -73,8 +75,12 @@ public:
         FutureCore* future = nullptr;   // kept alive by the owner until the job is reported
         bool committed = false;         // given back by a worker: its future is RUNNING already
         std::chrono::nanoseconds timeout{0};  // how long it may run once started; 0: no limit
+        int priority = 0;               // lower starts first (pending_queue.hpp)
     };
-    enum class Submit { Queued, Shutdown, Broken };
+    // The lane of jobs given back unstarted (Revoked, or sent again): they were chosen to start
+    // before everything still queued, so they go first.
+    static constexpr int kGivenBack = std::numeric_limits<int>::min();
+    enum class Submit { Queued, Shutdown, Broken, Full };
     struct SubmitAnswer {
         Submit status;
         std::size_t start_workers;  // how many workers the owner must start now
@@ -83,11 +89,13 @@ public:
     // How long a worker of a broken pool has to leave after SIGTERM before SIGKILL.
     static constexpr std::chrono::milliseconds kKillGrace{2000};
 
+    // `max_queued` > 0 bounds the jobs waiting to be sent (back-pressure); 0: no bound.
     ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child,
-                bool replace_dead_workers = false)
+                bool replace_dead_workers = false, std::size_t max_queued = 0)
         : max_workers_(max_workers), start_all_(start_all_at_once),
           max_tasks_per_child_(max_tasks_per_child), replace_dead_(replace_dead_workers),
-          max_in_flight_(dispatch_policy::default_in_flight(max_workers)), keep_frames_(replace_dead_workers) {}
+          max_in_flight_(dispatch_policy::default_in_flight(max_workers)), queue_(max_queued),
+          keep_frames_(replace_dead_workers) {}
     ProcessPool(const ProcessPool&) = delete;
     ProcessPool& operator=(const ProcessPool&) = delete;
     ~ProcessPool() {
@@ -101,14 +109,16 @@ public:
     // that worker's pipe right here: the manager thread's wake-up is not on the round trip of
     // a lone small task. Frames that are done with come back in `released` (to be dropped
     // without the lock). A job with attachments always goes through the manager thread, which
-    // copies them into memfds without the GIL.
-    SubmitAnswer submit(Job job, std::vector<OutgoingFrame>* released = nullptr) {
+    // copies them into memfds without the GIL. `job` is taken unless the answer is Shutdown,
+    // Broken or Full (the queue is at its bound: see wait_for_room()).
+    SubmitAnswer submit(Job&& job, std::vector<OutgoingFrame>* released = nullptr) {
         SubmitAnswer answer{Submit::Queued, 0};
         bool need_wake = true;
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return {Submit::Broken, 0};
             if (shutdown_) return {Submit::Shutdown, 0};
+            if (!queue_.has_room()) return {Submit::Full, 0};
             bool direct = queue_.empty() && new_workers_.empty() && job.frame.attachments.empty();
             counters_.count_submitted();
             bool timed = job.timeout.count() > 0;
@@ -116,7 +126,8 @@ public:
                 timeouts_[job.frame.tag] = job.timeout;
                 keep_frames_ = true;
             }
-            queue_.push_back(std::move(job));
+            int priority = job.priority;
+            queue_.push_back(std::move(job), priority);
             answer.start_workers = workers_to_start_locked();
             // A timed job's deadline is the manager's to keep: it must hear of the job.
             if (direct && released) need_wake = !dispatch_directly_locked(released) || timed;
@@ -131,6 +142,19 @@ public:
         std::lock_guard<std::mutex> g(mu_);
         if (broken_ || shutdown_) return 0;
         return workers_to_start_locked();
+    }
+
+    // After Submit::Full: blocks until the queue may have room, the pool stops taking jobs, or
+    // `until`; the caller then submits again (another submitter may have taken the place).
+    void wait_for_room(std::chrono::steady_clock::time_point until) {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (queue_.has_room() || shutdown_ || broken_) return;
+        queue_.wait_for_room(lock, until);
+    }
+    // A submitter that waited gives up without submitting: a place it was woken for goes on.
+    void stop_waiting_for_room() {
+        std::lock_guard<std::mutex> g(mu_);
+        queue_.pass_on_room();
     }
 
     void worker_start_failed() {
@@ -162,17 +186,10 @@ public:
             shutdown_ = true;
             if (cancel_pending) {
                 // Jobs given back by a worker are RUNNING: they run, as in the stdlib.
-                std::deque<Job> kept;
-                for (Job& job : queue_) {
-                    if (job.committed) {
-                        kept.push_back(std::move(job));
-                    } else {
-                        counters_.count(Outcome::Cancelled);  // the owner cancels them
-                        drained.push_back(std::move(job));
-                    }
-                }
-                queue_ = std::move(kept);
+                drained = queue_.take_unless([](const Job& job) { return job.committed; });
+                for (std::size_t i = 0; i < drained.size(); ++i) counters_.count(Outcome::Cancelled);
             }
+            queue_.wake_all_waiting();
         }
         events_.wake();
         return drained;
@@ -211,10 +228,10 @@ public:
         auto done = counters_.outcomes();
         std::lock_guard<std::mutex> g(mu_);
         std::uint64_t queued = 0, pending_cancelled = 0;
-        for (const Job& job : queue_) {
-            if (job.committed) continue;  // given back by a worker: RUNNING, as in the stdlib
+        queue_.for_each([&](const Job& job) {
+            if (job.committed) return;  // given back by a worker: RUNNING, as in the stdlib
             ++(job.future && is_cancelled(job.future->state()) ? pending_cancelled : queued);
-        }
+        });
         ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
                                                    queued, pending_cancelled);
         s.workers = workers_;
@@ -237,6 +254,7 @@ public:
         std::lock_guard<std::mutex> g(mu_);
         return shutdown_;
     }
+    std::size_t max_queued() const { return queue_.bound(); }
     std::size_t queued() const {
         std::lock_guard<std::mutex> g(mu_);
         return queue_.size();
@@ -316,7 +334,7 @@ private:
     ManagerEvents events_;
 
     mutable std::mutex mu_;
-    std::deque<Job> queue_;
+    PendingQueue<Job> queue_;
     std::vector<NewWorker> new_workers_;
     bool shutdown_ = false;
     bool broken_ = false;                 // written by the manager thread only (break_locked)

@@ -57,13 +57,13 @@ inline void ProcessPool::break_locked(BreakCause cause, const std::string& why, 
     timeouts_.clear();
     batch.broken = cause;
     batch.broken_reason = why;
-    for (Job& job : queue_) {
+    for (Job& job : queue_.take_all()) {
         bool cancelled = !job.committed && job.future && is_cancelled(job.future->state());
         counters_.count(cancelled ? Outcome::Cancelled : Outcome::Failed);
         batch.lost.push_back(job.frame.tag);
         batch.released.push_back(std::move(job.frame));
     }
-    queue_.clear();
+    queue_.wake_all_waiting();
     for (auto& [id, w] : live_) {
         for (auto tag : w.in_flight) {
             if (!taken_by_stop_job(w, tag)) counters_.count(Outcome::Failed);

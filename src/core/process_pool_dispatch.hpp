@@ -79,7 +79,7 @@ inline bool ProcessPool::dispatch_to_locked(Worker& w, ProcessBatch& batch) {
         }
     }
     Job job = std::move(queue_.front());
-    queue_.pop_front();
+    queue_.pop_front();  // room for a submitter waiting (max_queue)
     if (w.in_flight.empty()) w.busy_since = std::chrono::steady_clock::now();
     w.in_flight.push_back(job.frame.tag);
     if (w.tasks_left > 0) --w.tasks_left;

@@ -232,8 +232,7 @@ inline void ProcessPool::take_answers_locked(Worker& w, ProcessBatch& batch) {
         if (!dropped) batch.answers.push_back(std::move(*f));
         ++got;
     }
-    queue_.insert(queue_.begin(), std::make_move_iterator(given_back.begin()),
-                  std::make_move_iterator(given_back.end()));
+    for (auto it = given_back.rbegin(); it != given_back.rend(); ++it) queue_.push_front(std::move(*it), kGivenBack);
     if (got) measure_service_locked(w, got);
     idle_tokens_ += got;
     if (const IncomingFrame* next = w.reading ? w.reader.frame_in_progress() : nullptr) {
@@ -300,8 +299,7 @@ inline void ProcessPool::worker_exited(std::uint32_t id, ProcessBatch& batch) {
             again.push_back(std::move(job));
         }
         w.in_flight.clear();
-        queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()),
-                      std::make_move_iterator(again.end()));
+        for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it), kGivenBack);
     }
     release_frames(w, batch);
     for (std::uint64_t tag : w.in_flight)

@@ -39,13 +39,11 @@ inline bool ProcessPool::stop_job(std::uint64_t tag, std::vector<OutgoingFrame>&
         if (Worker* w = worker_running_locked(tag)) {
             stop_worker_locked(*w, StopCause::Cancelled);
         } else {
-            auto queued = std::find_if(queue_.begin(), queue_.end(),
-                                       [&](const Job& j) { return j.frame.tag == tag; });
-            if (queued != queue_.end()) {
+            Job queued;
+            if (queue_.remove_first([&](const Job& j) { return j.frame.tag == tag; }, queued)) {
                 timeouts_.erase(tag);
                 counters_.count(Outcome::Cancelled);
-                released.push_back(std::move(queued->frame));
-                queue_.erase(queued);
+                released.push_back(std::move(queued.frame));
                 return true;
             }
             Worker* holder = nullptr;

@@ -5,7 +5,8 @@
 // and the owner starts a thread that calls worker_loop() (Python threads in the bindings, so they
 // are real threading.Thread objects; std::thread in StdThreadPool and the C++ tests).
 //
-// `mu_` guards the queue (head_/tail_), shutdown_, broken_, release_idle_, workers_, idle_,
+// `mu_` guards the queue (pending_: priorities, and the bound with its waiting submitters, in
+// pending_queue.hpp), shutdown_, broken_, release_idle_, workers_, idle_,
 // sleepers_ and every write of acquiring_. `queued_` and `acquiring_` are also atomics, for the
 // lock-free spin in wait_for_task(). Nothing is called out (no task, no hook) while `mu_` is
 // held, so a hook may take any lock, the GIL included.
@@ -70,6 +71,7 @@
 #include <vector>
 
 #include "executor_stats.hpp"
+#include "pending_queue.hpp"
 #include "spin_policy.hpp"
 
 namespace cfutures::core {
@@ -89,7 +91,7 @@ public:
 
 private:
     friend class ThreadPool;
-    Task* next_ = nullptr;
+    int priority_ = 0;  // pending_'s lane; set by submit()
 };
 
 // What a worker does around the tasks it runs. The bindings hold the GIL between acquire() and
@@ -118,29 +120,32 @@ public:
 
 class ThreadPool {
 public:
-    enum class Submit { Queued, NeedsWorker, Shutdown, Broken };
+    enum class Submit { Queued, NeedsWorker, Shutdown, Broken, Full };
 
-    explicit ThreadPool(std::size_t max_workers) : max_workers_(max_workers) {}
+    // `max_queued` > 0 bounds the tasks waiting to start (back-pressure); 0: no bound.
+    explicit ThreadPool(std::size_t max_workers, std::size_t max_queued = 0)
+        : max_workers_(max_workers), pending_(max_queued) {}
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
     ~ThreadPool() {
-        for (Task* t = head_; t;) {
-            Task* next = t->next_;
-            delete t;
-            t = next;
-        }
+        for (Task* t : pending_.take_all()) delete t;
     }
 
-    // Takes ownership of `task` unless the answer is Shutdown or Broken. On NeedsWorker the
-    // caller must start a worker, or call worker_start_failed() if it cannot.
-    Submit submit(std::unique_ptr<Task> task) {
+    // Takes ownership of `task` (lower `priority` starts first) unless the answer is Shutdown,
+    // Broken or Full (the queue is at its bound: see wait_for_room()). On NeedsWorker the caller
+    // must start a worker, or call worker_start_failed() if it cannot.
+    Submit submit(std::unique_ptr<Task>&& task, int priority = 0) {
+        // (A unique_ptr of a derived class is refused below: it would convert into a temporary,
+        // which would own, and on Full delete, the task the caller still points to.)
         bool wake;
         Submit answer = Submit::Queued;
         {
             std::lock_guard<std::mutex> g(mu_);
             if (broken_) return Submit::Broken;
             if (shutdown_) return Submit::Shutdown;
+            if (!pending_.has_room()) return Submit::Full;
             counters_.count_submitted();
+            task->priority_ = priority;
             push_locked(task.release());
             if (queued_.load(std::memory_order_relaxed) > idle_ && workers_ < max_workers_) {  // S1
                 ++workers_;
@@ -172,6 +177,22 @@ public:
         Task* t = pop_locked();
         if (t) counters_.count(Outcome::Cancelled);
         return std::unique_ptr<Task>(t);
+    }
+
+    template <class Derived>
+    Submit submit(std::unique_ptr<Derived>&& task, int priority = 0) = delete;
+
+    // After Submit::Full: blocks until the queue may have room, the pool stops taking tasks, or
+    // `until`; the caller then submits again (another submitter may have taken the place).
+    void wait_for_room(std::chrono::steady_clock::time_point until) {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (pending_.has_room() || stopping_locked()) return;
+        pending_.wait_for_room(lock, until);
+    }
+    // A submitter that waited gives up without submitting: a place it was woken for goes on.
+    void stop_waiting_for_room() {
+        std::lock_guard<std::mutex> g(mu_);
+        pending_.pass_on_room();
     }
 
     void worker_start_failed() {
@@ -236,6 +257,7 @@ public:
             std::lock_guard<std::mutex> g(mu_);
             shutdown_ = true;
             if (cancel_pending) drained = drain_locked();
+            pending_.wake_all_waiting();
         }
         cv_.notify_all();
         return drained;
@@ -247,6 +269,7 @@ public:
         {
             std::lock_guard<std::mutex> g(mu_);
             release_idle_ = true;
+            pending_.wake_all_waiting();
         }
         cv_.notify_all();
     }
@@ -259,6 +282,7 @@ public:
             std::lock_guard<std::mutex> g(mu_);
             broken_ = true;
             drained = drain_locked();
+            pending_.wake_all_waiting();
         }
         cv_.notify_all();
         return drained;
@@ -292,6 +316,7 @@ public:
         return sleepers_;
     }
     std::size_t max_workers() const { return max_workers_; }
+    std::size_t max_queued() const { return pending_.bound(); }
 
     // Where the owner counts each task's outcome (executor_stats.hpp), once per task it ran or
     // abandoned, before the outcome is visible (take_queued() counts its own).
@@ -300,7 +325,7 @@ public:
         auto done = counters_.outcomes();
         std::lock_guard<std::mutex> g(mu_);
         std::uint64_t queued = 0, pending_cancelled = 0;
-        for (const Task* t = head_; t; t = t->next_) ++(t->cancelled() ? pending_cancelled : queued);
+        pending_.for_each([&](const Task* t) { ++(t->cancelled() ? pending_cancelled : queued); });
         ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
                                                    queued, pending_cancelled);
         s.workers = workers_;
@@ -323,26 +348,21 @@ private:
     static constexpr std::size_t kTasksPerClockCheck = 32;
 
     void push_locked(Task* t) {
-        t->next_ = nullptr;
-        if (tail_) tail_->next_ = t;
-        else head_ = t;
-        tail_ = t;
+        pending_.push_back(t, t->priority_);
         queued_.fetch_add(1, std::memory_order_relaxed);
     }
 
     Task* pop_locked() {
-        Task* t = head_;
-        if (!t) return nullptr;
-        head_ = t->next_;
-        if (!head_) tail_ = nullptr;
+        if (pending_.empty()) return nullptr;
+        Task* t = pending_.front();
+        pending_.pop_front();
         queued_.fetch_sub(1, std::memory_order_relaxed);
-        t->next_ = nullptr;
         return t;
     }
 
     std::vector<Task*> drain_locked() {
-        std::vector<Task*> out;
-        while (Task* t = pop_locked()) out.push_back(t);
+        std::vector<Task*> out = pending_.take_all();
+        queued_.store(0, std::memory_order_relaxed);
         return out;
     }
 
@@ -408,8 +428,7 @@ private:
     const std::size_t max_workers_;
     std::atomic<std::size_t> queued_{0};
     std::atomic<unsigned> acquiring_{0};  // written under mu_ (G1)
-    Task* head_ = nullptr;
-    Task* tail_ = nullptr;
+    PendingQueue<Task*> pending_;
     bool shutdown_ = false;
     bool broken_ = false;
     bool release_idle_ = false;

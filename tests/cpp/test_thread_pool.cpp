@@ -125,26 +125,26 @@ TEST_SUITE("ThreadPool") {
         pool.shutdown(true, true);
         CHECK(ran.load() + abandoned.load() == 50);
         CHECK(abandoned.load() > 0);
-        CHECK(pool.pool().submit(std::make_unique<CountingTask>(&ran, &abandoned)) ==
+        CHECK(pool.pool().submit(std::unique_ptr<Task>(std::make_unique<CountingTask>(&ran, &abandoned))) ==
               ThreadPool::Submit::Shutdown);
     }
 
     TEST_CASE("a broken pool drains its queue and refuses work") {
         std::atomic<int> ran{0}, abandoned{0};
         ThreadPool pool(1);
-        CHECK(pool.submit(std::make_unique<CountingTask>(&ran, &abandoned)) ==
+        CHECK(pool.submit(std::unique_ptr<Task>(std::make_unique<CountingTask>(&ran, &abandoned))) ==
               ThreadPool::Submit::NeedsWorker);
         auto drained = pool.break_pool();
         CHECK(drained.size() == 1);
         for (Task* t : drained) delete t;
-        CHECK(pool.submit(std::make_unique<CountingTask>(&ran, &abandoned)) ==
+        CHECK(pool.submit(std::unique_ptr<Task>(std::make_unique<CountingTask>(&ran, &abandoned))) ==
               ThreadPool::Submit::Broken);
     }
 
     TEST_CASE("release_idle_workers lets workers exit without refusing submits") {
         std::atomic<int> ran{0}, abandoned{0};
         ThreadPool pool(1);
-        CHECK(pool.submit(std::make_unique<CountingTask>(&ran, &abandoned)) ==
+        CHECK(pool.submit(std::unique_ptr<Task>(std::make_unique<CountingTask>(&ran, &abandoned))) ==
               ThreadPool::Submit::NeedsWorker);
         struct NoHooks final : WorkerHooks {
             void acquire() override {}
@@ -155,7 +155,7 @@ TEST_SUITE("ThreadPool") {
         worker.join();  // returns once the queue is empty
         CHECK(ran.load() == 1);
         CHECK(pool.workers() == 0);
-        CHECK(pool.submit(std::make_unique<CountingTask>(&ran, &abandoned)) ==
+        CHECK(pool.submit(std::unique_ptr<Task>(std::make_unique<CountingTask>(&ran, &abandoned))) ==
               ThreadPool::Submit::NeedsWorker);
         for (Task* t : pool.shutdown(true)) delete t;
     }

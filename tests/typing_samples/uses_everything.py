@@ -1,6 +1,7 @@
 import asyncio
 import concurrent.futures
 import multiprocessing
+import queue
 
 import cfutures
 from cfutures import (ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, BrokenExecutor,
@@ -46,6 +47,16 @@ def main() -> None:
         assert five == 5
     extras: tuple[type[BaseException], ...] = (cfutures.TaskTimeout, cfutures.WorkerDied)
     assert extras
+    with ThreadPoolExecutor(2, max_queue=8, context="submit") as bounded:
+        urgent: Future[int] = bounded.options(priority=-1, block_timeout=5.0).submit(square, 4)
+        mapped: list[int] = list(bounded.options(block=True).map(square, [1, 2]))
+        try:
+            bounded.options(block=False).submit(square, 1).result()
+        except cfutures.QueueFull as full:
+            assert isinstance(full, queue.Full)
+        assert urgent.result() == 16 and mapped == [1, 4]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_queue=4) as bp:
+        assert bp.options(priority=2, block_timeout=1).submit(square, 3).result() == 9
     with ThreadPoolExecutor(2) as counted:
         done: list[int] = [f.result() for f in cfutures.progress([counted.submit(square, 3)])]
         stats: cfutures.ExecutorStats = counted.stats()
