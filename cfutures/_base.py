@@ -120,7 +120,10 @@ class _ExecutorOptions:
         return executor
 
     def submit(self, fn, /, *args, **kwargs):
-        return self._executor._submit_with(self._options, fn, *args, **kwargs)
+        executor = self._executor_ref()
+        if executor is None:
+            raise RuntimeError("cannot schedule new futures after the executor was dropped")
+        return executor._submit_with(self._options, fn, *args, **kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         # The executor's own map, submitting through this view; the iterator refills

@@ -366,3 +366,15 @@ def test_by_default_tasks_run_in_their_workers_context_as_in_the_stdlib():
 def test_context_is_checked():
     with pytest.raises(ValueError, match="context must be None or 'submit'"):
         cfutures.ThreadPoolExecutor(1, context="thread")
+
+
+@pytest.mark.portable
+def test_the_portable_build_refuses_the_options_by_name():
+    from cfutures import _portable
+    for make, name in ((lambda: _portable.ThreadPoolExecutor(1, max_queue=2), "max_queue=2"),
+                       (lambda: _portable.ThreadPoolExecutor(1, context="submit"), "context='submit'"),
+                       (lambda: _portable.ProcessPoolExecutor(1, max_queue=2), "max_queue=2")):
+        with pytest.raises(NotImplementedError, match=name):
+            make()
+    with _portable.ThreadPoolExecutor(1) as ex, pytest.raises(NotImplementedError, match="options"):
+        ex.options(priority=1)

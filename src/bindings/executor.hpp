@@ -103,8 +103,10 @@ SubmitOptions submit_options_from(PyObject* options);
 
 [[noreturn]] void raise_queue_full(std::size_t bound, const SubmitOptions& opts);
 
-// Back-pressure, for both pools: calls offer() until the pool takes the task or refuses it for
-// another reason. offer() makes one attempt and returns true when the queue was at its bound.
+// Back-pressure, for both pools: calls offer(after_wait) until the pool takes the task or refuses
+// it for another reason. offer() makes one attempt and returns true when the queue was at its
+// bound; after_wait says that the caller waited since its checks (the pool may have been shut
+// down meanwhile, or the interpreter begun to exit), so they must be made again.
 // Between attempts the caller waits for room with the GIL released (pool.wait_for_room(); Ctrl-C
 // works on the main thread), unless `opts` say not to wait, or not that long: then it raises
 // cfutures.QueueFull. A waiter that leaves without its place passes the wake-up on.
@@ -113,7 +115,7 @@ void offer_until_room(Pool& pool, const SubmitOptions& opts, Offer&& offer) {
     std::optional<Clock::time_point> deadline;
     bool waited = false;
     for (;;) {
-        if (!offer()) return;
+        if (!offer(waited)) return;
         if (!deadline && opts.block_timeout)
             deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                           std::chrono::duration<double>(std::max(0.0, *opts.block_timeout)));

@@ -749,8 +749,8 @@ PyObject* submit_call(PyObject* self, CallArguments call, const SubmitOptions& o
     std::vector<core::OutgoingFrame> sent;  // released after the pool's lock, GIL held
     core::ProcessPool::SubmitAnswer answer{};
     try {
-        offer_until_room(shared, opts, [&] {
-            check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
+        offer_until_room(shared, opts, [&](bool after_wait) {
+            if (after_wait) check_submittable(PoolKind::Process, shared, shared, pstd().BrokenProcessPool);
             answer = shared.pool.submit(std::move(job), &sent);
             return answer.status == core::ProcessPool::Submit::Full;
         });

@@ -239,8 +239,8 @@ PyObject* submit_task(PyObject* self, const SubmitOptions& opts, PyObject* const
     std::unique_ptr<core::Task> task = std::make_unique<PyTask>(future, state, call.fn, call.args.release().ptr(),
                                                                 kwargs, context, shared.pool.counters());
     auto answer = core::ThreadPool::Submit::Queued;
-    offer_until_room(shared, opts, [&] {
-        check_submittable(PoolKind::Thread, shared, shared, shared.host.broken_type.ptr());
+    offer_until_room(shared, opts, [&](bool after_wait) {
+        if (after_wait) check_submittable(PoolKind::Thread, shared, shared, shared.host.broken_type.ptr());
         answer = shared.pool.submit(std::move(task), opts.priority);
         return answer == core::ThreadPool::Submit::Full;
     });

@@ -186,7 +186,7 @@ public:
     // `until`; the caller then submits again (another submitter may have taken the place).
     void wait_for_room(std::chrono::steady_clock::time_point until) {
         std::unique_lock<std::mutex> lock(mu_);
-        if (pending_.has_room() || stopping_locked()) return;
+        if (pending_.has_room() || shutdown_ || broken_) return;
         pending_.wait_for_room(lock, until);
     }
     // A submitter that waited gives up without submitting: a place it was woken for goes on.
