@@ -104,26 +104,19 @@ class _ExecutorOptions:
     """What executor.options() returns: the executor, with submit() and map() applying the given
     options to each task they create (each chunk, for a process pool's map).
 
-    It refers to the executor weakly, as map()'s iterator does: neither keeps the pool alive."""
+    A view holds its executor, so the chained form ``Pool(1).options(...).submit(...)`` works as
+    ``Pool(1).submit(...)`` does. It has no shutdown() of its own (shutting down is the
+    executor's business); ``with ex.options(...) as view:`` means what ``with ex:`` means, and
+    gives the view."""
 
     def __init__(self, executor, **options):
-        self._executor_ref = weakref.ref(executor)
+        self._executor = executor
         self._options = _submit_options(**options)
         defaults = dict(zip(("priority", "block", "block_timeout", "task_timeout"), _submit_options()))
         self._named = {name: value for name, value in options.items() if value != defaults[name]}
 
-    @property
-    def _executor(self):
-        executor = self._executor_ref()
-        if executor is None:
-            raise RuntimeError("cannot schedule new futures after the executor was dropped")
-        return executor
-
     def submit(self, fn, /, *args, **kwargs):
-        executor = self._executor_ref()
-        if executor is None:
-            raise RuntimeError("cannot schedule new futures after the executor was dropped")
-        return executor._submit_with(self._options, fn, *args, **kwargs)
+        return self._executor._submit_with(self._options, fn, *args, **kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         # The executor's own map, submitting through this view; the iterator refills
@@ -132,12 +125,22 @@ class _ExecutorOptions:
                                            buffersize=buffersize)
         return _keeping(results, self)
 
+    def __enter__(self):
+        self._executor.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        return self._executor.__exit__(exc_type, exc_val, exc_tb)
+
     def __getattr__(self, name):
+        if name == "shutdown":
+            raise AttributeError(f"{type(self).__name__!r} has no shutdown(): shut down the executor "
+                                 f"itself (the view submits to it)")
         return getattr(self._executor, name)
 
     def __repr__(self):
         named = " ".join(f"{k}={v!r}" for k, v in self._named.items())
-        return f"<{type(self).__name__} {named} of {self._executor_ref()!r}>"
+        return f"<{type(self).__name__} {named} of {self._executor!r}>"
 
 
 def _keeping(iterator, owner):

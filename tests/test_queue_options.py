@@ -291,6 +291,26 @@ def test_the_work_queue_view_and_stats_follow_the_priorities():
     assert ex.stats().completed == 3 and ex.stats().cancelled == 1
 
 
+# --- options() views ---------------------------------------------------------------------------
+
+def test_the_chained_form_works_as_the_stdlibs_chained_submit(pool):
+    make = cfutures.ThreadPoolExecutor if pool.kind == "thread" else cfutures.ProcessPoolExecutor
+    assert make(1).options(priority=1).submit(abs, -1).result(timeout=60) == 1
+    assert list(make(1).options(priority=1).map(abs, [-1, -2], timeout=60)) == [1, 2]
+
+
+def test_a_view_has_no_shutdown_and_its_with_is_the_executors(pool):
+    ex = pool(1)
+    view = ex.options(priority=2)
+    with pytest.raises(AttributeError, match="shut down the executor itself"):
+        view.shutdown
+    with view as same:
+        assert same is view
+        assert same.submit(abs, -4).result(timeout=60) == 4
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(abs, 1)
+
+
 # --- context per task (thread pool) -------------------------------------------------------------
 
 REQUEST_ID = contextvars.ContextVar("REQUEST_ID", default="unset")

@@ -56,16 +56,15 @@ py::object fetch_exception() {
     return py::reinterpret_steal<py::object>(value);
 }
 
-void add_submit_method(py::handle cls, PyObject* (*submit)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*),
-                       PoolKind kind) {
+void add_submit_methods(py::handle cls, VectorcallMethod submit, VectorcallMethod submit_with, PoolKind kind) {
     // The stdlib's docstrings, after the text signature that inspect reads.
     static const char* const docs[] = {
-        "submit(fn, /, *args, **kwargs)\n--\n\n"
+        "submit($self, fn, /, *args, **kwargs)\n--\n\n"
         "Submits a callable to be executed with the given arguments.\n\n"
         "Schedules the callable to be executed as fn(*args, **kwargs) and returns\n"
         "a Future instance representing the execution of the callable.\n\n"
         "Returns:\n    A Future representing the given call.\n",
-        "submit(fn, /, *args, **kwargs)\n--\n\n"
+        "submit($self, fn, /, *args, **kwargs)\n--\n\n"
         "Submits a callable to be executed with the given arguments.\n\n"
         "Schedules the callable to be executed as fn(*args, **kwargs) in a worker\n"
         "process and returns a Future instance representing the execution of the\n"
@@ -75,6 +74,12 @@ void add_submit_method(py::handle cls, PyObject* (*submit)(PyObject*, PyObject* 
     auto* def = new PyMethodDef{"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(submit)),
                                 METH_FASTCALL | METH_KEYWORDS, docs[kind == PoolKind::Process]};
     add_raw_method(cls, def);
+    auto* with = new PyMethodDef{
+        "_submit_with", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(submit_with)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "_submit_with($self, options, fn, /, *args, **kwargs)\n--\n\nsubmit() with executor.options()'s "
+        "options: (priority, block, block_timeout, task_timeout)."};
+    add_raw_method(cls, with);
 }
 
 SubmitOptions submit_options_from(PyObject* options) {

@@ -148,10 +148,11 @@ CallArguments unpack_submit_arguments(PyObject* const* argv, Py_ssize_t nargsf, 
 // The Python error being raised, normalised, with its traceback attached (the error indicator
 // is cleared). Only call with an error set.
 py::object fetch_exception();
-// Adds `submit(fn, /, *args, **kwargs)` to an executor class as a vectorcall method: it is the
-// hottest call of the library, and `fn` must be positional-only like the stdlib's.
-void add_submit_method(py::handle cls, PyObject* (*submit)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*),
-                       PoolKind kind);
+// Adds `submit(fn, /, *args, **kwargs)` to an executor class as a vectorcall method (it is the
+// hottest call of the library, and `fn` must be positional-only like the stdlib's), and
+// `_submit_with(options, fn, /, *args, **kwargs)`, what executor.options(...).submit() calls.
+using VectorcallMethod = PyObject* (*)(PyObject*, PyObject* const*, Py_ssize_t, PyObject*);
+void add_submit_methods(py::handle cls, VectorcallMethod submit, VectorcallMethod submit_with, PoolKind kind);
 
 // The exception a caught error_already_set holds, with its traceback attached.
 py::object exception_of(const py::error_already_set& e);

@@ -707,7 +707,9 @@ PyMethodDef g_future_methods[] = {
     {"cancel", as_cfunction<future_cancel_method>(), METH_NOARGS,
      "cancel($self, /)\n--\n\nCancel the future if possible.\n\n"
      "Returns True if the future was cancelled, False otherwise. A future cannot be cancelled if "
-     "it is running or has already completed."},
+     "it is running or has already completed.\n\n"
+     "(cfutures) A running task of a ProcessPoolExecutor(cancel_running=True) is stopped: its "
+     "worker is killed and replaced, and cancel() returns True, unless the result arrived first."},
     {"cancelled", as_cfunction<future_cancelled_method>(), METH_NOARGS,
      "cancelled($self, /)\n--\n\nReturn True if the future was cancelled."},
     {"running", as_cfunction<future_running_method>(), METH_NOARGS,

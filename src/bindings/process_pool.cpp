@@ -821,12 +821,7 @@ void register_process_pool(py::module_& m) {
         .def("_stats", [](PyProcessPoolExecutor& ex) { return stats_tuple(ex.handle.shared->pool.stats()); })
         // What cfutures.process turns into the stdlib's executor._pending_work_items.
         .def("_pending_jobs", [](PyProcessPoolExecutor& ex) { return ex.handle.shared->jobs.snapshot(); });
-    add_submit_method(cls, &process_submit, PoolKind::Process);
-    static PyMethodDef submit_with{
-        "_submit_with", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&process_submit_with)),
-        METH_FASTCALL | METH_KEYWORDS,
-        "_submit_with(options, fn, /, *args, **kwargs)\n--\n\nsubmit() with executor.options()'s options."};
-    add_raw_method(cls, &submit_with);
+    add_submit_methods(cls, &process_submit, &process_submit_with, PoolKind::Process);
 
     py::class_<ProcessPoolHandle, std::shared_ptr<ProcessPoolHandle>>(m, "ProcessPoolHandle")
         .def("run_manager", &ProcessPoolHandle::run_manager)

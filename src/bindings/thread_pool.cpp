@@ -312,12 +312,7 @@ void register_thread_pool(py::module_& m) {
             if (ex.handle.shared->pool.reserve_worker() && !start_one_worker(*ex.handle.shared, self.ptr()))
                 throw py::error_already_set();
         });
-    add_submit_method(cls, &thread_submit, PoolKind::Thread);
-    static PyMethodDef submit_with{
-        "_submit_with", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(&thread_submit_with)),
-        METH_FASTCALL | METH_KEYWORDS,
-        "_submit_with(options, fn, /, *args, **kwargs)\n--\n\nsubmit() with executor.options()'s options."};
-    add_raw_method(cls, &submit_with);
+    add_submit_methods(cls, &thread_submit, &thread_submit_with, PoolKind::Thread);
 
     m.def("_set_interpreter_shutdown", [] { interpreter_exiting(PoolKind::Thread).store(true); });
     m.def("_after_fork_in_child", &after_fork_in_child);
