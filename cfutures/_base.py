@@ -49,7 +49,8 @@ class ExecutorStats(collections.namedtuple(
     """What ThreadPoolExecutor.stats() and ProcessPoolExecutor.stats() return (cfutures, beyond
     the stdlib): tasks submitted, queued (not started), running (started: in a process pool,
     sent to a worker, the stdlib's RUNNING), completed (a result), failed (an exception),
-    cancelled; worker threads or processes, and those idle.
+    cancelled; worker threads or processes, and those idle with nothing to take (a worker that
+    a queued task will wake is not idle, so idle_workers is 0 while tasks wait).
 
     Whenever no call is in flight, submitted == queued + running + completed + failed +
     cancelled, and once every future submitted is done, queued == running == 0."""

@@ -233,6 +233,18 @@ class _PoolHost:
         self.broken_type = getattr(executor_class, "BROKEN", BrokenThreadPool)
 
 
+# The process pool's options, and why a thread pool has none of them: a TypeError that says so.
+_PROCESS_ONLY = {
+    "task_timeout": "a thread cannot be stopped; time out the wait instead, with result(timeout=)",
+    "cancel_running": "a running thread cannot be stopped",
+    "on_worker_death": "a thread does not die alone",
+    "pickler": "threads share objects, nothing is pickled",
+    "max_tasks_per_child": "threads are not replaced",
+    "max_worker_memory": "threads share one process's memory",
+    "mp_context": "threads are not processes",
+}
+
+
 @_base._stdlib_docstrings
 class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.ThreadPoolExecutor):
     """An Executor that runs calls in a pool of threads.
@@ -247,6 +259,9 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
     _idle_semaphore = _ViewOnFirstUse(_IdleSemaphore)
 
     def __new__(cls, *args, **kwargs):
+        for name in _PROCESS_ONLY.keys() & kwargs.keys():
+            raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}: "
+                            f"{name} is an option of ProcessPoolExecutor ({_PROCESS_ONLY[name]})")
         # The stdlib's pool in a program whose threading gevent or eventlet patched (_green.py).
         instead = _green.stdlib_pool_instead(cls, args, kwargs)
         return instead if instead is not None else super().__new__(cls)

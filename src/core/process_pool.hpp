@@ -237,6 +237,8 @@ public:
         s.workers = workers_;
         for (auto& [id, w] : live_)
             if (w.ready && w.in_flight.empty() && can_take(w)) ++s.idle_workers;
+        // As the thread pool's: a worker the next dispatch gives a queued job is not idle.
+        s.idle_workers = s.idle_workers > queued ? s.idle_workers - queued : 0;
         return s;
     }
     // From now on every in-flight frame is kept, so that a stopped worker's jobs can be sent again

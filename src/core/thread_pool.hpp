@@ -329,7 +329,10 @@ public:
         ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
                                                    queued, pending_cancelled);
         s.workers = workers_;
-        s.idle_workers = idle_;
+        // Idle with nothing to take: an idle worker that a queued task will wake is not counted
+        // (one waiting its turn for the GIL, G1, included), so idle_workers > 0 only once the
+        // queue is empty.
+        s.idle_workers = idle_ > queued ? idle_ - queued : 0;
         return s;
     }
 
