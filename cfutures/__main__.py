@@ -14,6 +14,7 @@
     info                         version, native or portable, wheel tag, Python, build
 """
 
+import argparse
 import os
 import sys
 
@@ -129,6 +130,9 @@ def main(argv=None):
     if command == "run":
         return run(rest)
     if command == "info":
+        argparse.ArgumentParser(prog="python -m cfutures info",
+                                description="Version, native or portable, wheel tag, Python, "
+                                            "build.").parse_args(rest)
         return info()
     print(f"unknown command {command!r}\nusage: python -m cfutures COMMAND\n{USAGE}",
           file=sys.stderr)
