@@ -14,23 +14,45 @@
     info                         version, native or portable, wheel tag, Python, build
 """
 
+import argparse
 import os
 import sys
 
 USAGE = __doc__.split("\n\n", 1)[1]
 
 
+def _run_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m cfutures run", allow_abbrev=False,
+        usage="%(prog)s [--dask ADDRESS] script.py [args...]\n"
+              "       %(prog)s [--dask ADDRESS] -m module [args...]",
+        description="Run a program as `python script.py` / `python -m module` would, with "
+                    "cfutures installed in place of concurrent.futures (child Python processes "
+                    "included).")
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help='run its process pools on the Dask cluster at ADDRESS ("local": a '
+                             "LocalCluster started for the run)")
+    return parser
+
+
 def run(argv):
-    """Runs a script or module as __main__ with cfutures installed, as `python` would."""
-    import runpy
-    dask_address = None
-    if argv and argv[0] == "--dask" and len(argv) > 1:
-        dask_address, argv = argv[1], argv[2:]
-    if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):
-        print("usage: python -m cfutures run [--dask ADDRESS] script.py [args...]\n"
-              "       python -m cfutures run [--dask ADDRESS] -m module [args...]",
-              file=sys.stderr)
-        return 2
+    """Runs a script or module as __main__ with cfutures installed, as `python` would: the same
+    sys.argv, sys.path[0], __main__ module, traceback, exit status and messages."""
+    parser = _run_parser()
+    # run's own options come first; from the script (or -m) on, everything is the program's.
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and not argv[i].startswith("-m"):
+        i += 2 if argv[i] == "--dask" else 1
+    args, program = parser.parse_args(argv[:i]), argv[i:]
+    module = None
+    if program and program[0].startswith("-m"):
+        module = program[0][2:] or (program[1] if len(program) > 1 else None)
+        program = program[1 if program[0] != "-m" else 2:]
+        if module is None:
+            parser.error("argument -m: expected one argument")
+    elif not program:
+        parser.error("a script or -m module is required")
+    dask_address = args.dask
     if dask_address == "local":
         from cfutures.dask import start_local_cluster
         dask_address = start_local_cluster().address
@@ -42,15 +64,161 @@ def run(argv):
     os.environ["CFUTURES_INSTALL"] = "1"
     from cfutures._install import install
     install()
-    if argv[0] == "-m":
-        sys.argv = [argv[1], *argv[2:]]  # runpy puts the module's path in argv[0]
-        sys.path.insert(0, os.getcwd())
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    if module is not None:
+        return _run_module(module, program)
+    return _run_path(program[0], program[1:])
+
+
+def _run_module(name, args):
+    """`python -m NAME ARGS`: runpy's _run_module_as_main, which is what Python itself calls (so
+    the same messages, and the same runpy frames in a traceback)."""
+    import runpy
+    sys.argv = ["-m", *args]  # while the module is looked for; runpy puts its path there
+    _set_path0(os.getcwd())
+    _new_main()
+    return _as_main(runpy._run_module_as_main, name)
+
+
+def _run_path(path, args):
+    """`python PATH ARGS`: a directory or zip file through runpy as Python does; a script (or .pyc
+    file) compiled and run here, in a fresh __main__ module, as Python's C code does."""
+    import importlib.machinery
+    import importlib.util
+    import pkgutil
+    import runpy
+    # Python makes the file name absolute (3.9+), without normalising it: __file__, code objects
+    # and tracebacks show it; sys.argv[0] stays as given.
+    filename = os.path.join(os.getcwd(), path)
+    sys.argv = [path, *args]
+    if pkgutil.get_importer(filename) is not None:  # a directory or zip file with a __main__.py
+        _set_path0(filename)
+        _new_main()
+        return _as_main(runpy._run_module_as_main, "__main__", False)
+    _set_path0(os.path.dirname(os.path.realpath(path)))
+    try:
+        with open(filename, "rb") as f:
+            source = f.read()
+    except OSError as exc:
+        print(f"{_program_name()}: can't open file {filename!r}: [Errno {exc.errno}] "
+              f"{exc.strerror}", file=sys.stderr)
+        return 2
+    magic = importlib.util.MAGIC_NUMBER
+    pyc = filename.endswith(".pyc") or source[:2] == magic[:2]  # as Python's maybe_pyc_file
+    loader = (importlib.machinery.SourcelessFileLoader if pyc
+              else importlib.machinery.SourceFileLoader)("__main__", filename)
+    names = {"__file__": filename}
+    if sys.version_info < (3, 15):
+        names["__cached__"] = None
+    main = _new_main(**names)
+    main.__loader__ = loader
+
+    def program():
+        if pyc:
+            if source[:4] != magic:
+                raise RuntimeError("Bad magic number in .pyc file")
+            import marshal
+            code = marshal.loads(source[16:])
+        else:
+            code = compile(source, filename, "exec", dont_inherit=True)
+        exec(code, main.__dict__)
+
+    return _as_main(program)
+
+
+def _set_path0(entry):
+    """sys.path[0] as Python sets it for the program: in place of the working directory that
+    `python -m cfutures` put there; nothing under -P / PYTHONSAFEPATH (3.11+)."""
+    if getattr(sys.flags, "safe_path", False):
+        return
+    if sys.path and sys.path[0] == os.getcwd():
+        sys.path[0] = entry
     else:
-        sys.argv = list(argv)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
-        runpy.run_path(argv[0], run_name="__main__")
-    return 0
+        sys.path.insert(0, entry)
+
+
+def _new_main(**names):
+    """A __main__ module as the interpreter makes it at start-up, put in sys.modules: the program
+    must not run in this module's namespace."""
+    import builtins
+    import importlib.machinery
+    import types
+    main = types.ModuleType("__main__")
+    if sys.version_info < (3, 14):
+        main.__annotations__ = {}
+    main.__builtins__ = builtins
+    main.__loader__ = importlib.machinery.BuiltinImporter
+    main.__dict__.update(names)
+    sys.modules["__main__"] = main
+    return main
+
+
+def _program_name():
+    """The interpreter's name as Python prints it in "can't open file" (its program_name: the
+    command line's first word)."""
+    orig_argv = getattr(sys, "orig_argv", None)  # 3.10+
+    if orig_argv and orig_argv[0]:
+        return orig_argv[0]
+    try:
+        import ctypes
+        get = ctypes.pythonapi.Py_GetProgramName
+        get.restype = ctypes.c_wchar_p
+        return get() or sys.executable
+    except (ImportError, AttributeError):
+        return sys.executable
+
+
+def _as_main(program, *args):
+    """Runs the program; SystemExit ends this run as it would end Python; any other exception
+    the program does not catch goes to _uncaught (outside this except clause: Python's
+    sys.excepthook runs with no exception being handled)."""
+    try:
+        program(*args)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        uncaught = exc
+    else:
+        return 0
+    _uncaught(uncaught)
+
+
+def _program_frames(tb):
+    """The traceback without this module's frames (those above the program's)."""
+    while tb is not None and tb.tb_frame.f_globals is globals():
+        tb = tb.tb_next
+    return tb
+
+
+def _uncaught(exc):
+    """Ends the run after an exception the program did not catch, as Python ends it: printed by
+    sys.excepthook with the program's frames only, then exit status 1 (or, for
+    KeyboardInterrupt, death by SIGINT once the interpreter is finalised)."""
+    tb = exc.__traceback__ = _program_frames(exc.__traceback__)
+    hook = getattr(sys, "excepthook", None)
+    try:
+        if hook is None:
+            print("sys.excepthook is missing", file=sys.stderr)
+            sys.__excepthook__(type(exc), exc, tb)
+        else:
+            hook(type(exc), exc, tb)
+    except BaseException as error:  # CPython's words for a failing hook
+        print("Error in sys.excepthook:", file=sys.stderr)
+        error.__traceback__ = _program_frames(error.__traceback__)  # (the hook's frames)
+        sys.__excepthook__(type(error), error, error.__traceback__)
+        print("\nOriginal exception was:", file=sys.stderr)
+        sys.__excepthook__(type(exc), exc, tb)
+    hook = getattr(sys, "excepthook", None)
+
+    def printed_already(type_, value, traceback):
+        sys.excepthook = hook
+        if value is not exc and hook is not None:
+            hook(type_, value, traceback)
+
+    # Raised on, the exception ends the interpreter that runs `python -m cfutures` as Python
+    # ends a program (the exit status, SIGINT); that interpreter asks sys.excepthook to print it
+    # again, which printed_already declines.
+    sys.excepthook = printed_already
+    raise exc
 
 
 def info():
@@ -129,6 +297,9 @@ def main(argv=None):
     if command == "run":
         return run(rest)
     if command == "info":
+        argparse.ArgumentParser(prog="python -m cfutures info",
+                                description="Version, native or portable, wheel tag, Python, "
+                                            "build.").parse_args(rest)
         return info()
     print(f"unknown command {command!r}\nusage: python -m cfutures COMMAND\n{USAGE}",
           file=sys.stderr)
