@@ -83,11 +83,15 @@ public:
     // How long a worker of a broken pool has to leave after SIGTERM before SIGKILL.
     static constexpr std::chrono::milliseconds kKillGrace{2000};
 
+    // With `workers_leave_early`, a worker may announce Exiting after any answer, with jobs
+    // still sent ahead to it (max_worker_memory: the worker decides, the pool only allows it);
+    // those go again, and the worker is replaced (process_pool_manager.hpp, worker_exited()).
     ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child,
-                bool replace_dead_workers = false)
+                bool replace_dead_workers = false, bool workers_leave_early = false)
         : max_workers_(max_workers), start_all_(start_all_at_once),
           max_tasks_per_child_(max_tasks_per_child), replace_dead_(replace_dead_workers),
-          max_in_flight_(dispatch_policy::default_in_flight(max_workers)), keep_frames_(replace_dead_workers) {}
+          leave_early_(workers_leave_early), max_in_flight_(dispatch_policy::default_in_flight(max_workers)),
+          keep_frames_(replace_dead_workers || workers_leave_early) {}
     ProcessPool(const ProcessPool&) = delete;
     ProcessPool& operator=(const ProcessPool&) = delete;
     ~ProcessPool() {
@@ -218,6 +222,7 @@ public:
         ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
                                                    queued, pending_cancelled);
         s.workers = workers_;
+        s.workers_replaced = counters_.workers_replaced.load(std::memory_order_relaxed);
         for (auto& [id, w] : live_)
             if (w.ready && w.in_flight.empty() && can_take(w)) ++s.idle_workers;
         return s;
@@ -256,8 +261,8 @@ public:
     std::vector<RunningJob> running() const {
         std::lock_guard<std::mutex> g(mu_);
         std::vector<RunningJob> out;
-        for (auto& [id, w] : live_)
-            if (w.ready && !w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
+        for (auto& [id, w] : live_)  // (a Leaving worker runs nothing: its jobs go again)
+            if (w.ready && !w.leaving && !w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
         return out;
     }
 
@@ -292,6 +297,8 @@ private:
     void measure_service_locked(Worker& w, std::size_t answered);
     void poll_exits_without_pidfd(ProcessBatch& batch);
     void worker_exited(std::uint32_t id, ProcessBatch& batch);
+    void send_again_locked(Worker& w, std::uint64_t victim, StopCause cause, ProcessBatch& batch);
+    void keep_unsent_locked(Worker& w, ProcessBatch& batch);
     static void close_new_worker(NewWorker& nw);
     void close_worker(Worker& w);
 
@@ -312,6 +319,7 @@ private:
     const bool start_all_;
     const int max_tasks_per_child_;
     const bool replace_dead_;
+    const bool leave_early_;
     const std::size_t max_in_flight_;
     ManagerEvents events_;
 

@@ -100,7 +100,7 @@ inline std::chrono::steady_clock::time_point ProcessPool::revoke_stranded_locked
     auto patience = dispatch_policy::patience(service_ns_);
     auto next = never;
     for (auto& [id, w] : live_) {
-        if (w.in_flight.size() < 2 || !w.reading || w.stop_sent || w.victim) continue;
+        if (w.in_flight.size() < 2 || !w.reading || w.stop_sent || w.victim || w.leaving) continue;
         // Behind the running job: those whose frames are kept and not asked back yet.
         std::vector<std::uint64_t> behind;
         for (std::size_t i = 1; i < w.in_flight.size(); ++i) {
