@@ -9,7 +9,8 @@ Then:
   stdlib's own objects, as they always are for the exceptions and constants;
 * ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` are the stdlib's pools, subclassed only to
   refuse cfutures' opt-in options (``task_timeout``, ``cancel_running``,
-  ``on_worker_death="replace"``, ``pickler``, ``options()``, ``stats()``) with a
+  ``on_worker_death="replace"``, ``pickler``, ``max_worker_memory``, ``options()``,
+  ``stats()``) with a
   NotImplementedError that names the platform, rather than the stdlib's TypeError, and to
   have 3.14's ``map(buffersize=)`` on every Python, as the native pools do;
 * ``cfutures.thread``, ``cfutures.process`` and ``cfutures.interpreter`` are the stdlib's
@@ -82,11 +83,12 @@ class ProcessPoolExecutor(_RefusesExtensions, _MapBuffersize, _std.ProcessPoolEx
     __doc__ = _std.ProcessPoolExecutor.__doc__
 
     def __init__(self, *args, task_timeout=None, cancel_running=False, on_worker_death="break",
-                 pickler=None, **kwargs):
+                 pickler=None, max_worker_memory=None, **kwargs):
         for name, value, default in (("task_timeout", task_timeout, None),
                                      ("cancel_running", cancel_running, False),
                                      ("on_worker_death", on_worker_death, "break"),
-                                     ("pickler", pickler, None)):
+                                     ("pickler", pickler, None),
+                                     ("max_worker_memory", max_worker_memory, None)):
             if value != default:
                 raise unsupported(f"ProcessPoolExecutor({name}={value!r})")
         super().__init__(*args, **kwargs)

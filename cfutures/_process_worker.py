@@ -5,7 +5,14 @@ and sends back the pickled result, or the exception with the worker's traceback 
 stdlib's _ExceptionWithTraceback, so the parent sees the same __cause__ as with the stdlib).
 A call that cannot be unpickled ends the worker, as in the stdlib: the parent sees the exit and
 breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
+
+With max_worker_memory (a bound in bytes), after each answer the worker reads its resident set
+size; above the bound it collects garbage and reads again, and if still above, it tells the pool
+it is leaving (Exiting) and returns: the tasks sent ahead to it go to other workers, and the pool
+starts a replacement. Without the bound, nothing is read.
 """
+
+import os
 
 from . import _cfutures, _pickling
 
@@ -23,8 +30,30 @@ def _send_exception(channel, pickling, tag, exc):
     channel.send(_cfutures.FRAME_EXCEPTION, tag, payload, attachments)
 
 
+class _ResidentMemory:
+    """This process's resident set size in bytes: /proc/self/statm's second field (pages), read
+    with one pread on a descriptor opened once."""
+
+    def __init__(self):
+        self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def __call__(self):
+        return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
+
+
+def _too_big(rss, bound):
+    """Whether the process stays above `bound` bytes, even after a garbage collection (cycles
+    freed may give arenas back)."""
+    if rss() <= bound:
+        return False
+    import gc
+    gc.collect()
+    return rss() > bound
+
+
 def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tasks, pool_pid,
-         pickler=None):
+         pickler=None, max_memory=None):
     channel = _cfutures.WorkerChannel(task_conn.fileno(), result_conn.fileno(),
                                       attachment_conn.fileno(), pool_pid)
     # Answers go back the way calls came (pickler=): a call that needed cloudpickle may return
@@ -40,6 +69,7 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
             return
     if not channel.ready():  # the pool is gone
         return
+    rss = _ResidentMemory() if max_memory else None
     done = 0
     while True:
         message = channel.recv()
@@ -68,6 +98,7 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         # Drop the call's objects now, not when the next task arrives.
         del fn, args, kwargs
         done += 1
-        if max_tasks and done >= max_tasks:
+        if (max_tasks and done >= max_tasks) or (rss is not None and _too_big(rss, max_memory)):
+            # Exiting is the last frame: tasks sent ahead and not run go to other workers.
             channel.send(_cfutures.FRAME_EXITING, 0, b"", ())
             return

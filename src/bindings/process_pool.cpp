@@ -610,8 +610,10 @@ void allow_cancel_running(const std::shared_ptr<ProcessPoolShared>& shared) {
 }
 
 struct PyProcessPoolExecutor {
-    PyProcessPoolExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead, ProcessHost host)
-        : handle{std::make_shared<ProcessPoolShared>(std::move(host), max_workers, start_all, max_tasks, replace_dead)} {}
+    PyProcessPoolExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead,
+                          bool leave_early, ProcessHost host)
+        : handle{std::make_shared<ProcessPoolShared>(std::move(host), max_workers, start_all, max_tasks, replace_dead,
+                                                     leave_early)} {}
     ~PyProcessPoolExecutor() {
         if (handle.shared->inherited()) return;
         handle.shared->pool.shutdown(false);  // the executor is gone
@@ -777,16 +779,17 @@ void register_process_pool(py::module_& m) {
     py::class_<PyProcessPoolExecutor> cls(m, "ProcessPoolBase");
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
     cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host,
-                        py::handle task_timeout, bool replace_dead_workers, bool cancel_running) {
+                        py::handle task_timeout, bool replace_dead_workers, bool cancel_running,
+                        bool workers_leave_early) {
                 auto* ex = new PyProcessPoolExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
-                                                 ProcessHost::of(host));
+                                                     workers_leave_early, ProcessHost::of(host));
                 ex->handle.shared->task_timeout = timeout_of(task_timeout.ptr());
                 if (cancel_running) allow_cancel_running(ex->handle.shared);
                 return ex;
             }),
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
             py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false,
-            py::arg("cancel_running") = false)
+            py::arg("cancel_running") = false, py::arg("workers_leave_early") = false)
         .def("_shutdown_pool", [](PyProcessPoolExecutor& ex, bool cancel_futures) {
             ex.handle.shutdown(cancel_futures);
         }, py::arg("cancel_futures"))
