@@ -30,26 +30,22 @@ def _send_exception(channel, pickling, tag, exc):
     channel.send(_cfutures.FRAME_EXCEPTION, tag, payload, attachments)
 
 
-class _ResidentMemory:
-    """This process's resident set size in bytes: /proc/self/statm's second field (pages), read
-    with one pread on a descriptor opened once."""
-
-    def __init__(self):
-        self._fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def __call__(self):
-        return int(os.pread(self._fd, 128, 0).split()[1]) * self._page
+def _open_statm():
+    """A descriptor on /proc/self/statm, whose second field is the resident set size in pages
+    (opened once: each read is one pread), and the page size."""
+    return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC), os.sysconf("SC_PAGE_SIZE")
 
 
-def _too_big(rss, bound):
-    """Whether the process stays above `bound` bytes, even after a garbage collection (cycles
-    freed may give arenas back)."""
-    if rss() <= bound:
-        return False
+def _resident_pages(statm):
+    return int(os.pread(statm, 64, 0).split()[1])
+
+
+def _stays_above(statm, max_pages):
+    """Whether the process is still above `max_pages` resident pages after a garbage collection
+    (cycles freed may give memory back)."""
     import gc
     gc.collect()
-    return rss() > bound
+    return _resident_pages(statm) > max_pages
 
 
 def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tasks, pool_pid,
@@ -69,7 +65,11 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
             return
     if not channel.ready():  # the pool is gone
         return
-    rss = _ResidentMemory() if max_memory else None
+    statm = max_pages = None
+    if max_memory:
+        statm, page = _open_statm()
+        max_pages = max_memory // page  # above it in pages <=> above max_memory in bytes
+    pread = os.pread
     done = 0
     while True:
         message = channel.recv()
@@ -98,7 +98,10 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         # Drop the call's objects now, not when the next task arrives.
         del fn, args, kwargs
         done += 1
-        if (max_tasks and done >= max_tasks) or (rss is not None and _too_big(rss, max_memory)):
+        # (The read is spelled out, without a call: it runs after every task.)
+        if (max_tasks and done >= max_tasks) or (
+                statm is not None and int(pread(statm, 64, 0).split()[1]) > max_pages
+                and _stays_above(statm, max_pages)):
             # Exiting is the last frame: tasks sent ahead and not run go to other workers.
             channel.send(_cfutures.FRAME_EXITING, 0, b"", ())
             return

@@ -83,10 +83,9 @@ def test_the_default_pool_never_measures_under_fork(monkeypatch):
     # tried to measure would break (the measure raises in the worker).
     from cfutures import _process_worker
 
-    class Forbidden:
-        def __init__(self):
-            raise AssertionError("a pool without max_worker_memory read its RSS")
-    monkeypatch.setattr(_process_worker, "_ResidentMemory", Forbidden)
+    def forbidden():
+        raise AssertionError("a pool without max_worker_memory read its RSS")
+    monkeypatch.setattr(_process_worker, "_open_statm", forbidden)
     with cfutures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
         assert list(ex.map(mul, range(50), range(50))) == [i * i for i in range(50)]
         assert ex.stats().workers_replaced == 0
