@@ -24,7 +24,15 @@ inline bool ProcessPool::dispatch_directly_locked(std::vector<OutgoingFrame>* re
     ProcessBatch unused;
     // A fresh future is neither cancelled nor inside an edit; if it were, the manager decides.
     if (!dispatch_to_locked(*idle, unused) || !unused.cancelled.empty()) return false;
-    return idle->writer.flush(idle->task_fd, released) == IoStatus::Ok;
+    std::vector<OutgoingFrame> sent;
+    IoStatus s = idle->writer.flush(idle->task_fd, &sent);
+    for (auto& f : sent) {
+        // Once a job can be stopped or its worker leave early, its frame is kept, as
+        // flush_writers() keeps it: the job may have to go again.
+        if (keep_frames_ && f.kind == FrameKind::Task) idle->held.emplace(f.tag, std::move(f));
+        else released->push_back(std::move(f));
+    }
+    return s == IoStatus::Ok;
 }
 
 // The stdlib's policy: reuse an idle worker if there is one (one token per answer

@@ -42,7 +42,9 @@ enum class Behaviour {
 
 // A worker that leaves as one whose memory grew past max_worker_memory does: on a "leave" task it
 // waits (at most 2 s) until 3 more tasks were sent behind it, answers "leave:N" (N: how many it
-// holds), sends Exiting and exits without running them.
+// holds), sends Exiting and exits without running them. On "answer-then-leave" it answers
+// first, then waits (at most 2 s) for one more task (sent to it as to an idle worker), and leaves
+// without running it.
 [[noreturn]] void leaves_early(int in, int out, int sock) {
     ::fcntl(in, F_SETFL, ::fcntl(in, F_GETFL) | O_NONBLOCK);
     FrameReader reader(Direction::FromParent, sock);
@@ -67,6 +69,13 @@ enum class Behaviour {
     for (;;) {
         IncomingFrame f = *next(std::chrono::steady_clock::time_point::max());
         if (f.kind != FrameKind::Task) ::_exit(0);
+        if (f.payload.view() == "answer-then-leave") {
+            send(FrameKind::Result, f.tag, "answer-then-leave");
+            auto until = std::chrono::steady_clock::now() + 2s;
+            for (auto g = next(until); g && g->kind != FrameKind::Task; g = next(until)) {}
+            send(FrameKind::Exiting, 0, "");
+            ::_exit(0);
+        }
         if (f.payload.view() != "leave") {
             send(FrameKind::Result, f.tag, std::string(f.payload.view()));
             continue;
@@ -485,6 +494,30 @@ TEST_SUITE("ProcessPool") {
         CHECK(s.failed == 0);
         CHECK(s.workers_replaced == 1);
         CHECK(rec.exited.size() == 2);
+    }
+
+    TEST_CASE("workers_leave_early: a job sent straight from submit() to a worker about to leave goes again") {
+        ProcessPool pool(1, true, -1, /*replace_dead_workers=*/false, /*workers_leave_early=*/true);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::LeavesEarly);
+        fork_spare(rec, Behaviour::Echo);
+        std::thread manager([&] { pool.run(rec); });
+        pool.submit(job(1, "answer-then-leave"));
+        wait_until(rec, [&] { return rec.results.size() == 1; });
+        // The worker looks idle: submit() writes the job to its pipe itself (no manager round).
+        std::vector<OutgoingFrame> released;
+        pool.submit(job(2, "late"), &released);
+        CHECK(released.empty());  // kept, in case it has to go again
+        wait_until(rec, [&] { return rec.results.size() == 2; });
+        ExecutorStats s = pool.stats();
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.results == std::vector<std::string>{"answer-then-leave", "late"});
+        CHECK(rec.stopped.empty());
+        CHECK(rec.lost.empty());
+        CHECK(rec.broken.empty());
+        CHECK(s.workers_replaced == 1);
     }
 
     TEST_CASE("without workers_leave_early an Exiting with jobs in flight still breaks the pool") {
