@@ -13,7 +13,7 @@ import pytest
 
 import cfutures
 from conftest import ProcessExecutorFactory
-from process_helpers import leak, mul, resident_bytes, statm_opened  # noqa: E402
+from process_helpers import hoard, leak, mul, resident_bytes, statm_opened  # noqa: E402
 
 MiB = 1 << 20
 LEAK_MB = 20
@@ -126,6 +126,30 @@ def test_tasks_sent_ahead_to_a_retiring_worker_run_once(cf_process):
     assert (s.submitted, s.completed, s.failed, s.cancelled) == (n, n, 0, 0)
     assert s.workers_replaced >= 5
     assert len({pid for _, _, pid in results}) >= 5
+
+
+def test_tasks_asked_back_from_a_leaving_worker_run_once(cf_forkserver):
+    # Two workers and bursts of fast tasks with a few that leak or hoard objects (so that the
+    # collection before a worker leaves takes milliseconds): tasks sent ahead are asked back
+    # (Revoke) from workers that are about to leave, some while they collect. Whatever comes
+    # back first (Revoked before Exiting, or the exit), each task runs once.
+    bound = baseline(cf_forkserver) + 60 * MiB
+    ex = cf_forkserver(2, max_worker_memory=bound)
+    results = []
+    for burst in range(12):
+        fs = []
+        for i in range(burst * 100, burst * 100 + 100):
+            if i % 50 == 7:
+                fs.append(ex.submit(hoard, i, 200_000))
+            elif i % 25 == 3:
+                fs.append(ex.submit(leak, i, LEAK_MB))
+            else:
+                fs.append(ex.submit(leak, i, 0))
+        results += [f.result(timeout=60)[0] for f in fs]
+    assert sorted(results) == list(range(1200))
+    s = ex.stats()
+    assert (s.completed, s.failed, s.cancelled) == (1200, 0, 0)
+    assert s.workers_replaced >= 3
 
 
 def test_shutdown_waits_for_tasks_sent_again(cf_forkserver):
