@@ -14,8 +14,9 @@
 // manager's event loop, not a thread per job. With replace_dead_workers, a worker that dies on
 // its own once Ready fails only its running job (StopCause::WorkerDied); one that dies before
 // Ready (its initializer failed) still breaks the pool. To dispatch jobs again, every Task frame
-// a worker has in flight is kept (WorkerRecord::held) once anything can stop a job; only frames
-// without attachments are ever asked back (Revoke).
+// a worker has in flight is kept (WorkerRecord::held) once anything can stop a job (or a worker
+// may leave early), whether the manager or submit() wrote it; only frames without attachments
+// are ever asked back (Revoke).
 //
 // State (under the pool's mu_): timeouts_ (timed jobs not yet answered, stopped or lost),
 // dropped_ (jobs stopped while sent ahead), and each worker's victim. stop_job() counts the job
