@@ -53,9 +53,52 @@ class ExecutorStats(collections.namedtuple(
     a queued task will wake is not idle, so idle_workers is 0 while tasks wait).
 
     Whenever no call is in flight, submitted == queued + running + completed + failed +
-    cancelled, and once every future submitted is done, queued == running == 0."""
+    cancelled, and once every future submitted is done, queued == running == 0.
 
-    __slots__ = ()
+    ``workers_replaced`` (keyword-only, default 0) is an attribute outside the tuple, so that
+    unpacking the eight fields keeps working: the worker processes started in place of one that
+    left or was stopped while the pool ran (max_worker_memory, max_tasks_per_child, task_timeout,
+    cancel_running, on_worker_death="replace"); 0 for a thread pool. It is in the repr, in
+    _asdict(), kept by _replace(), copies and pickles, and compared between two ExecutorStats.
+    """
+
+    # No __slots__: the extra attribute lives in the instance's dict. The class attribute is the
+    # default of instances made without __new__ (namedtuple's _make()).
+    workers_replaced = 0
+
+    def __new__(cls, submitted, queued, running, completed, failed, cancelled, workers,
+                idle_workers, *, workers_replaced=0):
+        self = super().__new__(cls, submitted, queued, running, completed, failed, cancelled,
+                               workers, idle_workers)
+        if workers_replaced:
+            self.workers_replaced = workers_replaced
+        return self
+
+    def __repr__(self):
+        return f"{super().__repr__()[:-1]}, workers_replaced={self.workers_replaced!r})"
+
+    def _asdict(self):
+        fields = super()._asdict()
+        fields["workers_replaced"] = self.workers_replaced
+        return fields
+
+    def _replace(self, /, **changes):
+        replaced = changes.pop("workers_replaced", self.workers_replaced)
+        new = super()._replace(**changes)
+        if replaced:
+            new.workers_replaced = replaced
+        return new
+
+    def __eq__(self, other):
+        if isinstance(other, ExecutorStats):
+            return tuple.__eq__(self, other) and self.workers_replaced == other.workers_replaced
+        return tuple.__eq__(self, other)
+
+    def __ne__(self, other):
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
 
 
 class QueueFull(queue.Full):
@@ -234,12 +277,14 @@ class Executor(_std.Executor):
 
     def stats(self):
         """(cfutures) Live statistics: an ExecutorStats named tuple (submitted, queued, running,
-        completed, failed, cancelled, workers, idle_workers), counted by the native pool
-        without a lock on the task's path. Only cfutures' own pools keep them."""
+        completed, failed, cancelled, workers, idle_workers; and workers_replaced, outside the
+        tuple), counted by the native pool without a lock on the task's path. Only cfutures'
+        own pools keep them."""
         native = getattr(self, "_stats", None)
         if native is None:
             raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
-        return ExecutorStats(*native())
+        *fields, replaced = native()
+        return ExecutorStats(*fields, workers_replaced=replaced)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Returns an iterator equivalent to map(fn, iter).

@@ -22,7 +22,7 @@ from concurrent.futures._base import (
     DoneAndNotDoneFutures as DoneAndNotDoneFutures,
     Error as Error,
 )
-from typing import Any, NamedTuple, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec
@@ -52,15 +52,34 @@ class _ExecutorOptions:
     ) -> Iterator[_T]: ...
     def __getattr__(self, name: str) -> Any: ...
 
-class ExecutorStats(NamedTuple):
-    submitted: int
-    queued: int
-    running: int
-    completed: int
-    failed: int
-    cancelled: int
-    workers: int
-    idle_workers: int
+# A named tuple of eight ints, with workers_replaced outside the tuple (cfutures/_base.py).
+class ExecutorStats(tuple[int, int, int, int, int, int, int, int]):
+    _fields: tuple[str, str, str, str, str, str, str, str]
+    def __new__(
+        cls, submitted: int, queued: int, running: int, completed: int, failed: int,
+        cancelled: int, workers: int, idle_workers: int, *, workers_replaced: int = 0,
+    ) -> ExecutorStats: ...
+    @property
+    def submitted(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def completed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def cancelled(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def idle_workers(self) -> int: ...
+    workers_replaced: int
+    @classmethod
+    def _make(cls, iterable: Iterable[int]) -> ExecutorStats: ...
+    def _asdict(self) -> dict[str, int]: ...
+    def _replace(self, **changes: int) -> ExecutorStats: ...
 
 class Executor(concurrent.futures.Executor):
     def stats(self) -> ExecutorStats: ...

@@ -9,7 +9,8 @@ Then:
   stdlib's own objects, as they always are for the exceptions and constants;
 * ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` are the stdlib's pools, subclassed only to
   refuse cfutures' opt-in options (``task_timeout``, ``cancel_running``,
-  ``on_worker_death="replace"``, ``pickler``, ``options()``, ``stats()``) with a
+  ``on_worker_death="replace"``, ``pickler``, ``max_worker_memory``, ``options()``,
+  ``stats()``) with a
   NotImplementedError that names the platform, rather than the stdlib's TypeError, and to
   have 3.14's ``map(buffersize=)`` on every Python, as the native pools do;
 * ``cfutures.thread``, ``cfutures.process`` and ``cfutures.interpreter`` are the stdlib's
@@ -94,12 +95,13 @@ class ProcessPoolExecutor(_RefusesExtensions, _MapBuffersize, _std.ProcessPoolEx
     __doc__ = _std.ProcessPoolExecutor.__doc__
 
     def __init__(self, *args, task_timeout=None, cancel_running=False, on_worker_death="break",
-                 pickler=None, max_queue=None, **kwargs):
+                 pickler=None, max_queue=None, max_worker_memory=None, **kwargs):
         _refuse_options("ProcessPoolExecutor", (("task_timeout", task_timeout, None),
                                                 ("cancel_running", cancel_running, False),
                                                 ("on_worker_death", on_worker_death, "break"),
                                                 ("pickler", pickler, None),
-                                                ("max_queue", max_queue, None)))
+                                                ("max_queue", max_queue, None),
+                                                ("max_worker_memory", max_worker_memory, None)))
         super().__init__(*args, **kwargs)
 
     if _sys.version_info < (3, 14):  # 3.14's, on every Python, as the native pool has them

@@ -5,7 +5,14 @@ and sends back the pickled result, or the exception with the worker's traceback 
 stdlib's _ExceptionWithTraceback, so the parent sees the same __cause__ as with the stdlib).
 A call that cannot be unpickled ends the worker, as in the stdlib: the parent sees the exit and
 breaks the pool. The worker also ends when the pool process dies (it watches a pidfd of it).
+
+With max_worker_memory (a bound in bytes), after each answer the worker reads its resident set
+size; above the bound it collects garbage and reads again, and if still above, it tells the pool
+it is leaving (Exiting) and returns: the tasks sent ahead to it go to other workers, and the pool
+starts a replacement. Without the bound, nothing is read.
 """
+
+import os
 
 from . import _cfutures, _pickling
 
@@ -23,8 +30,26 @@ def _send_exception(channel, pickling, tag, exc):
     channel.send(_cfutures.FRAME_EXCEPTION, tag, payload, attachments)
 
 
+def _open_statm():
+    """A descriptor on /proc/self/statm, whose second field is the resident set size in pages
+    (opened once: each read is one pread), and the page size."""
+    return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC), os.sysconf("SC_PAGE_SIZE")
+
+
+def _resident_pages(statm):
+    return int(os.pread(statm, 64, 0).split()[1])
+
+
+def _stays_above(statm, max_pages):
+    """Whether the process is still above `max_pages` resident pages after a garbage collection
+    (cycles freed may give memory back)."""
+    import gc
+    gc.collect()
+    return _resident_pages(statm) > max_pages
+
+
 def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tasks, pool_pid,
-         pickler=None):
+         pickler=None, max_memory=None):
     channel = _cfutures.WorkerChannel(task_conn.fileno(), result_conn.fileno(),
                                       attachment_conn.fileno(), pool_pid)
     # Answers go back the way calls came (pickler=): a call that needed cloudpickle may return
@@ -40,6 +65,11 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
             return
     if not channel.ready():  # the pool is gone
         return
+    statm = max_pages = None
+    if max_memory:
+        statm, page = _open_statm()
+        max_pages = max_memory // page  # above it in pages <=> above max_memory in bytes
+    pread = os.pread
     done = 0
     while True:
         message = channel.recv()
@@ -68,6 +98,10 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         # Drop the call's objects now, not when the next task arrives.
         del fn, args, kwargs
         done += 1
-        if max_tasks and done >= max_tasks:
+        # (The read is spelled out, without a call: it runs after every task.)
+        if (max_tasks and done >= max_tasks) or (
+                statm is not None and int(pread(statm, 64, 0).split()[1]) > max_pages
+                and _stays_above(statm, max_pages)):
+            # Exiting is the last frame: tasks sent ahead and not run go to other workers.
             channel.send(_cfutures.FRAME_EXITING, 0, b"", ())
             return

@@ -31,7 +31,10 @@ Beyond the stdlib, opt-in (keyword-only arguments after the stdlib's):
   * cancel_running=True: Future.cancel() on a running task stops it (its worker is killed and
     replaced) and returns True; the future ends CANCELLED.
   * pickler="cloudpickle": calls and answers travel with cloudpickle (lambdas, closures).
-  Either way the tasks sent ahead to the stopped worker are dispatched again, not failed.
+  * max_worker_memory=BYTES: after each task, a worker whose resident memory (RSS) exceeds
+    BYTES, even after a garbage collection, leaves cleanly (Exiting) and is replaced.
+  Either way the tasks sent ahead to the stopped (or departing) worker are dispatched again,
+  not failed.
 """
 
 import itertools
@@ -145,7 +148,8 @@ class _PoolHost:
     plain_types = tuple(_pickling.PLAIN_TYPES)
     protocol = _pickling.PROTOCOL
 
-    def __init__(self, mp_context, initializer, initargs, max_tasks_per_child, pickling):
+    def __init__(self, mp_context, initializer, initargs, max_tasks_per_child, pickling,
+                 max_worker_memory=None):
         self.pickling = pickling
         self.dumps = pickling.dumps
         self.dumps_call = pickling.dumps_call
@@ -154,6 +158,7 @@ class _PoolHost:
         self.initializer = initializer
         self.initargs = initargs
         self.max_tasks_per_child = max_tasks_per_child or 0
+        self.max_worker_memory = max_worker_memory  # bytes, or None: the worker reads no RSS
         self.processes = {}  # pid -> multiprocessing.Process: executor._processes
         self.manager_thread = None
         self._lock = threading.Lock()
@@ -179,7 +184,8 @@ class _PoolHost:
             p = self.mp_context.Process(
                 target=_run_process_worker,
                 args=(task_reader, result_writer, worker_attachments, self.initializer,
-                      self.initargs, self.max_tasks_per_child, os.getpid(), self.pickling.name))
+                      self.initargs, self.max_tasks_per_child, os.getpid(), self.pickling.name,
+                      self.max_worker_memory))
             p.start()
         except BaseException:
             for pair in ends:
@@ -223,6 +229,16 @@ class _PoolHost:
         return exitcodes
 
 
+def _check_max_worker_memory(max_worker_memory):
+    if max_worker_memory is None:
+        return None
+    if isinstance(max_worker_memory, bool) or not isinstance(max_worker_memory, int):
+        raise TypeError("max_worker_memory must be an integer number of bytes or None")
+    if max_worker_memory <= 0:
+        raise ValueError("max_worker_memory must be a positive number of bytes or None")
+    return max_worker_memory
+
+
 class _CallQueueView:
     """Stand-in for the stdlib's executor._call_queue: there is no shared queue here (each worker
     has its own pipe); code that joins or closes it at shutdown keeps working."""
@@ -253,7 +269,7 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
     def __init__(self, max_workers=None, mp_context=None,
                  initializer=None, initargs=(), *, max_tasks_per_child=None,
                  task_timeout=None, cancel_running=False, on_worker_death="break",
-                 pickler=None, max_queue=None):
+                 pickler=None, max_queue=None, max_worker_memory=None):
         """Initializes a new ProcessPoolExecutor instance.
 
         Args:
@@ -293,6 +309,12 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 cloudpickle (the cfutures[cloudpickle] extra): lambdas, closures and
                 functions of __main__ or a notebook run under any start method.
                 None (the default): the standard pickler.
+            max_worker_memory: (cfutures, opt-in) Bytes of resident memory (RSS) a
+                worker process may keep. After each task, a worker above it runs a
+                garbage collection, and if still above, exits cleanly and is replaced;
+                the tasks sent ahead to it run elsewhere, none fails. A worker's RSS
+                stays under this bound plus one task's growth. None (the default): no
+                bound, and no worker reads its RSS.
         """
         # No _check_system_limits(): it imports multiprocessing.synchronize (about 1.6M
         # instructions, a tenth of a pool's start) to refuse platforms without POSIX semaphores,
@@ -304,7 +326,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         if mp_context is None:
             if max_tasks_per_child is not None:
                 mp_context = mp.get_context("spawn")
-            elif ((task_timeout is not None or cancel_running or on_worker_death == "replace")
+            elif ((task_timeout is not None or cancel_running or on_worker_death == "replace"
+                   or max_worker_memory is not None)
                   and mp.get_start_method() == "fork"):
                 # Replacement workers are started while the pool's threads run: not by fork
                 # (as the stdlib chooses spawn for max_tasks_per_child).
@@ -325,22 +348,25 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                                  " supply a different mp_context.")
         _base._submit_options(task_timeout=task_timeout)
         max_queue = _base._check_max_queue(max_queue)
+        max_worker_memory = _check_max_worker_memory(max_worker_memory)
         pickling = _pickling.Pickling(pickler) if pickler is not None else _pickling._STANDARD
         if on_worker_death not in ("break", "replace"):
             raise ValueError('on_worker_death must be "break" or "replace"')
         # Under 'fork', all workers start at once, before any thread of ours exists (forking a
         # process that has threads can deadlock the child), as in the stdlib.
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
-        self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child, pickling)
+        self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child, pickling,
+                               max_worker_memory)
         super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host,
                          task_timeout, on_worker_death == "replace", bool(cancel_running),
-                         max_queue or 0)
+                         max_worker_memory is not None, max_queue or 0)
         self._max_queue = max_queue
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer
         self._initargs = initargs
         self._max_tasks_per_child = max_tasks_per_child
+        self._max_worker_memory = max_worker_memory
         self._safe_to_dynamically_spawn_children = not start_all
         self._processes = self._host.processes
         self._call_queue = _CallQueueView()

@@ -20,6 +20,7 @@ class ProcessPoolExecutor(Executor, concurrent.futures.process.ProcessPoolExecut
         max_tasks_per_child: int | None = None, task_timeout: float | None = None,
         cancel_running: bool = False, on_worker_death: Literal["break", "replace"] = "break",
         pickler: Literal["cloudpickle"] | None = None, max_queue: int | None = None,
+        max_worker_memory: int | None = None,
     ) -> None: ...
     def options(
         self, *, task_timeout: float | None = None, priority: int = 0, block: bool = True,

@@ -181,3 +181,39 @@ class SlowToRelease:
             if RELEASING is not None:
                 RELEASING.set()
             time.sleep(self.seconds)
+
+
+# max_worker_memory's tests: memory a worker keeps on purpose, and how much it holds.
+LEAKED = []
+
+
+def resident_bytes(_=None):
+    """This process's resident set size (RSS), in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def leak(index, megabytes):
+    """Keeps `megabytes` MiB alive in this process (every page written, so resident); returns
+    (index, the RSS after it, pid)."""
+    if megabytes:
+        LEAKED.append(b"x" * (megabytes << 20))
+    return index, resident_bytes(), os.getpid()
+
+
+def statm_opened(_=None):
+    """Whether this worker process has /proc/self/statm open (max_worker_memory reads it)."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") in ("/proc/self/statm", f"/proc/{os.getpid()}/statm"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def hoard(index, objects):
+    """Keeps `objects` small lists alive in this process (the garbage collector walks them all:
+    a later gc.collect() takes milliseconds); returns (index, the RSS after it, pid)."""
+    LEAKED.append([[i] for i in range(objects)])
+    return index, resident_bytes(), os.getpid()

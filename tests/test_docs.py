@@ -37,8 +37,9 @@ EXPECTED_START = {
     ("README.md", 1): ["333283335000"],
     ("README.md", 2): ["['urgent',", "'routine']"],
     ("README.md", 3): ["req-42"],
-    ("docs/guide/opt-in.md", 5): ["['urgent',", "'batch-0',", "'batch-1',", "'batch-2']"],
-    ("docs/guide/opt-in.md", 6): ["req-42"],
+    ("README.md", 4): ["435", "True"],
+    ("docs/guide/opt-in.md", 6): ["['urgent',", "'batch-0',", "'batch-1',", "'batch-2']"],
+    ("docs/guide/opt-in.md", 7): ["req-42"],
 }
 
 

@@ -2,6 +2,8 @@
 under concurrent submitters and cancellers too."""
 
 import concurrent.futures
+import copy
+import pickle
 import threading
 import time
 
@@ -46,6 +48,33 @@ def test_names():
             raise NotImplementedError
     with pytest.raises(NotImplementedError, match="keeps no statistics"):
         Custom().stats()
+
+
+def test_workers_replaced_is_outside_the_tuple():
+    s = cfutures.ExecutorStats(1, 2, 3, 4, 5, 6, 7, 8, workers_replaced=9)
+    submitted, queued, running, completed, failed, cancelled, workers, idle_workers = s
+    assert (submitted, idle_workers, len(s), tuple(s)) == (1, 8, 8, (1, 2, 3, 4, 5, 6, 7, 8))
+    assert s.workers_replaced == 9
+    assert cfutures.ExecutorStats(*range(8)).workers_replaced == 0
+    assert cfutures.ExecutorStats._make(range(8)).workers_replaced == 0
+    assert repr(s) == ("ExecutorStats(submitted=1, queued=2, running=3, completed=4, failed=5, "
+                       "cancelled=6, workers=7, idle_workers=8, workers_replaced=9)")
+    assert list(s._asdict().items())[-2:] == [("idle_workers", 8), ("workers_replaced", 9)]
+    assert s._replace(queued=0) == cfutures.ExecutorStats(1, 0, 3, 4, 5, 6, 7, 8, workers_replaced=9)
+    assert s._replace(workers_replaced=0).workers_replaced == 0
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        back = pickle.loads(pickle.dumps(s, protocol))
+        assert (type(back), back, back.workers_replaced) == (cfutures.ExecutorStats, s, 9)
+    assert copy.copy(s).workers_replaced == copy.deepcopy(s).workers_replaced == 9
+    # Equal stats count the same replacements; against a plain tuple, the tuple's equality.
+    assert s != cfutures.ExecutorStats(1, 2, 3, 4, 5, 6, 7, 8)
+    assert s == (1, 2, 3, 4, 5, 6, 7, 8) and hash(s) == hash((1, 2, 3, 4, 5, 6, 7, 8))
+
+
+def test_a_thread_pool_replaces_no_worker():
+    with cfutures.ThreadPoolExecutor(2) as ex:
+        list(ex.map(abs, range(100)))
+        assert ex.stats().workers_replaced == 0
 
 
 def test_a_fresh_pool(make):

@@ -158,7 +158,8 @@ void add_submit_methods(py::handle cls, VectorcallMethod submit, VectorcallMetho
 py::object exception_of(const py::error_already_set& e);
 
 // Executor._stats(): (submitted, queued, running, completed, failed, cancelled, workers,
-// idle_workers), which cfutures wraps in its ExecutorStats named tuple.
+// idle_workers, workers_replaced), which cfutures wraps in its ExecutorStats named tuple (the
+// first eight its fields, the last an attribute outside the tuple).
 py::tuple stats_tuple(const core::ExecutorStats& s);
 
 }  // namespace cfutures::bindings

@@ -615,9 +615,9 @@ void allow_cancel_running(const std::shared_ptr<ProcessPoolShared>& shared) {
 
 struct PyProcessPoolExecutor {
     PyProcessPoolExecutor(std::size_t max_workers, bool start_all, int max_tasks, bool replace_dead,
-                          std::size_t max_queue, ProcessHost host)
+                          bool leave_early, std::size_t max_queue, ProcessHost host)
         : handle{std::make_shared<ProcessPoolShared>(std::move(host), max_workers, start_all, max_tasks, replace_dead,
-                                                     max_queue)} {}
+                                                     leave_early, max_queue)} {}
     ~PyProcessPoolExecutor() {
         if (handle.shared->inherited()) return;
         handle.shared->pool.shutdown(false);  // the executor is gone
@@ -793,9 +793,9 @@ void register_process_pool(py::module_& m) {
     g_process_executor_base = reinterpret_cast<PyTypeObject*>(cls.ptr());
     cls.def(py::init([](std::size_t max_workers, bool start_all, int max_tasks, py::handle host,
                         py::handle task_timeout, bool replace_dead_workers, bool cancel_running,
-                        std::size_t max_queue) {
+                        bool workers_leave_early, std::size_t max_queue) {
                 auto* ex = new PyProcessPoolExecutor(max_workers, start_all, max_tasks, replace_dead_workers,
-                                                     max_queue, ProcessHost::of(host));
+                                                     workers_leave_early, max_queue, ProcessHost::of(host));
                 double seconds = task_timeout.is_none() ? 0.0 : PyFloat_AsDouble(task_timeout.ptr());
                 if (seconds == -1.0 && PyErr_Occurred()) throw py::error_already_set();
                 ex->handle.shared->task_timeout = timeout_of(seconds);
@@ -804,7 +804,8 @@ void register_process_pool(py::module_& m) {
             }),
             py::arg("max_workers"), py::arg("start_all_at_once"), py::arg("max_tasks_per_child"),
             py::arg("host"), py::arg("task_timeout") = py::none(), py::arg("replace_dead_workers") = false,
-            py::arg("cancel_running") = false, py::arg("max_queue") = 0)
+            py::arg("cancel_running") = false, py::arg("workers_leave_early") = false,
+            py::arg("max_queue") = 0)
         .def("_shutdown_pool", [](PyProcessPoolExecutor& ex, bool cancel_futures) {
             ex.handle.shutdown(cancel_futures);
         }, py::arg("cancel_futures"))

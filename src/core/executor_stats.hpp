@@ -13,6 +13,14 @@
 // Invariants the pools keep: `submitted` is bumped before the task can be seen in the queue (under
 // the pool's lock); every task that leaves the queue ends in exactly one of completed, failed and
 // cancelled. Readers load the outcomes before `submitted`, so `running` never comes out negative.
+//
+// Besides the tasks, `workers_replaced` counts the workers a process pool started in place of
+// one that left or was stopped while the pool ran: a worker that left on its own
+// (max_tasks_per_child, max_worker_memory), or whose job was stopped (task_timeout,
+// cancel_running) or died with on_worker_death="replace". Counted when the pool asks its owner
+// for the replacement (a start that then fails breaks the pool). Not counted: the workers a pool
+// starts as work comes (up to max_workers), nor any in a broken pool. A thread pool replaces
+// nothing: 0.
 #pragma once
 
 #include <atomic>
@@ -25,6 +33,7 @@ namespace cfutures::core {
 struct ExecutorStats {
     std::uint64_t submitted = 0, queued = 0, running = 0, completed = 0, failed = 0, cancelled = 0;
     std::uint64_t workers = 0, idle_workers = 0;
+    std::uint64_t workers_replaced = 0;  // outside the identity above
 };
 
 enum class Outcome : std::uint8_t { Completed, Failed, Cancelled };
@@ -39,8 +48,10 @@ inline Outcome outcome_of(const FutureCore& f) {
 struct OutcomeCounters {
     std::atomic<std::uint64_t> submitted{0};
     std::atomic<std::uint64_t> completed{0}, failed{0}, cancelled{0};
+    std::atomic<std::uint64_t> workers_replaced{0};
 
     void count_submitted() { submitted.fetch_add(1, std::memory_order_relaxed); }
+    void count_replacement() { workers_replaced.fetch_add(1, std::memory_order_relaxed); }
     void count(Outcome how) {
         auto& c = how == Outcome::Completed ? completed : how == Outcome::Failed ? failed : cancelled;
         c.fetch_add(1, std::memory_order_relaxed);

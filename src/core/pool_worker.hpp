@@ -7,7 +7,9 @@
 //   add_worker() --adopted--> Starting --Ready frame--> Ready
 //        |                       |                        |--Exiting frame--------> Leaving --+
 //        |                       |                        |  (allowance spent, nothing in     |
-//        |                       |                        |   flight)                         |
+//        |                       |                        |   flight; or, in a pool whose     |
+//        |                       |                        |   workers may leave early, after  |
+//        |                       |                        |   any answer)                     |
 //        |                       |                        |--SIGKILL for its job--> Killed ---+
 //        |                       |                        |  (timeout, cancel_running)        |
 //        |                       +--Stop frame sent-------+--Stop frame sent------> Stopping -+
@@ -17,8 +19,10 @@
 // A worker takes jobs in Starting and Ready (they start once it is Ready) while can_take(). Its
 // exit is expected in Stopping and Leaving with nothing in flight; in Killed it ends the one job
 // it was killed for; anywhere else it breaks the pool, or with replace_dead_workers (once Ready)
-// fails the job it ran. The later phases are not exclusive in the flags (a Killed worker of a
-// pool that then breaks is also sent Stop); phase() names the one that decides.
+// fails the job it ran. A worker that leaves early (max_worker_memory: its memory grew past the
+// bound) runs none of the jobs it still has in flight: they were sent ahead and go again when
+// it exits, as a killed worker's do. The later phases are not exclusive in the flags (a Killed
+// worker of a pool that then breaks is also sent Stop); phase() names the one that decides.
 //
 // Invariants: in_flight lists, in the order sent, the jobs the worker has not answered; its
 // first is the job running once Ready. held has a frame only for a job in in_flight; revoking
@@ -62,9 +66,10 @@ struct WorkerRecord {
     std::uint64_t victim = 0;  // Killed while running this job; 0: not killed
     StopCause victim_cause = StopCause::TimedOut;
     int tasks_left = -1;    // max_tasks_per_child countdown; -1: unlimited
+    bool may_leave_early = false;  // its pool lets it leave after any answer (max_worker_memory)
     bool ready = false;     // sent Ready: jobs sent to it start from now on
     bool stop_sent = false; // Stopping
-    bool leaving = false;   // Leaving: announced Exiting (max_tasks_per_child reached)
+    bool leaving = false;   // Leaving: announced Exiting (max_tasks_per_child, max_worker_memory)
     bool want_out = false;  // EPOLLOUT registered on task_fd
     bool reading = true;    // result_fd watched (EPOLLIN)
 
@@ -89,7 +94,10 @@ inline std::string illegal_frame(const WorkerRecord& w, FrameKind kind, std::uin
     if (kind == FrameKind::Ready) return w.ready ? "a second Ready message" : "";
     if (kind == FrameKind::Exiting) {
         // Only a worker whose max_tasks_per_child allowance is spent, and which has answered
-        // everything, may leave on its own.
+        // everything, may leave on its own; in a pool whose workers may leave early, any worker
+        // that is Ready (it runs the jobs it was sent in order, so those left in flight never
+        // started: they go again).
+        if (w.may_leave_early && w.ready) return "";
         if (w.tasks_left != 0 || !w.in_flight.empty()) return "an Exiting message it was not entitled to";
         return "";
     }

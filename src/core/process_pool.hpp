@@ -90,12 +90,15 @@ public:
     static constexpr std::chrono::milliseconds kKillGrace{2000};
 
     // `max_queued` > 0 bounds the jobs waiting to be sent (back-pressure); 0: no bound.
+    // With `workers_leave_early`, a worker may announce Exiting after any answer, with jobs
+    // still sent ahead to it (max_worker_memory: the worker decides, the pool only allows it);
+    // those go again, and the worker is replaced (process_pool_manager.hpp, worker_exited()).
     ProcessPool(std::size_t max_workers, bool start_all_at_once, int max_tasks_per_child,
-                bool replace_dead_workers = false, std::size_t max_queued = 0)
+                bool replace_dead_workers = false, bool workers_leave_early = false, std::size_t max_queued = 0)
         : max_workers_(max_workers), start_all_(start_all_at_once),
           max_tasks_per_child_(max_tasks_per_child), replace_dead_(replace_dead_workers),
-          max_in_flight_(dispatch_policy::default_in_flight(max_workers)), queue_(max_queued),
-          keep_frames_(replace_dead_workers) {}
+          leave_early_(workers_leave_early), max_in_flight_(dispatch_policy::default_in_flight(max_workers)),
+          queue_(max_queued), keep_frames_(replace_dead_workers || workers_leave_early) {}
     ProcessPool(const ProcessPool&) = delete;
     ProcessPool& operator=(const ProcessPool&) = delete;
     ~ProcessPool() {
@@ -235,6 +238,7 @@ public:
         ExecutorStats s = OutcomeCounters::combine(done, counters_.submitted.load(std::memory_order_relaxed),
                                                    queued, pending_cancelled);
         s.workers = workers_;
+        s.workers_replaced = counters_.workers_replaced.load(std::memory_order_relaxed);
         for (auto& [id, w] : live_)
             if (w.ready && w.in_flight.empty() && can_take(w)) ++s.idle_workers;
         // As the thread pool's: a worker the next dispatch gives a queued job is not idle.
@@ -276,8 +280,8 @@ public:
     std::vector<RunningJob> running() const {
         std::lock_guard<std::mutex> g(mu_);
         std::vector<RunningJob> out;
-        for (auto& [id, w] : live_)
-            if (w.ready && !w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
+        for (auto& [id, w] : live_)  // (a Leaving worker runs nothing: its jobs go again)
+            if (w.ready && !w.leaving && !w.in_flight.empty()) out.push_back({w.pid, w.in_flight.front(), w.busy_since});
         return out;
     }
 
@@ -312,6 +316,8 @@ private:
     void measure_service_locked(Worker& w, std::size_t answered);
     void poll_exits_without_pidfd(ProcessBatch& batch);
     void worker_exited(std::uint32_t id, ProcessBatch& batch);
+    void send_again_locked(Worker& w, std::uint64_t victim, StopCause cause, ProcessBatch& batch);
+    void keep_unsent_locked(Worker& w, ProcessBatch& batch);
     static void close_new_worker(NewWorker& nw);
     void close_worker(Worker& w);
 
@@ -332,6 +338,7 @@ private:
     const bool start_all_;
     const int max_tasks_per_child_;
     const bool replace_dead_;
+    const bool leave_early_;
     const std::size_t max_in_flight_;
     ManagerEvents events_;
 

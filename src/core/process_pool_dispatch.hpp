@@ -24,7 +24,15 @@ inline bool ProcessPool::dispatch_directly_locked(std::vector<OutgoingFrame>* re
     ProcessBatch unused;
     // A fresh future is neither cancelled nor inside an edit; if it were, the manager decides.
     if (!dispatch_to_locked(*idle, unused) || !unused.cancelled.empty()) return false;
-    return idle->writer.flush(idle->task_fd, released) == IoStatus::Ok;
+    std::vector<OutgoingFrame> sent;
+    IoStatus s = idle->writer.flush(idle->task_fd, &sent);
+    for (auto& f : sent) {
+        // Once a job can be stopped or its worker leave early, its frame is kept, as
+        // flush_writers() keeps it: the job may have to go again.
+        if (keep_frames_ && f.kind == FrameKind::Task) idle->held.emplace(f.tag, std::move(f));
+        else released->push_back(std::move(f));
+    }
+    return s == IoStatus::Ok;
 }
 
 // The stdlib's policy: reuse an idle worker if there is one (one token per answer
@@ -100,7 +108,7 @@ inline std::chrono::steady_clock::time_point ProcessPool::revoke_stranded_locked
     auto patience = dispatch_policy::patience(service_ns_);
     auto next = never;
     for (auto& [id, w] : live_) {
-        if (w.in_flight.size() < 2 || !w.reading || w.stop_sent || w.victim) continue;
+        if (w.in_flight.size() < 2 || !w.reading || w.stop_sent || w.victim || w.leaving) continue;
         // Behind the running job: those whose frames are kept and not asked back yet.
         std::vector<std::uint64_t> behind;
         for (std::size_t i = 1; i < w.in_flight.size(); ++i) {

@@ -102,6 +102,7 @@ inline void ProcessPool::adopt_new_workers_locked() {
         std::uint32_t id = next_id_++;
         Worker& w = live_.try_emplace(id, nw).first->second;
         w.tasks_left = max_tasks_per_child_;
+        w.may_leave_early = leave_early_;
         events_.watch(w.result_fd, EPOLLIN, id, ManagerEvents::kResults);
         events_.watch(w.task_fd, 0, id, ManagerEvents::kTasks);  // EPOLLOUT only while a write waits
         if (w.pidfd >= 0) events_.watch(w.pidfd, EPOLLIN, id, ManagerEvents::kExit);
@@ -136,8 +137,9 @@ inline void ProcessPool::flush_writers(ProcessBatch& batch) {
         }
         bool want_out = s == IoStatus::WouldBlock;
         if (s == IoStatus::Eof || s == IoStatus::Error) {
-            // The worker is going away; its exit (pidfd) decides what that means.
-            for (auto& f : w.writer.take_all()) batch.released.push_back(std::move(f));
+            // The worker is going away; its exit (pidfd) decides what that means (its jobs may
+            // go again: their frames are kept).
+            keep_unsent_locked(w, batch);
         }
         if (want_out != w.want_out) {
             w.want_out = want_out;
@@ -269,8 +271,11 @@ inline void ProcessPool::worker_exited(std::uint32_t id, ProcessBatch& batch) {
         fail_protocol_locked(w, "a malformed message: " + w.reader.error(), batch);
     }
     bool expected = (w.stop_sent || w.leaving) && w.in_flight.empty();
+    // Left on its own with jobs sent ahead that it never started (a pool whose workers may
+    // leave early: max_worker_memory): they go again, nothing fails.
+    bool left_early = !expected && !broken_ && w.leaving && !w.victim;
     // Stopped on purpose, or died running a job in a pool that survives deaths: one job ends.
-    bool one_job = !expected && !broken_ && (w.victim || (replace_dead_ && w.ready));
+    bool one_job = !expected && !left_early && !broken_ && (w.victim || (replace_dead_ && w.ready));
     int pid = w.pid;
     if (one_job) {
         std::uint64_t victim = w.victim;
@@ -279,27 +284,9 @@ inline void ProcessPool::worker_exited(std::uint32_t id, ProcessBatch& batch) {
             victim = w.in_flight.front();
             cause = StopCause::WorkerDied;
         }
-        std::vector<Job> again;
-        for (std::uint64_t tag : w.in_flight) {
-            auto held = w.held.find(tag);
-            if (dropped_.erase(tag)) continue;  // stopped by stop_job(): not sent again
-            if (tag == victim || held == w.held.end()) {
-                // (A frame not kept can only be the victim's: keep_frames_ holds the rest.)
-                if (cause != StopCause::Cancelled) counters_.count(Outcome::Failed);  // stop_job counted those
-                int code = 0;
-                bool known = child_exit_code(pid, code);
-                batch.stopped.push_back({tag, cause, pid, known, code});
-                timeouts_.erase(tag);
-                continue;
-            }
-            Job job;
-            job.frame = std::move(held->second);
-            job.committed = true;
-            w.held.erase(held);
-            again.push_back(std::move(job));
-        }
-        w.in_flight.clear();
-        for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it), kGivenBack);
+        send_again_locked(w, victim, cause, batch);
+    } else if (left_early) {
+        send_again_locked(w, 0, StopCause::WorkerDied, batch);
     }
     release_frames(w, batch);
     for (std::uint64_t tag : w.in_flight)
@@ -309,22 +296,58 @@ inline void ProcessPool::worker_exited(std::uint32_t id, ProcessBatch& batch) {
     live_.erase(id);
     batch.exited.push_back(pid);
     if (workers_ > 0) --workers_;
-    if (one_job) {
-        if ((!shutdown_ || !queue_.empty()) && workers_ < max_workers_) {
-            ++workers_;
-            ++batch.start_workers;
-        }
-    } else if (!expected && !broken_) {
+    if (!expected && !left_early && !one_job && !broken_) {
         for (auto tag : orphans) batch.lost.push_back(tag);
         break_locked(BreakCause::WorkerDied,
                      "A process in the process pool was terminated abruptly while the future "
                      "was running or pending.",
                      batch);
     } else if (!broken_ && (!shutdown_ || !queue_.empty()) && workers_ < max_workers_) {
-        // It left on its own (max_tasks_per_child): replace it, and during shutdown only
-        // while queued work remains.
+        // Stopped for its job, or left on its own (max_tasks_per_child, max_worker_memory):
+        // replace it, and during shutdown only while queued work remains.
         ++workers_;
         ++batch.start_workers;
+        counters_.count_replacement();
+    }
+}
+
+// The jobs `w` (stopped, dead, or gone early) has in flight, once it has exited: `victim` (0:
+// none) is reported in batch.stopped with `cause`, as is a job whose frame was not kept (only
+// the victim's can be: keep_frames_ holds the rest); a job stop_job() took is dropped; the others
+// never started and go back to the front of the queue, in their order (committed: their
+// futures stay RUNNING). The one path by which a worker's jobs go again.
+inline void ProcessPool::send_again_locked(Worker& w, std::uint64_t victim, StopCause cause, ProcessBatch& batch) {
+    keep_unsent_locked(w, batch);
+    std::vector<Job> again;
+    for (std::uint64_t tag : w.in_flight) {
+        auto held = w.held.find(tag);
+        if (dropped_.erase(tag)) continue;  // stopped by stop_job(): not sent again
+        if (tag == victim || held == w.held.end()) {
+            if (cause != StopCause::Cancelled) counters_.count(Outcome::Failed);  // stop_job counted those
+            int code = 0;
+            bool known = child_exit_code(w.pid, code);
+            batch.stopped.push_back({tag, cause, w.pid, known, code});
+            timeouts_.erase(tag);
+            continue;
+        }
+        Job job;
+        job.frame = std::move(held->second);
+        job.committed = true;
+        w.held.erase(held);
+        again.push_back(std::move(job));
+    }
+    w.in_flight.clear();
+    for (auto it = again.rbegin(); it != again.rend(); ++it) queue_.push_front(std::move(*it), kGivenBack);
+}
+
+// The frames `w`'s writer still has (unsent, or cut short by the worker's exit): with
+// keep_frames_, a job in flight keeps its frame (held) to go again; the rest are released.
+inline void ProcessPool::keep_unsent_locked(Worker& w, ProcessBatch& batch) {
+    for (auto& f : w.writer.take_all()) {
+        bool job_in_flight = f.kind == FrameKind::Task &&
+                             std::find(w.in_flight.begin(), w.in_flight.end(), f.tag) != w.in_flight.end();
+        if (keep_frames_ && job_in_flight && !w.held.count(f.tag)) w.held.emplace(f.tag, std::move(f));
+        else batch.released.push_back(std::move(f));
     }
 }
 

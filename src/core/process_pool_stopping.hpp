@@ -6,15 +6,17 @@
 // SIGKILL (a task cannot be interrupted any other way), and when its exit is seen
 // (worker_exited(), process_pool_manager.hpp) the job is reported in ProcessBatch::stopped with
 // the cause, the jobs sent ahead to that worker go back to the front of the queue (committed:
-// their futures stay RUNNING) and a replacement is started. The victim is the job that was
+// their futures stay RUNNING; send_again_locked(), which also serves a worker that leaves early
+// under max_worker_memory) and a replacement is started. The victim is the job that was
 // running when the worker was stopped: if its answer was already in the pipe, the answer wins
 // and the victim is not reported (exactly one outcome); a job that started after it is
 // dispatched again. Deadlines (the job's timeout from when it started) are kept by the
 // manager's event loop, not a thread per job. With replace_dead_workers, a worker that dies on
 // its own once Ready fails only its running job (StopCause::WorkerDied); one that dies before
 // Ready (its initializer failed) still breaks the pool. To dispatch jobs again, every Task frame
-// a worker has in flight is kept (WorkerRecord::held) once anything can stop a job; only frames
-// without attachments are ever asked back (Revoke).
+// a worker has in flight is kept (WorkerRecord::held) once anything can stop a job (or a worker
+// may leave early), whether the manager or submit() wrote it; only frames without attachments
+// are ever asked back (Revoke).
 //
 // State (under the pool's mu_): timeouts_ (timed jobs not yet answered, stopped or lost),
 // dropped_ (jobs stopped while sent ahead), and each worker's victim. stop_job() counts the job
@@ -52,8 +54,9 @@ inline bool ProcessPool::stop_job(std::uint64_t tag, std::vector<OutgoingFrame>&
             if (!holder) return false;
             dropped_.insert(tag);
             auto held = holder->held.find(tag);
+            // (A Leaving worker runs none of its jobs: dropped when it exits, not asked back.)
             bool revocable = held != holder->held.end() && held->second.attachments.empty() && holder->ready &&
-                             holder->in_flight.front() != tag;
+                             !holder->leaving && holder->in_flight.front() != tag;
             if (revocable && std::find(holder->revoking.begin(), holder->revoking.end(), tag) == holder->revoking.end()) {
                 holder->revoking.push_back(tag);
                 holder->writer.push(OutgoingFrame::make(FrameKind::Revoke, tag, ""));
@@ -71,10 +74,11 @@ inline bool ProcessPool::taken_by_stop_job(const Worker& w, std::uint64_t tag) c
     return dropped_.count(tag) || (w.victim == tag && w.victim_cause == StopCause::Cancelled);
 }
 
-// The worker running `tag` now (Ready, first in flight, not being stopped), or nullptr.
+// The worker running `tag` now (Ready, first in flight, not being stopped, not Leaving: a
+// Leaving worker's jobs never start), or nullptr.
 inline ProcessPool::Worker* ProcessPool::worker_running_locked(std::uint64_t tag) {
     for (auto& [id, w] : live_)
-        if (w.ready && !w.victim && !w.in_flight.empty() && w.in_flight.front() == tag) return &w;
+        if (w.ready && !w.victim && !w.leaving && !w.in_flight.empty() && w.in_flight.front() == tag) return &w;
     return nullptr;
 }
 
@@ -92,7 +96,7 @@ inline std::chrono::steady_clock::time_point ProcessPool::enforce_deadlines_lock
     if ((timeouts_.empty() && dropped_.empty()) || broken_) return next;
     auto now = std::chrono::steady_clock::now();
     for (auto& [id, w] : live_) {
-        if (!w.ready || w.victim || w.in_flight.empty()) continue;
+        if (!w.ready || w.victim || w.leaving || w.in_flight.empty()) continue;
         if (dropped_.count(w.in_flight.front())) {
             // Stopped by stop_job() while sent ahead, and it started all the same.
             stop_worker_locked(w, StopCause::Cancelled);

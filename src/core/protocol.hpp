@@ -21,14 +21,17 @@
 //     Stop       parent -> worker  exit once the tasks already sent are answered; no payload
 //     Result     worker -> parent  the pickled return value of task `tag`
 //     Exception  worker -> parent  the pickled exception (with its traceback text) of task `tag`
-//     Exiting    worker -> parent  leaving on its own after its last answer (max_tasks_per_child)
+//     Exiting    worker -> parent  leaving on its own after its last answer (max_tasks_per_child,
+//                                  or max_worker_memory: then tasks sent ahead and not run go
+//                                  again); its last frame
 //     Revoke     parent -> worker  give task `tag` back if it has not started; no payload
 //     Revoked    worker -> parent  task `tag` was given back and will not run; no payload
 //     Ready      worker -> parent  once, when it is set up (its initializer ran) and about to
 //                                  take its first task: tasks sent before wait until now; no payload
 // Which frames are legal at a given moment (a tag the worker was given, Exiting only once its
-// allowance is spent, Revoked only for a task the parent asked back, Ready once) is the pool's business
-// (process_pool.hpp): here each frame stands alone.
+// allowance is spent or in a pool whose workers may leave early, nothing after Exiting, Revoked
+// only for a task the parent asked back, Ready once) is the pool's business (pool_worker.hpp):
+// here each frame stands alone.
 //
 // ATTACHMENTS carry buffers too large to copy through a pipe (pickle protocol 5 out-of-band
 // buffers). Each is a memfd holding the bytes, sealed against shrinking and growing; its size is

@@ -104,12 +104,7 @@ public:
     WorkerEnd(const WorkerEnd&) = delete;
     WorkerEnd& operator=(const WorkerEnd&) = delete;
     ~WorkerEnd() {
-        {
-            std::lock_guard<std::mutex> g(mu_);
-            closing_ = true;
-        }
-        cv_.notify_all();
-        if (revoker_.joinable()) revoker_.join();
+        stop_revoker();
         if (pool_fd_ >= 0) ::close(pool_fd_);
     }
 
@@ -145,9 +140,13 @@ public:
     bool announce_ready(std::string& error) { return send(OutgoingFrame::make(FrameKind::Ready, 0, ""), error); }
 
     // Blocks until `f` is written; false with `error` set if it cannot be. `f` is handed back
-    // (its payload and attachments may need releasing where the caller chooses).
+    // (its payload and attachments may need releasing where the caller chooses). Exiting is the
+    // last frame the pool accepts: the revoker thread is stopped before it goes, so that no
+    // Revoked follows it (a worker leaving early, max_worker_memory, still has tasks sent ahead
+    // that the pool may ask back meanwhile).
     bool send(OutgoingFrame&& f, std::string& error) { return send(f, error); }
     bool send(OutgoingFrame& f, std::string& error) {
+        if (f.kind == FrameKind::Exiting) stop_revoker();
         std::lock_guard<std::mutex> g(send_mu_);
         FrameWriter w(attachment_fd_);
         w.push(std::move(f));
@@ -181,6 +180,16 @@ public:
     }
 
 private:
+    // Ends the revoker thread (a Revoked it is sending goes first); the main thread's calls.
+    void stop_revoker() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            closing_ = true;
+        }
+        cv_.notify_all();
+        if (revoker_.joinable()) revoker_.join();
+    }
+
     Recv recv_idle(IncomingFrame& out, std::string& error) {
         bool spun = false;
         for (;;) {

@@ -6,10 +6,12 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -35,7 +37,61 @@ enum class Behaviour {
     SlowStart,             // echoes, but announces Ready only 300 ms after it started
     ReadyTwice,            // announces Ready twice
     DiesBeforeReady,       // exits before Ready, as after a failing initializer
+    LeavesEarly,           // echoes; "leave" is answered once tasks were sent behind it, then Exiting
 };
+
+// A worker that leaves as one whose memory grew past max_worker_memory does: on a "leave" task it
+// waits (at most 2 s) until 3 more tasks were sent behind it, answers "leave:N" (N: how many it
+// holds), sends Exiting and exits without running them. On "answer-then-leave" it answers
+// first, then waits (at most 2 s) for one more task (sent to it as to an idle worker), and leaves
+// without running it.
+[[noreturn]] void leaves_early(int in, int out, int sock) {
+    ::fcntl(in, F_SETFL, ::fcntl(in, F_GETFL) | O_NONBLOCK);
+    FrameReader reader(Direction::FromParent, sock);
+    auto send = [&](FrameKind kind, std::uint64_t tag, std::string payload) {
+        FrameWriter w(sock);
+        w.push(OutgoingFrame::make(kind, tag, std::move(payload)));
+        if (w.flush(out) != IoStatus::Ok) ::_exit(2);
+    };
+    // The next frame, or nothing once `until` passed.
+    auto next = [&](std::chrono::steady_clock::time_point until) -> std::optional<IncomingFrame> {
+        for (;;) {
+            if (auto f = reader.pop()) return std::move(*f);
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return std::nullopt;
+            pollfd p{in, POLLIN, 0};
+            ::poll(&p, 1, static_cast<int>(left.count()));
+            IoStatus s = reader.fill(in);
+            if (s == IoStatus::Eof || s == IoStatus::Error) ::_exit(0);
+        }
+    };
+    send(FrameKind::Ready, 0, "");
+    for (;;) {
+        IncomingFrame f = *next(std::chrono::steady_clock::time_point::max());
+        if (f.kind != FrameKind::Task) ::_exit(0);
+        if (f.payload.view() == "answer-then-leave") {
+            send(FrameKind::Result, f.tag, "answer-then-leave");
+            auto until = std::chrono::steady_clock::now() + 2s;
+            for (auto g = next(until); g && g->kind != FrameKind::Task; g = next(until)) {}
+            send(FrameKind::Exiting, 0, "");
+            ::_exit(0);
+        }
+        if (f.payload.view() != "leave") {
+            send(FrameKind::Result, f.tag, std::string(f.payload.view()));
+            continue;
+        }
+        int behind = 0;
+        auto until = std::chrono::steady_clock::now() + 2s;
+        while (behind < 3) {
+            auto g = next(until);
+            if (!g) break;
+            if (g->kind == FrameKind::Task) ++behind;
+        }
+        send(FrameKind::Result, f.tag, "leave:" + std::to_string(behind));
+        send(FrameKind::Exiting, 0, "");
+        ::_exit(0);
+    }
+}
 
 // A worker speaking the protocol by hand, to order frames as a real one only does by chance: it
 // holds the answer to a "hold" task until the pool asks back a task sent behind it, then sends
@@ -102,6 +158,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
     // (doctest's own handler, inherited through fork, would report SIGTERM as a crash.)
     ::signal(SIGTERM, behaviour == Behaviour::IgnoresSigterm ? SIG_IGN : SIG_DFL);
     if (behaviour == Behaviour::AnswersBeforeGivingBack) answers_before_giving_back(in, out, sock);
+    if (behaviour == Behaviour::LeavesEarly) leaves_early(in, out, sock);
     WorkerEnd end(in, out, sock, 0);
     IncomingFrame f;
     std::string err;
@@ -132,6 +189,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
             case Behaviour::AnswersBeforeGivingBack: break;  // (served above)
             case Behaviour::ReadyTwice: break;
             case Behaviour::DiesBeforeReady: break;
+            case Behaviour::LeavesEarly: break;  // (served above)
             case Behaviour::HugeHeader: {
                 // As a task writing into its worker's socket: the real answer follows, swallowed.
                 FrameHeader h{kFrameMagic, 3, 0, f.tag, std::uint64_t{0xFFFFFFF0}};
@@ -180,11 +238,29 @@ struct Recorder final : ProcessPoolHooks {
     std::vector<StoppedJob> stopped;
     int throw_in_delivery = -1;  // deliver() throws on this call (0-based), to test Internal
     int deliveries = 0;
-    // Replacement workers cannot be forked here (threads run): the pool hears they failed.
+    // Replacement workers cannot be forked here (threads run): the pool hears they failed,
+    // unless a spare forked beforehand is left (fork_spare()).
     ProcessPool* pool = nullptr;
+    std::vector<NewWorker> spares;
+    ~Recorder() {
+        for (NewWorker& nw : spares) {  // not needed after all
+            for (int fd : {nw.task_fd, nw.result_fd, nw.attachment_fd}) ::close(fd);
+            ::kill(nw.pid, SIGKILL);
+            ::waitpid(nw.pid, nullptr, 0);
+        }
+    }
     void deliver(ProcessBatch& b) override {
-        if (pool)
-            for (std::size_t i = 0; i < b.start_workers; ++i) pool->worker_start_failed();
+        if (pool) {
+            for (std::size_t i = 0; i < b.start_workers; ++i) {
+                if (spares.empty()) {
+                    pool->worker_start_failed();
+                    continue;
+                }
+                NewWorker nw = spares.back();
+                spares.pop_back();
+                pool->add_worker(nw.pid, nw.task_fd, nw.result_fd, nw.attachment_fd);
+            }
+        }
         std::lock_guard<std::mutex> g(mu);
         stopped.insert(stopped.end(), b.stopped.begin(), b.stopped.end());
         for (auto& f : b.answers) results.emplace_back(f.payload.view());
@@ -237,6 +313,14 @@ std::vector<int> start_workers(ProcessPool& pool, int n, Behaviour b) {
         pool.add_worker(pids.back(), task_fd, result_fd, sock_fd);
     }
     return pids;
+}
+
+// Forks a worker for `rec` to hand to its pool as a replacement (before any thread exists).
+void fork_spare(Recorder& rec, Behaviour b) {
+    NewWorker nw{};
+    nw.pid = fork_worker(b, &nw.task_fd, &nw.result_fd, &nw.attachment_fd);
+    nw.pidfd = -1;
+    rec.spares.push_back(nw);
 }
 
 // Runs a one-worker pool with a misbehaving worker and one job; returns what it recorded.
@@ -378,6 +462,78 @@ TEST_SUITE("ProcessPool") {
         CHECK(rec.cause == BreakCause::WorkerDied);
         CHECK(rec.lost == std::vector<std::uint64_t>{1});
         CHECK(rec.stopped.empty());
+    }
+
+    TEST_CASE("workers_leave_early: a worker leaving after an answer has the jobs sent ahead to it run elsewhere") {
+        ProcessPool pool(1, true, -1, /*replace_dead_workers=*/false, /*workers_leave_early=*/true);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::LeavesEarly);
+        fork_spare(rec, Behaviour::Echo);
+        std::thread manager([&] { pool.run(rec); });
+        // Short jobs first: once their times are known, jobs are sent ahead.
+        for (std::uint64_t i = 1; i <= 20; ++i) pool.submit(job(i, "warm"));
+        wait_until(rec, [&] { return rec.results.size() == 20; });
+        pool.submit(job(21, "leave"));
+        for (std::uint64_t i = 22; i <= 27; ++i) pool.submit(job(i, "after-" + std::to_string(i)));
+        wait_until(rec, [&] { return rec.results.size() == 27; });
+        ExecutorStats s = pool.stats();
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.broken.empty());
+        CHECK(rec.lost.empty());
+        CHECK(rec.stopped.empty());
+        REQUIRE(rec.results.size() == 27);
+        std::string leave;
+        for (std::uint64_t i = 22; i <= 27; ++i)
+            CHECK(std::count(rec.results.begin(), rec.results.end(), "after-" + std::to_string(i)) == 1);
+        for (auto& r : rec.results)
+            if (r.rfind("leave:", 0) == 0) leave = r;
+        CAPTURE(leave);
+        CHECK(leave != "leave:0");  // it held jobs it never ran (sent ahead), and they ran on its replacement
+        CHECK(s.failed == 0);
+        CHECK(s.workers_replaced == 1);
+        CHECK(rec.exited.size() == 2);
+    }
+
+    TEST_CASE("workers_leave_early: a job sent straight from submit() to a worker about to leave goes again") {
+        ProcessPool pool(1, true, -1, /*replace_dead_workers=*/false, /*workers_leave_early=*/true);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::LeavesEarly);
+        fork_spare(rec, Behaviour::Echo);
+        std::thread manager([&] { pool.run(rec); });
+        pool.submit(job(1, "answer-then-leave"));
+        wait_until(rec, [&] { return rec.results.size() == 1; });
+        // The worker looks idle: submit() writes the job to its pipe itself (no manager round).
+        std::vector<OutgoingFrame> released;
+        pool.submit(job(2, "late"), &released);
+        CHECK(released.empty());  // kept, in case it has to go again
+        wait_until(rec, [&] { return rec.results.size() == 2; });
+        ExecutorStats s = pool.stats();
+        pool.shutdown(false);
+        manager.join();
+        CHECK(rec.results == std::vector<std::string>{"answer-then-leave", "late"});
+        CHECK(rec.stopped.empty());
+        CHECK(rec.lost.empty());
+        CHECK(rec.broken.empty());
+        CHECK(s.workers_replaced == 1);
+    }
+
+    TEST_CASE("without workers_leave_early an Exiting with jobs in flight still breaks the pool") {
+        ProcessPool pool(1, true, -1);
+        Recorder rec;
+        rec.pool = &pool;
+        start_workers(pool, 1, Behaviour::LeavesEarly);
+        std::thread manager([&] { pool.run(rec); });
+        for (std::uint64_t i = 1; i <= 20; ++i) pool.submit(job(i, "warm"));
+        wait_until(rec, [&] { return rec.results.size() == 20; });
+        pool.submit(job(21, "leave"));
+        for (std::uint64_t i = 22; i <= 27; ++i) pool.submit(job(i, "after"));
+        manager.join();  // broken, and its only worker is gone: the loop ends by itself
+        CHECK(rec.cause == BreakCause::Protocol);
+        CHECK(rec.broken.find("Exiting message it was not entitled to") != std::string::npos);
+        CHECK(rec.lost.size() == 6);
     }
 
     TEST_CASE("a job sent to a worker still starting runs from when the worker is ready") {

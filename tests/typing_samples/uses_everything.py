@@ -41,7 +41,8 @@ def main() -> None:
         px.kill_workers()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                              task_timeout=30.0, on_worker_death="replace",
-                             cancel_running=True, pickler="cloudpickle") as tx:
+                             cancel_running=True, pickler="cloudpickle",
+                             max_worker_memory=1 << 40) as tx:
         timed = tx.options(task_timeout=10)
         five: int = timed.submit(square, 2).result() + sum(timed.map(square, [1], chunksize=1))
         assert five == 5
@@ -60,7 +61,10 @@ def main() -> None:
     with ThreadPoolExecutor(2) as counted:
         done: list[int] = [f.result() for f in cfutures.progress([counted.submit(square, 3)])]
         stats: cfutures.ExecutorStats = counted.stats()
-        assert done == [9] and stats.completed == 1
+        assert done == [9] and stats.completed == 1 and stats.workers_replaced == 0
+        submitted, *_, idle_workers = stats
+        replaced: int = stats.workers_replaced
+        assert submitted == 1 and replaced == 0 and stats._asdict()["idle_workers"] == idle_workers
     plain: concurrent.futures.Future[int] = Future()
     plain.set_result(1)
     assert isinstance(plain, concurrent.futures.Future)
