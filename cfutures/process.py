@@ -56,18 +56,35 @@ _RemoteTraceback = _std_process._RemoteTraceback
 _TIMED_OUT, _CANCELLED, _WORKER_DIED = range(3)
 
 
-def _stopped_error(cause, exitcode):
+def _describe_call(call):
+    """`fn(args...)` of a (fn, args, kwargs) call, for a message: the function's qualified name
+    and the arguments' repr, cut short."""
+    import reprlib
+    fn, args, kwargs = call
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    if module and module not in ("builtins", "__main__"):
+        name = f"{module}.{name}"
+    shorten = reprlib.Repr()
+    shorten.maxstring = shorten.maxother = 30
+    text = ", ".join([shorten.repr(a) for a in args] + [f"{k}={shorten.repr(v)}" for k, v in kwargs.items()])
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{name}({text})"
+
+
+def _stopped_error(cause, exitcode, call, limit):
     from ._errors import TaskTimeout, WorkerDied
     if cause == _TIMED_OUT:
-        return TaskTimeout("the task ran longer than its task_timeout; its worker process was "
-                           "stopped and replaced")
+        return TaskTimeout(f"the task {_describe_call(call)} ran longer than its task_timeout of "
+                           f"{limit:g} s; its worker process was stopped and replaced")
     if cause == _WORKER_DIED:
         if exitcode is None:
             how = "exit code unknown"
         else:
             how = f"killed by signal {-exitcode}" if exitcode < 0 else f"exit code {exitcode}"
-        return WorkerDied(f"The worker process running the task died ({how}); it was replaced",
-                          exitcode)
+        return WorkerDied(f"The worker process running the task {_describe_call(call)} died ({how}); "
+                          f"it was replaced", exitcode)
     return _base.CancelledError()
 
 
@@ -135,7 +152,8 @@ class _PoolHost:
       without a Python frame;
       unpickle(payload) -> obj, and when type(obj) is packed_type, unpack(obj, attachments)
       -> the answer (_pickling.loads in two steps: most answers need only the first, in C);
-      stopped_error(cause, exitcode) -> the exception of a task whose worker was stopped or died
+      stopped_error(cause, exitcode, call, limit) -> the exception of a task whose worker was
+                   stopped or died (call: its (fn, args, kwargs); limit: its task_timeout)
       while the pool goes on.
     """
 
@@ -352,6 +370,8 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         pickling = _pickling.Pickling(pickler) if pickler is not None else _pickling._STANDARD
         if on_worker_death not in ("break", "replace"):
             raise ValueError('on_worker_death must be "break" or "replace"')
+        if not isinstance(cancel_running, bool):
+            raise TypeError(f"cancel_running must be True or False, not {cancel_running!r}")
         # Under 'fork', all workers start at once, before any thread of ours exists (forking a
         # process that has threads can deadlock the child), as in the stdlib.
         start_all = mp_context.get_start_method(allow_none=False) == "fork"

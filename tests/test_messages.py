@@ -32,3 +32,34 @@ def test_stats_count_no_idle_worker_while_tasks_wait():
     assert all(s.idle_workers == 0 for s in samples if s.queued > 0), [s for s in samples if s.queued][:3]
     after = ex.stats()
     assert after.queued == 0 and after.idle_workers <= after.workers
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_cancel_running_takes_a_boolean(value):
+    with pytest.raises(TypeError, match="cancel_running must be True or False"):
+        cfutures.ProcessPoolExecutor(1, cancel_running=value)
+
+
+def test_task_timeout_names_the_task_and_its_limit():
+    import multiprocessing
+    from process_helpers import sleep_and_return
+    with cfutures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
+                                      task_timeout=5) as ex:
+        stuck = ex.options(task_timeout=0.3).submit(sleep_and_return, 30, "x" * 500)
+        with pytest.raises(cfutures.TaskTimeout) as info:
+            stuck.result(timeout=60)
+    message = str(info.value)
+    assert "process_helpers.sleep_and_return(30, 'xxx" in message
+    assert "task_timeout of 0.3 s" in message
+    assert len(message) < 200  # the arguments are cut short
+
+
+def test_worker_died_names_the_task():
+    import multiprocessing
+    from process_helpers import kill_self
+    import signal
+    with cfutures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"),
+                                      on_worker_death="replace") as ex:
+        with pytest.raises(cfutures.WorkerDied, match=r"running the task process_helpers.kill_self\(9\) died "
+                                                      r"\(killed by signal 9\)"):
+            ex.submit(kill_self, 9).result(timeout=60)

@@ -83,7 +83,8 @@ struct ProcessHost {
     py::object unpickle;       // (payload) -> obj
     PyObject* packed_type;     // an obj of this type is finished by...
     py::object unpack;         // (obj, attachments) -> the answer
-    py::object stopped_error;  // (cause, exitcode) -> the exception of a job stopped (core::StopCause)
+    py::object stopped_error;  // (cause, exitcode, (fn, args, kwargs), limit) -> the exception of a
+                               // job stopped (core::StopCause; limit: its task_timeout)
 
     static ProcessHost of(py::handle host) {
         std::vector<PyTypeObject*> plain;
@@ -185,19 +186,23 @@ public:
         Py_DECREF(e.future);
         return true;
     }
-    // The job's future (strong), or nullptr if it was reported already.
-    PyObject* take(std::uint64_t tag) {
+    // The job's future and call (both strong), or nullopt if it was reported already.
+    std::optional<std::pair<PyObject*, py::object>> take_with_call(std::uint64_t tag) {
         Entry e{};
         {
             std::lock_guard<std::mutex> g(mu);
             auto it = jobs_.find(tag);
-            if (it == jobs_.end()) return nullptr;
+            if (it == jobs_.end()) return std::nullopt;
             e = it->second;
             jobs_.erase(it);
             tag_of_.erase(e.future);
         }
-        Py_DECREF(e.call);
-        return e.future;
+        return std::make_pair(e.future, py::reinterpret_steal<py::object>(e.call));
+    }
+    // The job's future (strong), or nullptr if it was reported already.
+    PyObject* take(std::uint64_t tag) {
+        auto taken = take_with_call(tag);
+        return taken ? taken->first : nullptr;
     }
     std::vector<PyObject*> take(const std::vector<std::uint64_t>& tags) {
         std::vector<Entry> taken;
@@ -453,15 +458,18 @@ struct Hooks final : core::ProcessPoolHooks {
     // After reaping: a forkserver's worker is not our child, its exit code is its Process's.
     void stopped(const std::vector<core::StoppedJob>& stops, const std::unordered_map<int, int>& exitcodes) {
         for (const core::StoppedJob& stop : stops) {
-            PyObject* fut = shared.jobs.take(stop.tag);
-            if (!fut) continue;
+            auto taken = shared.jobs.take_with_call(stop.tag);
+            if (!taken) continue;
+            PyObject* fut = taken->first;
             try {
                 auto reaped = exitcodes.find(stop.pid);
                 py::object code = py::none();
                 if (stop.exitcode_known) code = py::int_(stop.exitcode);
                 else if (reaped != exitcodes.end()) code = py::int_(reaped->second);
                 py::int_ cause(static_cast<int>(stop.cause));
-                fail_future(fut, call_object(shared.host.stopped_error, {cause.ptr(), code.ptr()}));
+                py::float_ limit(stop.limit);
+                fail_future(fut, call_object(shared.host.stopped_error,
+                                             {cause.ptr(), code.ptr(), taken->second.ptr(), limit.ptr()}));
             } catch (py::error_already_set& e) {
                 // The future must not stay pending: fail it with what went wrong instead.
                 fail_future(fut, exception_of(e));

@@ -26,6 +26,7 @@ struct StoppedJob {
     int pid;             // of its worker
     bool exitcode_known; // the worker is this process's child (not under forkserver)
     int exitcode;        // if known: multiprocessing's convention, -N for signal N
+    double limit = 0;    // TimedOut: the job's task_timeout in seconds
 };
 
 struct ProcessBatch {

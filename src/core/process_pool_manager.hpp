@@ -326,7 +326,9 @@ inline void ProcessPool::send_again_locked(Worker& w, std::uint64_t victim, Stop
             if (cause != StopCause::Cancelled) counters_.count(Outcome::Failed);  // stop_job counted those
             int code = 0;
             bool known = child_exit_code(w.pid, code);
-            batch.stopped.push_back({tag, cause, w.pid, known, code});
+            auto timeout = timeouts_.find(tag);
+            double limit = timeout == timeouts_.end() ? 0 : std::chrono::duration<double>(timeout->second).count();
+            batch.stopped.push_back({tag, cause, w.pid, known, code, limit});
             timeouts_.erase(tag);
             continue;
         }
