@@ -88,6 +88,21 @@ class ProcessExecutorFactory(ExecutorFactory):
         return ex
 
 
+# cfutures' own process pools (the opt-in features' tests), by start method.
+@pytest.fixture(params=["forkserver", "spawn", "fork"])
+def cf_process(request):
+    factory = ProcessExecutorFactory(cfutures, request.param)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def cf_forkserver():
+    factory = ProcessExecutorFactory(cfutures, "forkserver")
+    yield factory
+    factory.close()
+
+
 PROCESS_PARAMS = [f"{impl}-process-{method}" for impl in IMPLS
                   for method in ("fork", "spawn", "forkserver")]
 

@@ -22,20 +22,6 @@ from process_helpers import (  # noqa: E402  (importable by spawned workers, see
 BrokenProcessPool = concurrent.futures.process.BrokenProcessPool
 
 
-@pytest.fixture(params=["forkserver", "spawn", "fork"])
-def cf_process(request):
-    factory = ProcessExecutorFactory(cfutures, request.param)
-    yield factory
-    factory.close()
-
-
-@pytest.fixture
-def cf_forkserver():
-    factory = ProcessExecutorFactory(cfutures, "forkserver")
-    yield factory
-    factory.close()
-
-
 def shm_entries():
     try:
         return set(os.listdir("/dev/shm"))

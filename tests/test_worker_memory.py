@@ -23,20 +23,6 @@ LEAK_MB = 20
 SLACK = 8 * MiB
 
 
-@pytest.fixture(params=["forkserver", "spawn", "fork"])
-def cf_process(request):
-    factory = ProcessExecutorFactory(cfutures, request.param)
-    yield factory
-    factory.close()
-
-
-@pytest.fixture
-def cf_forkserver():
-    factory = ProcessExecutorFactory(cfutures, "forkserver")
-    yield factory
-    factory.close()
-
-
 def baseline(make):
     """The RSS of a fresh worker of `make`'s start method once it ran a task (without a bound)."""
     ex = make(1)
