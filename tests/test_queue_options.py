@@ -276,18 +276,20 @@ def test_map_with_a_priority_goes_before_the_queued_tasks(pool):
 def test_the_work_queue_view_and_stats_follow_the_priorities():
     ex = cfutures.ThreadPoolExecutor(1)
     gate = threading.Event()
-    ex.submit(gate.wait, 30)
-    wait_until(lambda: ex.stats().running == 1)
-    ex.submit(abs, -1)
-    ex.options(priority=-3).submit(abs, -2)
-    ex.options(priority=4).submit(abs, -3)
-    assert ex._work_queue.qsize() == 3
-    assert ex.stats().queued == 3
-    item = ex._work_queue.get_nowait()  # the next to start: the priority -3 task
-    assert item.args == (-2,)
-    assert ex.stats().queued == 2
-    gate.set()
-    ex.shutdown()
+    try:
+        ex.submit(gate.wait, 30)
+        wait_until(lambda: ex.stats().running == 1)
+        ex.submit(abs, -1)
+        urgent = ex.options(priority=-3).submit(abs, -2)
+        ex.options(priority=4).submit(abs, -3)
+        assert ex._work_queue.qsize() == 3
+        assert ex.stats().queued == 3
+        item = ex._work_queue.get_nowait()  # the next to start: the priority -3 task
+        assert item.future is urgent
+        assert ex.stats().queued == 2
+    finally:
+        gate.set()
+        ex.shutdown()
     assert ex.stats().completed == 3 and ex.stats().cancelled == 1
 
 
