@@ -556,6 +556,45 @@ def test_daemon_threads_submitting_when_main_ends(impl, kind):
     assert_clean_exit(runs, ["main done"])
 
 
+# Daemon threads that call into Python from inside cfutures' native code when the main thread
+# ends: a submit that starts a worker thread (threading.Thread.start), a wait() on the stdlib's
+# own futures (their condition's acquire and release), and the first use of a name that
+# registers its bindings. An unwind through the submit aborted or crashed 1 run in 5 (3.11,
+# 3.13t; CI's run of the daemon-submit test above caught it once).
+DAEMON_CALLS_PYTHON = """
+    import concurrent.futures as stdlib_futures
+    import threading, time
+    def start_pools():
+        while True:
+            try:
+                futures.ThreadPoolExecutor(1).submit(abs, -1)
+            except RuntimeError:  # can't start new thread / cannot schedule new futures
+                return
+    def wait_foreign():
+        done = stdlib_futures.Future()
+        done.set_result(1)
+        pending = stdlib_futures.Future()
+        while True:
+            futures.wait([done, pending], timeout=0)
+    if __name__ == "__main__":
+        for _ in range(2):
+            threading.Thread(target=start_pools, daemon=True).start()
+        threading.Thread(target=wait_foreign, daemon=True).start()
+        time.sleep(0.05)
+        say("main done")
+"""
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 14) and not getattr(sys, "_is_gil_enabled", lambda: True)(),
+    reason="3.13t's own finalization deadlocks or crashes with daemon threads running Python code "
+           "(the stdlib's pool fails this test there too, about 1 run in 12)")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_daemon_threads_calling_python_from_native_code_when_main_ends(impl):
+    runs = run_script(DAEMON_CALLS_PYTHON, impl, runs=2 * RUNS)
+    assert_clean_exit(runs, ["main done"])
+
+
 # -- (h, j) work still queued at exit, failing callbacks, sys.exit() and uncaught exceptions ---
 
 QUEUED_AT_EXIT = """

@@ -19,9 +19,12 @@
 //     back only through restore_gil() (directly, or by without_gil()), which parks such a thread
 //     for good where it stands, as 3.14 does, and the process exits around it. Python code
 //     itself re-takes the GIL (a sleep, a lock, a write), so an unwind can start inside any call
-//     into Python: on threads that can meet finalization (pool workers, the process pool's
-//     manager) every such call goes through call_python() or the helpers built on it, which
-//     catch the unwind in the frame of the call and park. Between the call and that catch, no
+//     into Python. Any thread but the main one can meet finalization: pool workers, the process
+//     pool's manager, and the user's own threads (a daemon thread that submits, starting a worker
+//     thread or pickling a call, or waits on a stdlib future, when the main thread ends). So every
+//     call into Python that native code makes goes through call_python() or the helpers built on
+//     it (call_parking, call_object, call_method), which catch the unwind in the frame of the
+//     call and park. Between the call and that catch, no
 //     frame may own a Python reference (a py::object, pybind11's own call machinery, a
 //     py::error_already_set: their destructors would run during the unwind, detached from the
 //     interpreter; 3.13t crashes on that). Nothing re-takes the GIL in a destructor, and no frame
@@ -32,9 +35,14 @@
 
 #include <cxxabi.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <initializer_list>
+#include <mutex>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <type_traits>
 
 #include <functional>
@@ -171,6 +179,66 @@ inline py::object call_object(py::handle callable, std::initializer_list<PyObjec
     if (!r) throw py::error_already_set();
     return py::reinterpret_steal<py::object>(r);
 }
+
+// import name, through call_python() (an import runs the module's code).
+inline py::object import_module(const char* name) {
+    PyObject* m = call_python([&] { return PyImport_ImportModule(name); });
+    if (!m) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(m);
+}
+
+// self.name(*args) through call_python(), as a py::object; throws error_already_set when the
+// call raised.
+inline py::object call_method(py::handle self, const char* name, std::initializer_list<PyObject*> args = {}) {
+    py::str method(name);
+    PyObject* argv[4] = {self.ptr()};  // self, then at most three arguments
+    if (args.size() > 3) throw std::invalid_argument("call_method: at most three arguments");
+    std::copy(args.begin(), args.end(), argv + 1);
+    PyObject* r = call_python([&] {
+        return PyObject_VectorcallMethod(method.ptr(), argv, 1 + args.size(), nullptr);
+    });
+    if (!r) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(r);
+}
+
+// A value made once per process, by the first thread that asks (`make` needs the GIL and calls
+// into Python through call_python). Threads that ask meanwhile wait for it with the GIL released
+// (lock order: the once, then the GIL), and take the GIL back through restore_gil(), which parks
+// a thread that finalization ends (rule 6; pybind11's gil_safe_call_once_and_store re-takes it in
+// a destructor, and a daemon thread importing cfutures at exit aborted there). The value is
+// never destroyed: it would outlive the interpreter. A `make` that throws leaves it unmade, for
+// the next thread to try.
+template <class T>
+class MadeOnce {
+public:
+    template <class Make>
+    T& get(Make&& make) {
+        if (!made_.load(std::memory_order_acquire)) {
+            PyThreadState* saved = PyEval_SaveThread();
+            try {
+                std::call_once(once_, [&] {
+                    restore_gil(saved);
+                    struct Detach {
+                        PyThreadState*& saved;
+                        ~Detach() { saved = PyEval_SaveThread(); }
+                    } detach{saved};
+                    ::new (storage_) T(make());
+                    made_.store(true, std::memory_order_release);
+                });
+            } catch (...) {
+                restore_gil(saved);
+                throw;
+            }
+            restore_gil(saved);
+        }
+        return *std::launder(reinterpret_cast<T*>(storage_));
+    }
+
+private:
+    std::once_flag once_;
+    std::atomic<bool> made_{false};
+    alignas(T) unsigned char storage_[sizeof(T)];
+};
 
 // PyErr_WriteUnraisable(obj) through call_python(): sys.unraisablehook may be Python code, and
 // writing to stderr re-takes the GIL.

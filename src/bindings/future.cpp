@@ -663,9 +663,10 @@ PyObject* future_set_running_or_notify_cancel_method(PyObject* self, PyObject*) 
             case core::StartOutcome::Invalid:
             case core::StartOutcome::Busy: break;
         }
-        py::module_::import("logging").attr("getLogger")("concurrent.futures")
-            .attr("critical")("Future %s in unexpected state: %s", reinterpret_cast<std::uintptr_t>(self),
-                              py::handle(state_name(f.state())));
+        py::object logger = call_method(import_module("logging"), "getLogger", {py::str("concurrent.futures").ptr()});
+        py::object address = py::int_(reinterpret_cast<std::uintptr_t>(self));
+        call_method(logger, "critical", {py::str("Future %s in unexpected state: %s").ptr(), address.ptr(),
+                                         state_name(f.state())});
         raise(PyExc_RuntimeError, "Future in unexpected state");
     });
 }

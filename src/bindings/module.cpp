@@ -1,6 +1,5 @@
 // _cfutures: wiring only. Each register_* lives with the code it exposes; they run on first use
 // (kGroups below).
-#include <pybind11/gil_safe_call_once.h>
 
 #include <span>
 #include <string>
@@ -42,8 +41,8 @@ void register_once() {
     // this once) would use it half-made ("No constructor defined!", an abort in instance
     // allocation; tests/test_startup.py). The private module has no __getattr__, so pybind11's
     // look-ups of each new name (clash check, overload chaining) find nothing there.
-    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<bool> once;
-    once.call_once_and_store_result([] {
+    static MadeOnce<bool> once;
+    once.get([] {
         py::module_ staging = py::reinterpret_steal<py::module_>(PyModule_New(PyModule_GetName(g_module)));
         if (!staging) throw py::error_already_set();
         Register(staging);

@@ -34,7 +34,6 @@
 #include <stdexcept>
 #include <unordered_map>
 
-#include <pybind11/gil_safe_call_once.h>
 
 #include "../core/process_pool.hpp"
 #include "channel.hpp"
@@ -56,18 +55,16 @@ struct ProcessStdlib {
 ProcessStdlib& pstd() {
     // Not a function-local static: its initialization guard would be held across the imports,
     // which can let another thread run and wait on that guard while attached (a deadlock).
-    // pybind11's call-once detaches while it waits.
-    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<ProcessStdlib> storage;
-    return storage
-        .call_once_and_store_result([] {
-            py::module_ process = py::module_::import("concurrent.futures.process");
-            return ProcessStdlib{
-                py::object(process.attr("BrokenProcessPool")).release().ptr(),
-                py::object(process.attr("_RemoteTraceback")).release().ptr(),
-                py::object(py::module_::import("traceback").attr("format_exception")).release().ptr(),
-            };
-        })
-        .get_stored();
+    static MadeOnce<ProcessStdlib> stdlib;
+    return stdlib.get([] {
+        py::object process = import_module("concurrent.futures.process");
+        py::object traceback = import_module("traceback");
+        return ProcessStdlib{
+            py::object(process.attr("BrokenProcessPool")).release().ptr(),
+            py::object(process.attr("_RemoteTraceback")).release().ptr(),
+            py::object(traceback.attr("format_exception")).release().ptr(),
+        };
+    });
 }
 
 // What the native pool asks of Python (cfutures/process.py, _PoolHost), looked up once.
@@ -660,21 +657,22 @@ bool has_large_buffer(const CallArguments& call, Py_ssize_t threshold) {
 std::optional<py::tuple> pickle_call(ProcessPoolShared& shared, const CallArguments& call,
                                      const py::tuple& fn_args_kwargs, py::handle future) {
     try {
+        // Pickling runs Python code (reducers), through call_object (rule 6).
         if (has_large_buffer(call, shared.host.buffer_threshold))
-            return py::tuple(shared.host.dumps_call(py::handle(call.fn), call.args, call.kwargs));
+            return py::tuple(call_object(shared.host.dumps_call, {call.fn, call.args.ptr(), call.kwargs.ptr()}));
         if (shared.host.is_plain_call(call)) {
             // The fast path (_pickling.Pickling.dumps) without its Python frame: C pickle.dumps.
-            py::object data = shared.host.plain_dumps(fn_args_kwargs, shared.host.protocol);
+            py::object data = call_object(shared.host.plain_dumps, {fn_args_kwargs.ptr(), shared.host.protocol.ptr()});
             if (PyBytes_GET_SIZE(data.ptr()) < shared.host.buffer_threshold) return py::make_tuple(data, py::tuple());
         }
-        return py::tuple(shared.host.dumps(fn_args_kwargs));
+        return py::tuple(call_object(shared.host.dumps, {fn_args_kwargs.ptr()}));
     } catch (py::error_already_set& e) {
         if (!e.matches(PyExc_Exception)) throw;
         // The stdlib pickles in its queue feeder thread and chains the traceback text as the
         // cause (_on_queue_feeder_error); the same shape here.
         py::object exc = exception_of(e);
-        exc.attr("__cause__") = py::reinterpret_borrow<py::object>(pstd().RemoteTraceback)(
-            py::str("\n\"\"\"\n{}\"\"\"").format(traceback_text(exc)));
+        py::object quoted = py::str("\n\"\"\"\n{}\"\"\"").format(traceback_text(exc));
+        exc.attr("__cause__") = call_object(pstd().RemoteTraceback, {quoted.ptr()});
         if (!future_set_exception(*as_future(future.ptr()), future.ptr(), exc.ptr()))
             throw py::error_already_set();
         return std::nullopt;

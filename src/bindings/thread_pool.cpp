@@ -183,7 +183,7 @@ struct ThreadPoolHandle {
         shared->broken_reason.record(message);
         for (core::Task* t : shared->pool.break_pool()) {
             std::unique_ptr<PyTask> owned(static_cast<PyTask*>(t));
-            py::object exc = shared->host.broken_type(message);
+            py::object exc = call_object(shared->host.broken_type, {message.ptr()});
             owned->fail(exc.ptr());
         }
     }
@@ -207,9 +207,10 @@ struct PyThreadPoolExecutor {
 
 PyTypeObject* g_thread_executor_base = nullptr;
 
-// Asks the host for one worker thread (the pool counted it already).
+// Asks the host for one worker thread (the pool counted it already). Through call_parking (rule
+// 6): starting a thread is Python code, and the submitter may be a daemon thread at exit.
 bool start_one_worker(ThreadPoolShared& shared, PyObject* self) {
-    PyObject* r = PyObject_CallOneArg(shared.host.start_worker.ptr(), self);
+    PyObject* r = call_parking(shared.host.start_worker.ptr(), {self});
     if (!r) {
         shared.pool.worker_start_failed();
         return false;

@@ -123,15 +123,15 @@ public:
             w.adapter = nullptr;
             py::object f = py::reinterpret_borrow<py::object>(w.obj);
             py::object cond = f.attr("_condition");
-            cond.attr("acquire")();
+            call_method(cond, "acquire");
             try {
                 py::object waiters = f.attr("_waiters");
-                if (PySequence_Contains(waiters.ptr(), adapter.ptr()) == 1) waiters.attr("remove")(adapter);
+                if (PySequence_Contains(waiters.ptr(), adapter.ptr()) == 1) call_method(waiters, "remove", {adapter.ptr()});
             } catch (...) {
-                cond.attr("release")();
+                call_method(cond, "release");
                 throw;
             }
-            cond.attr("release")();
+            call_method(cond, "release");
         }
     }
 
@@ -161,7 +161,7 @@ private:
         py::handle f(w.obj);
         // Same error as the stdlib for something that is not a future: AttributeError.
         py::object cond = f.attr("_condition");
-        cond.attr("acquire")();
+        call_method(cond, "acquire");
         try {
             py::object state = f.attr("_state");
             bool notified = state.equal(stdlib_state(3));
@@ -172,14 +172,14 @@ private:
                 w.done = true;
             } else if (waiter) {
                 py::object adapter = py::cast(ForeignWaiterLink{waiter, i});
-                f.attr("_waiters").attr("append")(adapter);
+                call_method(f.attr("_waiters"), "append", {adapter.ptr()});
                 w.adapter = adapter.release().ptr();
             }
         } catch (...) {
-            cond.attr("release")();
+            call_method(cond, "release");
             throw;
         }
-        cond.attr("release")();
+        call_method(cond, "release");
         return w.done;
     }
 };
