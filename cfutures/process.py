@@ -127,9 +127,10 @@ def _default_max_workers():
 _manager_ids = itertools.count()
 
 
-def _run_manager(handle, ready):
+def _run_manager(handle, ready, stopped):
     ready.set()
     handle.run_manager()  # releases the GIL at once; returns once the pool has stopped
+    stopped()
 
 
 class _PoolHost:
@@ -167,7 +168,7 @@ class _PoolHost:
     protocol = _pickling.PROTOCOL
 
     def __init__(self, mp_context, initializer, initargs, max_tasks_per_child, pickling,
-                 max_worker_memory=None):
+                 max_worker_memory=None, replaces_workers=False):
         self.pickling = pickling
         self.dumps = pickling.dumps
         self.dumps_call = pickling.dumps_call
@@ -180,6 +181,10 @@ class _PoolHost:
         self.processes = {}  # pid -> multiprocessing.Process: executor._processes
         self.manager_thread = None
         self._lock = threading.Lock()
+        # Under 'fork', the workers that start once the manager runs are forked by a zygote
+        # (cfutures/_zygote.py), made with the first ones.
+        self.wants_zygote = replaces_workers and mp_context.get_start_method() == "fork"
+        self.zygote = None
 
     def start(self, workers, manager):
         started = []
@@ -187,6 +192,10 @@ class _PoolHost:
             for _ in range(workers):
                 started.append(self._start_worker())
             if manager is not None:
+                if self.wants_zygote and self.zygote is None:
+                    from . import _zygote  # only pools that replace workers under 'fork'
+                    self.zygote = _zygote.Zygote(self.mp_context, _run_process_worker,
+                                                 self._worker_args())
                 self._start_manager(manager)
         except BaseException as error:  # Ctrl-C too: the native side must learn what started
             return started, error
@@ -199,12 +208,13 @@ class _PoolHost:
                 self.mp_context.Pipe(duplex=True)]
         (task_reader, task_writer), (result_reader, result_writer), (attachments, worker_attachments) = ends
         try:
-            p = self.mp_context.Process(
-                target=_run_process_worker,
-                args=(task_reader, result_writer, worker_attachments, self.initializer,
-                      self.initargs, self.max_tasks_per_child, os.getpid(), self.pickling.name,
-                      self.max_worker_memory))
-            p.start()
+            if self.zygote is not None:
+                p = self.zygote.start_worker(task_reader, result_writer, worker_attachments)
+            else:
+                p = self.mp_context.Process(
+                    target=_run_process_worker,
+                    args=(task_reader, result_writer, worker_attachments, *self._worker_args()))
+                p.start()
         except BaseException:
             for pair in ends:
                 for conn in pair:
@@ -222,10 +232,21 @@ class _PoolHost:
             self.processes[p.pid] = p
         return (p.pid, *fds)
 
+    def _worker_args(self):
+        # What _run_process_worker takes after the worker's three channel ends.
+        return (self.initializer, self.initargs, self.max_tasks_per_child, os.getpid(),
+                self.pickling.name, self.max_worker_memory)
+
+    def _stopped(self):
+        # The manager loop returned: every worker has exited and been reaped.
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote.process.join(5)
+
     def _start_manager(self, handle):
         # Once per pool (the native side claims the call; again only if this raised).
         ready = threading.Event()
-        t = threading.Thread(target=_run_manager, args=(handle, ready),
+        t = threading.Thread(target=_run_manager, args=(handle, ready, self._stopped),
                              name=f"cfutures-process-pool-{next(_manager_ids)}")
         t.start()
         # The manager dispatches without the GIL, but it must first get the GIL once to enter
@@ -333,6 +354,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 the tasks sent ahead to it run elsewhere, none fails. A worker's RSS
                 stays under this bound plus one task's growth. None (the default): no
                 bound, and no worker reads its RSS.
+
+        No option changes the start method. Under 'fork', the workers that replace
+        others are forked by the pool's zygote, a copy of the program made with the
+        first workers, before the pool's threads start (cfutures/_zygote.py).
         """
         # No _check_system_limits(): it imports multiprocessing.synchronize (about 1.6M
         # instructions, a tenth of a pool's start) to refuse platforms without POSIX semaphores,
@@ -344,12 +369,6 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         if mp_context is None:
             if max_tasks_per_child is not None:
                 mp_context = mp.get_context("spawn")
-            elif ((task_timeout is not None or cancel_running or on_worker_death == "replace"
-                   or max_worker_memory is not None)
-                  and mp.get_start_method() == "fork"):
-                # Replacement workers are started while the pool's threads run: not by fork
-                # (as the stdlib chooses spawn for max_tasks_per_child).
-                mp_context = mp.get_context("forkserver")
             else:
                 mp_context = mp.get_context()
         if initializer is not None and not callable(initializer):
@@ -375,8 +394,10 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
         # Under 'fork', all workers start at once, before any thread of ours exists (forking a
         # process that has threads can deadlock the child), as in the stdlib.
         start_all = mp_context.get_start_method(allow_none=False) == "fork"
+        replaces_workers = (task_timeout is not None or bool(cancel_running)
+                            or on_worker_death == "replace" or max_worker_memory is not None)
         self._host = _PoolHost(mp_context, initializer, initargs, max_tasks_per_child, pickling,
-                               max_worker_memory)
+                               max_worker_memory, replaces_workers)
         super().__init__(max_workers, start_all, max_tasks_per_child or -1, self._host,
                          task_timeout, on_worker_death == "replace", bool(cancel_running),
                          max_worker_memory is not None, max_queue or 0)

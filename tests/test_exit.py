@@ -595,6 +595,41 @@ def test_daemon_threads_calling_python_from_native_code_when_main_ends(impl):
     assert_clean_exit(runs, ["main done"])
 
 
+# A pool whose replacements its zygote forks (cfutures, opt-in, under 'fork'), never shut down:
+# the zygote and the workers it forked leave with the program, also when Ctrl-C interrupts the
+# exit's wait for the pool.
+ZYGOTE_AT_EXIT = """
+    import multiprocessing, os, signal, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    multiprocessing.set_start_method("fork", force=True)
+    ex = futures.ProcessPoolExecutor(2, on_worker_death="replace")  # no main guard: fork
+    pid = ex.submit(os.getpid).result()
+    try:
+        ex.submit(os.kill, pid, signal.SIGKILL).result()
+    except futures.WorkerDied:
+        say("replaced", ex.submit(abs, -1).result())
+    if variant == "ctrl-c":
+        ex.submit(time.sleep, 1.5)
+        threading._register_atexit(lambda: say("at exit"))
+    say("main done")
+"""
+
+
+@pytest.mark.native
+def test_a_zygote_never_shut_down_leaves_with_the_program():
+    runs = run_script(ZYGOTE_AT_EXIT, "cfutures", "plain", runs=3)
+    assert_clean_exit(runs, ["main done", "replaced 1"])
+
+
+@pytest.mark.native
+def test_ctrl_c_while_exit_waits_for_a_pool_with_a_zygote():
+    runs = run_script(ZYGOTE_AT_EXIT, "cfutures", "ctrl-c", runs=3, sigint=True)
+    assert_no_crash(runs, 0)
+    for run in runs:
+        assert run.lines() == ["at exit", "main done", "replaced 1"], run
+        assert "KeyboardInterrupt" in run.stderr, run
+
+
 # -- (h, j) work still queued at exit, failing callbacks, sys.exit() and uncaught exceptions ---
 
 QUEUED_AT_EXIT = """

@@ -66,13 +66,6 @@ def test_defaults_keep_the_stdlib_behaviour(cf_forkserver):
     assert type(info.value) is BrokenProcessPool
 
 
-def test_without_mp_context_the_pool_does_not_fork_replacements():
-    with cfutures.ProcessPoolExecutor(1, task_timeout=30) as ex:
-        assert ex._mp_context.get_start_method() != "fork"
-    with cfutures.ProcessPoolExecutor(1, on_worker_death="replace") as ex:
-        assert ex._mp_context.get_start_method() != "fork"
-
-
 # --- task_timeout ------------------------------------------------------------------------------
 
 def test_a_task_past_its_timeout_is_stopped_and_the_pool_goes_on(cf_process, tmp_path):
