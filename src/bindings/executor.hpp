@@ -67,6 +67,11 @@ struct PoolShared : ForkOwned {
     // What check_submittable() reads (with the derived pool's broken_message()).
     bool broken() const { return pool.is_broken(); }
     bool shut_down() const { return pool.is_shutdown(); }
+
+    // What offer_until_room() uses: the pool's max_queue bound and its wait for room.
+    std::size_t queue_bound() const { return pool.max_queued(); }
+    void wait_for_room(Clock::time_point until) { pool.wait_for_room(until); }
+    void stop_waiting_for_room() { pool.stop_waiting_for_room(); }
 };
 
 // Why a submit is refused.

@@ -290,10 +290,6 @@ struct ProcessPoolShared : PoolShared<core::ProcessPool, ProcessHost> {
     void record_broken(core::BreakCause cause, const std::string& reason) {
         broken_reason.record(py::str(cause == core::BreakCause::WorkerDied ? std::string(kAbruptExit) : reason));
     }
-    // What offer_until_room() (executor.hpp) asks of a pool.
-    std::size_t queue_bound() const { return pool.max_queued(); }
-    void wait_for_room(Clock::time_point until) { pool.wait_for_room(until); }
-    void stop_waiting_for_room() { pool.stop_waiting_for_room(); }
 };
 
 // BrokenProcessPool(message), with the remote traceback text as __cause__ when there is one.

@@ -34,11 +34,6 @@ struct ThreadPoolShared : PoolShared<core::ThreadPool, ThreadHost> {
         : PoolShared(std::move(h), max_workers, max_queue), copy_context(context_per_task) {}
     // The reason is recorded before the pool is marked broken.
     py::object broken_message() { return broken_reason.text(); }
-    // What offer_until_room() (executor.hpp) asks of a pool.
-    std::size_t queue_bound() const { return pool.max_queued(); }
-    void wait_for_room(Clock::time_point until) { pool.wait_for_room(until); }
-    void stop_waiting_for_room() { pool.stop_waiting_for_room(); }
-
     // context="submit": each task runs in a copy of its submitter's contextvars context.
     const bool copy_context;
 };
