@@ -201,6 +201,21 @@ def _run_callback(fn, future):
         LOGGER.exception('exception calling callback for %r', future)
 
 
+class _InitSignature:
+    """A class's __signature__: its __init__'s without self, made when asked (by inspect, which
+    the asker imported; help() and IDEs read it). Without it, inspect.signature() of an executor
+    class gives the (*args, **kwargs) of its __new__ (the green-thread check), and of Future
+    nothing (its __init__ is native), where the stdlib's classes show their parameters."""
+
+    def __init__(self, init=None):
+        self.init = init  # None: the class's own __init__
+
+    def __get__(self, obj, cls):
+        import inspect
+        sig = inspect.signature(self.init or cls.__init__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
 if NATIVE:
     class Future(_cfutures.FutureBase, _std.Future):
         """Represents the result of an asynchronous computation.
@@ -219,6 +234,7 @@ if NATIVE:
         # cancel(), cancelled(), running(), done(), add_done_callback(), result(),
         # exception(), set_running_or_notify_cancel(), set_result() and set_exception() come
         # from FutureBase.
+        __signature__ = _InitSignature(_std.Future.__init__)
 
     _cfutures._set_future_type(Future, _run_callback, QueueFull)
 else:
@@ -260,11 +276,13 @@ def _yield_results(pending, end_time, refill):
 
 
 def _stdlib_docstrings(cls):
-    """Methods that restate the stdlib's behaviour carry its docstring (shutdown, submit...)."""
+    """Methods that restate the stdlib's behaviour carry its docstring (shutdown, submit...),
+    and the class shows its __init__'s signature."""
     for name, value in vars(cls).items():
         std = getattr(_std.Executor, name, None)
         if callable(value) and not getattr(value, "__doc__", None) and std is not None:
             value.__doc__ = std.__doc__
+    cls.__signature__ = _InitSignature()
     return cls
 
 

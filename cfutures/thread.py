@@ -327,7 +327,11 @@ class ThreadPoolExecutor(_cfutures.ThreadPoolBase, _base.Executor, _std_thread.T
             plain submit's. A queue order only: running tasks are not preempted.
         block, block_timeout: what submit() does while the queue is at its max_queue bound:
             wait (the default), wait at most block_timeout seconds, or (block=False) raise
-            cfutures.QueueFull at once."""
+            cfutures.QueueFull at once.
+
+        The view keeps the executor alive and has no shutdown(). `with ex.options(...) as
+        view:` means `with ex:`: the executor itself is shut down when the block ends. To
+        scope options inside a longer-lived pool, keep the view in a variable instead."""
         return _base._ExecutorOptions(self, priority=priority, block=block, block_timeout=block_timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):

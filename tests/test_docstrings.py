@@ -79,3 +79,13 @@ def test_help_says_what_the_opt_in_options_change():
     for option in ("priority", "block", "block_timeout"):
         assert option in cfutures.ThreadPoolExecutor.options.__doc__
         assert option in cfutures.ProcessPoolExecutor.options.__doc__
+
+
+@pytest.mark.parametrize("ours, theirs", CLASSES)
+def test_the_class_shows_the_stdlibs_parameters(ours, theirs):
+    # inspect.signature(cls), what help()'s header and IDE tooltips show: the executors' __new__
+    # (*args, **kwargs) and Future's native __init__ hid them.
+    mine = parameters(getattr(cfutures, ours))
+    stdlib = [p for p in parameters(getattr(concurrent.futures, theirs)) if p[0] != "ctxkwargs"]  # as above
+    assert mine[:len(stdlib)] == stdlib
+    assert ("args", inspect.Parameter.VAR_POSITIONAL) not in mine

@@ -80,8 +80,9 @@ def run_script(body, impl, variant="", *, runs=RUNS, sigint=False, timeout=TIMEO
 
     Each copy gets a session of its own (so that nothing it leaves behind escapes: processes
     still alive 10 s after it exited are reported in Run.stray, then killed). With `sigint`, each
-    copy gets SIGINT SIGINT_DELAY seconds after it printed its "at exit" line. A copy still
-    running after `timeout` is killed and fails the test as a hang."""
+    copy gets SIGINT SIGINT_DELAY seconds after it printed its "at exit" line; with
+    sigint="group", its whole process group does, worker processes included, as a terminal's
+    Ctrl-C. A copy still running after `timeout` is killed and fails the test as a hang."""
     script = PRELUDE + textwrap.dedent(body)
     procs = []
     tmp = tempfile.TemporaryDirectory()
@@ -110,7 +111,7 @@ def run_script(body, impl, variant="", *, runs=RUNS, sigint=False, timeout=TIMEO
                         if "at exit\n" in _read(p["out"]):
                             p["marker"] = time.monotonic()
                     elif time.monotonic() - p["marker"] >= SIGINT_DELAY:
-                        os.kill(p["proc"].pid, signal.SIGINT)
+                        (os.killpg if sigint == "group" else os.kill)(p["proc"].pid, signal.SIGINT)
                         p["signalled"] = True
             if not pending:
                 break
@@ -406,6 +407,34 @@ def test_callback_running_when_finalization_ends_its_thread(impl, kind):
     assert_no_crash(runs, 0)
     for run in runs:
         assert run.lines(optional=["callback"]) == ["at exit", "main done"], run
+
+# Ctrl-C from a terminal reaches the worker too: it answers at once with its own
+# KeyboardInterrupt, before the main thread's wait noticed the signal. The local one must be
+# raised from result(), with its traceback (cfutures printed the remote one, then Python's
+# "lost sys.stderr" object dump, 4 runs in 4).
+CTRL_C_TO_GROUP_IN_RESULT = """
+    import signal, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if __name__ == "__main__":
+        ex = futures.ProcessPoolExecutor(1)
+        ex.submit(abs, -1).result()
+        f = ex.submit(time.sleep, 20)
+        say("at exit")
+        f.result()
+"""
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_ctrl_c_to_the_process_group_during_result(impl):
+    runs = run_script(CTRL_C_TO_GROUP_IN_RESULT, impl, runs=3, sigint="group")
+    for run in runs:
+        assert run.returncode == -signal.SIGINT, run
+        assert not run.stray, run.stray
+        assert "lost sys.stderr" not in run.stderr, run
+        # One traceback: the local KeyboardInterrupt, raised from result().
+        assert run.stderr.startswith("Traceback") and run.stderr.count("Traceback") == 1, run
+        assert run.stderr.rstrip().endswith("\nKeyboardInterrupt"), run
+
 
 # -- (d) Ctrl-C during shutdown(wait=True) -----------------------------------------------------
 

@@ -140,8 +140,12 @@ bool wait_slice_interruptibly(const std::function<bool(std::optional<Clock::time
         if (!slice || tick < *slice) slice = tick;
     }
     bool answer = without_gil([&] { return wait(slice); });
-    if (!answer && on_main && PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (on_main && PyErr_CheckSignals() != 0) throw py::error_already_set();
     return answer;
+}
+
+void run_pending_signal_handlers() {
+    if (on_main_thread() && PyErr_CheckSignals() != 0) throw py::error_already_set();
 }
 
 bool wait_interruptibly(core::Waiter& w, std::optional<Clock::time_point> deadline) {

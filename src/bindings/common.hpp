@@ -271,9 +271,18 @@ inline void add_raw_method(py::handle cls, PyMethodDef* def) {
 // timeout=None -> no deadline; numbers -> now + timeout (negative means "already passed").
 std::optional<Clock::time_point> deadline_from(const py::object& timeout);
 
+// On the main thread, runs the handlers of signals that arrived while it waited with the GIL
+// released; throws error_already_set when one raised (KeyboardInterrupt). Called after every
+// such wait, also one that ended because what it waited for happened: the stdlib's wait, a lock
+// acquire, is interrupted first, so Ctrl-C during result() raises from result(), never after it
+// returned (a worker that got the same Ctrl-C answers at once; its KeyboardInterrupt raised
+// from result() met the local one in the traceback's printing, and Python lost sys.stderr).
+void run_pending_signal_handlers();
+
 // Called with the GIL held: one call of wait(until) with the GIL released, where `until` is
 // `deadline` cut to the next signal tick on the main thread, which then runs the signal handlers
-// unless wait() answered true. Returns what wait() returned. Throws error_already_set when a handler raised (KeyboardInterrupt).
+// (run_pending_signal_handlers). Returns what wait() returned. Throws error_already_set when a
+// handler raised (KeyboardInterrupt).
 bool wait_slice_interruptibly(const std::function<bool(std::optional<Clock::time_point>)>& wait,
                               std::optional<Clock::time_point> deadline);
 

@@ -469,7 +469,10 @@ bool future_wait(PyFuture& f, std::optional<Clock::time_point> deadline) {
             if (f.settled()) g_result_spin.record_wait(Clock::now() - began);
         }
     } record{began, f};
-    if (f.settled()) return true;
+    if (f.settled()) {
+        if (budget.count()) run_pending_signal_handlers();  // it spun without the GIL
+        return true;
+    }
     core::Waiter w(core::WaitMode::AnyDone);
     core::WaiterLink link;
     link.waiter = &w;
