@@ -346,8 +346,9 @@ class ProcessPoolExecutor(_cfutures.ProcessPoolBase, _base.Executor,
                 results are taken. None (the default): no bound, as the stdlib.
             pickler: (cfutures, opt-in) "cloudpickle" sends calls and answers with
                 cloudpickle (the cfutures[cloudpickle] extra): lambdas, closures and
-                functions of __main__ or a notebook run under any start method.
-                None (the default): the standard pickler.
+                functions of __main__ or a notebook run under any start method (a
+                script read from stdin needs fork). None (the default): the standard
+                pickler.
             max_worker_memory: (cfutures, opt-in) Bytes of resident memory (RSS) a
                 worker process may keep. After each task, a worker above it runs a
                 garbage collection, and if still above, exits cleanly and is replaced;
