@@ -241,7 +241,8 @@ class _PoolHost:
         # The manager loop returned: every worker has exited and been reaped.
         if self.zygote is not None:
             self.zygote.close()
-            self.zygote.process.join(5)
+            # It leaves at once: the workers it would join have all been reaped.
+            self.zygote.process.join(30)
 
     def _start_manager(self, handle):
         # Once per pool (the native side claims the call; again only if this raised).

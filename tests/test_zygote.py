@@ -147,7 +147,9 @@ def test_terminate_workers_reaches_workers_the_zygote_forked():
     ex.submit(abs, -1).result(timeout=60)
     zygote = ex._host.zygote
     ex.terminate_workers()
-    zygote.process.join(30)
+    # The pool's manager joins the zygote once the workers are gone: wait for the manager (a
+    # second join of the same Process from this thread would race it for the exit status).
+    ex.shutdown(wait=True)
     assert zygote.process.exitcode == 0
     assert multiprocessing.active_children() == []
 
