@@ -207,7 +207,7 @@ inline py::object call_method(py::handle self, const char* name, std::initialize
 // a thread that finalization ends (rule 6; pybind11's gil_safe_call_once_and_store re-takes it in
 // a destructor, and a daemon thread importing cfutures at exit aborted there). The value is
 // never destroyed: it would outlive the interpreter. A `make` that throws leaves it unmade, for
-// the next thread to try.
+// the next thread to try. Constant-initialized, so a function-local static one has no guard.
 template <class T>
 class MadeOnce {
 public:

@@ -53,8 +53,9 @@ struct ProcessStdlib {
 };
 
 ProcessStdlib& pstd() {
-    // Not a function-local static: its initialization guard would be held across the imports,
-    // which can let another thread run and wait on that guard while attached (a deadlock).
+    // Not a function-local static ProcessStdlib: its initialization guard would be held across
+    // the imports, which can let another thread run and wait on that guard while attached (a
+    // deadlock). A MadeOnce is constant-initialized (no guard) and waits detached.
     static MadeOnce<ProcessStdlib> stdlib;
     return stdlib.get([] {
         py::object process = import_module("concurrent.futures.process");
