@@ -58,40 +58,57 @@ class ExecutorStats(collections.namedtuple(
     ``workers_replaced`` (keyword-only, default 0) is an attribute outside the tuple, so that
     unpacking the eight fields keeps working: the worker processes started in place of one that
     left or was stopped while the pool ran (max_worker_memory, max_tasks_per_child, task_timeout,
-    cancel_running, on_worker_death="replace"); 0 for a thread pool. It is in the repr, in
-    _asdict(), kept by _replace(), copies and pickles, and compared between two ExecutorStats.
+    cancel_running, on_worker_death="replace"); 0 for a thread pool. ``calls_inlined`` (the same
+    way): the calls a process pool sent with their large buffers through the pipe because no
+    memfd could be made or sent (a descriptor limit reached, memfd_create refused): they cost a
+    copy more on each side. Such attributes are in the repr, in _asdict(), kept by _replace(),
+    copies and pickles, and compared between two ExecutorStats.
     """
 
-    # No __slots__: the extra attribute lives in the instance's dict. The class attribute is the
-    # default of instances made without __new__ (namedtuple's _make()).
+    # No __slots__: the extra attributes live in the instance's dict. The class attributes are
+    # the defaults of instances made without __new__ (namedtuple's _make()). A subclass names its
+    # own extras in _extras (cfutures.dask.DaskExecutorStats).
+    _extras = ("workers_replaced", "calls_inlined")
     workers_replaced = 0
+    calls_inlined = 0
 
     def __new__(cls, submitted, queued, running, completed, failed, cancelled, workers,
-                idle_workers, *, workers_replaced=0):
+                idle_workers, **extras):
+        unknown = set(extras) - set(cls._extras)
+        if unknown:
+            raise TypeError(f"{cls.__name__}() got unexpected keyword arguments: "
+                            f"{', '.join(sorted(unknown))}")
         self = super().__new__(cls, submitted, queued, running, completed, failed, cancelled,
                                workers, idle_workers)
-        if workers_replaced:
-            self.workers_replaced = workers_replaced
+        for name, value in extras.items():
+            if value:
+                setattr(self, name, value)
         return self
 
+    def _extra_items(self):
+        return [(name, getattr(self, name)) for name in self._extras]
+
     def __repr__(self):
-        return f"{super().__repr__()[:-1]}, workers_replaced={self.workers_replaced!r})"
+        extras = "".join(f", {name}={value!r}" for name, value in self._extra_items())
+        return f"{super().__repr__()[:-1]}{extras})"
 
     def _asdict(self):
         fields = super()._asdict()
-        fields["workers_replaced"] = self.workers_replaced
+        fields.update(self._extra_items())
         return fields
 
     def _replace(self, /, **changes):
-        replaced = changes.pop("workers_replaced", self.workers_replaced)
+        extras = {name: changes.pop(name, value) for name, value in self._extra_items()}
         new = super()._replace(**changes)
-        if replaced:
-            new.workers_replaced = replaced
+        for name, value in extras.items():
+            if value:
+                setattr(new, name, value)
         return new
 
     def __eq__(self, other):
         if isinstance(other, ExecutorStats):
-            return tuple.__eq__(self, other) and self.workers_replaced == other.workers_replaced
+            return (tuple.__eq__(self, other) and type(self)._extras == type(other)._extras
+                    and self._extra_items() == other._extra_items())
         return tuple.__eq__(self, other)
 
     def __ne__(self, other):
@@ -301,8 +318,8 @@ class Executor(_std.Executor):
         native = getattr(self, "_stats", None)
         if native is None:
             raise NotImplementedError(f"{type(self).__name__} keeps no statistics")
-        *fields, replaced = native()
-        return ExecutorStats(*fields, workers_replaced=replaced)
+        *fields, replaced, inlined = native()
+        return ExecutorStats(*fields, workers_replaced=replaced, calls_inlined=inlined)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Returns an iterator equivalent to map(fn, iter).

@@ -52,12 +52,14 @@ class _ExecutorOptions:
     ) -> Iterator[_T]: ...
     def __getattr__(self, name: str) -> Any: ...
 
-# A named tuple of eight ints, with workers_replaced outside the tuple (cfutures/_base.py).
+# A named tuple of eight ints, with workers_replaced and calls_inlined outside the tuple
+# (cfutures/_base.py).
 class ExecutorStats(tuple[int, int, int, int, int, int, int, int]):
     _fields: tuple[str, str, str, str, str, str, str, str]
     def __new__(
         cls, submitted: int, queued: int, running: int, completed: int, failed: int,
         cancelled: int, workers: int, idle_workers: int, *, workers_replaced: int = 0,
+        calls_inlined: int = 0,
     ) -> ExecutorStats: ...
     @property
     def submitted(self) -> int: ...
@@ -76,6 +78,7 @@ class ExecutorStats(tuple[int, int, int, int, int, int, int, int]):
     @property
     def idle_workers(self) -> int: ...
     workers_replaced: int
+    calls_inlined: int
     @classmethod
     def _make(cls, iterable: Iterable[int]) -> ExecutorStats: ...
     def _asdict(self) -> dict[str, int]: ...

@@ -78,6 +78,10 @@ def main(task_conn, result_conn, attachment_conn, initializer, initargs, max_tas
         kind, tag, payload, attachments = message
         if kind != _cfutures.FRAME_TASK:
             return
+        if isinstance(attachments, str):  # no room here for the call's large buffers
+            _send_exception(channel, pickling, tag, MemoryError(
+                f"the call's arguments could not be mapped into the worker ({attachments})"))
+            continue
         fn, args, kwargs = _pickling.loads(payload, attachments)
         del payload, attachments, message
         try:

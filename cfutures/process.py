@@ -142,8 +142,11 @@ class _PoolHost:
                                a handle, the manager thread running manager.run_manager(); one
                                call for all of it (the first submit's only call back into
                                Python besides pickling). `started` lists (pid, task_fd,
-                               result_fd, attachment_fd) per worker started, the parent's ends of
-                               its channel (now the native pool's); `error` is None, or the
+                               result_fd, attachment_fd, exit_fd) per worker started, the
+                               parent's ends of its channel and a descriptor readable once it
+                               exits (its sentinel's copy, or -1), all now the native pool's
+                               (exit_fd stands in for a pidfd where pidfd_open is refused);
+                               `error` is None, or the
                                exception that stopped the starting (nothing after it started)
       reap(pids)            -> {pid: exitcode}: join worker processes that have exited
       dumps(obj), dumps_call(fn, args, kwargs) -> (payload, attachments); buffer_threshold:
@@ -198,8 +201,31 @@ class _PoolHost:
                                                  self._worker_args())
                 self._start_manager(manager)
         except BaseException as error:  # Ctrl-C too: the native side must learn what started
+            if manager is not None:
+                # No manager would ever stop what this call started (and multiprocessing would
+                # wait for those workers at exit): it stops them itself. A later submit starts
+                # the pool again.
+                self._stop_unmanaged(started)
+                started = []
             return started, error
         return started, None
+
+    def _stop_unmanaged(self, started):
+        """Kills and joins the workers of ``started`` (none has had a task) and the zygote, and
+        closes the parent's ends of their channels."""
+        for pid, *fds in started:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+            with self._lock:
+                process = self.processes.pop(pid, None)
+            if process is not None:
+                process.kill()
+                process.join()
+        if self.zygote is not None:
+            zygote, self.zygote = self.zygote, None
+            zygote.close()
+            zygote.process.join(30)
 
     def _start_worker(self):
         # The channel (src/core/protocol.hpp): a pipe each way for frames, a socketpair for the
@@ -228,6 +254,8 @@ class _PoolHost:
             fds.append(os.dup(mine.fileno()))
             mine.close()
             os.set_blocking(fds[-1], False)
+        sentinel = getattr(p, "sentinel", None)  # (a zygote's worker has none)
+        fds.append(os.dup(sentinel) if sentinel is not None else -1)
         with self._lock:
             self.processes[p.pid] = p
         return (p.pid, *fds)

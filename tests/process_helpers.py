@@ -67,6 +67,21 @@ def make_bytes(n):
     return b"\x01" * n
 
 
+def no_more_descriptors():
+    """An initializer: the worker's own descriptor limit, reached (no memfd for its results)."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")),
+                                                resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+
+def limit_address_space(extra):
+    """An initializer: this worker may map only ``extra`` bytes more than it has now."""
+    import resource
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, resource.RLIM_INFINITY))
+
+
 def describe_array(a):
     """What a worker sees of a NumPy array: its sum, shape and flags."""
     return float(a.sum()), a.shape, a.flags.writeable, a.flags.f_contiguous

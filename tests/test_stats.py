@@ -50,7 +50,7 @@ def test_names():
         Custom().stats()
 
 
-def test_workers_replaced_is_outside_the_tuple():
+def test_workers_replaced_and_calls_inlined_are_outside_the_tuple():
     s = cfutures.ExecutorStats(1, 2, 3, 4, 5, 6, 7, 8, workers_replaced=9)
     submitted, queued, running, completed, failed, cancelled, workers, idle_workers = s
     assert (submitted, idle_workers, len(s), tuple(s)) == (1, 8, 8, (1, 2, 3, 4, 5, 6, 7, 8))
@@ -58,8 +58,15 @@ def test_workers_replaced_is_outside_the_tuple():
     assert cfutures.ExecutorStats(*range(8)).workers_replaced == 0
     assert cfutures.ExecutorStats._make(range(8)).workers_replaced == 0
     assert repr(s) == ("ExecutorStats(submitted=1, queued=2, running=3, completed=4, failed=5, "
-                       "cancelled=6, workers=7, idle_workers=8, workers_replaced=9)")
-    assert list(s._asdict().items())[-2:] == [("idle_workers", 8), ("workers_replaced", 9)]
+                       "cancelled=6, workers=7, idle_workers=8, workers_replaced=9, "
+                       "calls_inlined=0)")
+    assert list(s._asdict().items())[-3:] == [("idle_workers", 8), ("workers_replaced", 9),
+                                              ("calls_inlined", 0)]
+    inlined = s._replace(calls_inlined=2)
+    assert (inlined.calls_inlined, inlined.workers_replaced, inlined != s) == (2, 9, True)
+    assert pickle.loads(pickle.dumps(inlined)).calls_inlined == 2
+    with pytest.raises(TypeError, match="unexpected keyword arguments: threads"):
+        cfutures.ExecutorStats(*range(8), threads=1)
     assert s._replace(queued=0) == cfutures.ExecutorStats(1, 0, 3, 4, 5, 6, 7, 8, workers_replaced=9)
     assert s._replace(workers_replaced=0).workers_replaced == 0
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):

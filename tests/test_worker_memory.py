@@ -177,6 +177,6 @@ def test_stats_unpack_into_eight_names_and_carry_the_replacements(cf_forkserver)
     submitted, queued, running, completed, failed, cancelled, workers, idle_workers = s
     assert (submitted, completed, len(s)) == (3, 3, 8)
     assert s.workers_replaced >= 2
-    assert f"workers_replaced={s.workers_replaced})" in repr(s)
+    assert f"workers_replaced={s.workers_replaced}, calls_inlined=0)" in repr(s)
     assert s._asdict()["workers_replaced"] == s.workers_replaced
     assert pickle.loads(pickle.dumps(s)).workers_replaced == s.workers_replaced

@@ -126,7 +126,7 @@ py::object exception_of(const py::error_already_set& e) {
 
 py::tuple stats_tuple(const core::ExecutorStats& s) {
     return py::make_tuple(s.submitted, s.queued, s.running, s.completed, s.failed, s.cancelled, s.workers,
-                          s.idle_workers, s.workers_replaced);
+                          s.idle_workers, s.workers_replaced, s.calls_inlined);
 }
 
 }  // namespace cfutures::bindings

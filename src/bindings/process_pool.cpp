@@ -335,7 +335,7 @@ void start_through_host(ProcessPoolShared& shared, std::size_t n, py::handle man
         for (py::handle w : py::list(answer[0])) {
             py::tuple worker = py::reinterpret_borrow<py::tuple>(w);
             shared.pool.add_worker(worker[0].cast<int>(), worker[1].cast<int>(), worker[2].cast<int>(),
-                                   worker[3].cast<int>());
+                                   worker[3].cast<int>(), worker[4].cast<int>());
             ++added;
         }
         if (!answer[1].is_none()) {  // raised as it was, with its traceback
@@ -488,14 +488,25 @@ struct Hooks final : core::ProcessPoolHooks {
             } catch (py::error_already_set&) {
                 why = "an exception that cannot be shown";
             }
-            shared.pool.break_pool("A worker process could not be started (" + why +
-                                   "); the process pool is not usable anymore");
+            std::string message = "A worker process could not be started (" + why +
+                                  "); the process pool is not usable anymore";
+            // Recorded before the pool refuses submits: a submit between the break and the
+            // manager's next batch would otherwise get the stdlib's default words (CI saw it).
+            shared.broken_reason.record(py::str(message));
+            shared.pool.break_pool(message);
         }
     }
 
     void complete(core::IncomingFrame& answer) {
         PyObject* fut = shared.jobs.take(answer.tag);
         if (!fut) return;
+        if (!answer.unmapped.empty()) {
+            // A result this process has no room for: that task fails, the pool goes on.
+            shared.pool.counters().count(core::Outcome::Failed);
+            py::str text("the task's answer could not be mapped into this process (" + answer.unmapped + ")");
+            fail_future(fut, call_object(PyExc_MemoryError, {text.ptr()}));
+            return;
+        }
         py::object value;
         try {
             value = shared.host.loads(answer);
@@ -768,7 +779,18 @@ PyObject* submit_call(PyObject* self, CallArguments call, const SubmitOptions& o
         refuse_submit(broken ? Refusal::Broken : Refusal::Shutdown, pstd().BrokenProcessPool,
                       shared.broken_message());
     }
-    start_what_is_needed(shared, owner, answer.start_workers);
+    try {
+        start_what_is_needed(shared, owner, answer.start_workers);
+    } catch (...) {
+        // submit raises, so its caller has no future: the call must not run later either (a
+        // later submit that starts the workers would run it). Cancelled, the manager drops it
+        // unrun; if no manager ever runs, the executor's end does (fail_leftovers).
+        bool cancelled = false;
+        if (PyFuture* f = as_future(future.ptr())) {
+            if (!future_cancel(*f, future.ptr(), &cancelled)) PyErr_Clear();
+        }
+        throw;
+    }
     return future.release().ptr();
 }
 

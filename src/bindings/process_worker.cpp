@@ -16,6 +16,7 @@ public:
         : end_(task_fd, result_fd, attachment_fd, pool_pid, /*end_if_orphaned_while_busy=*/true) {}
 
     // (kind, tag, payload, attachments), or None when the pool is gone or closed the channel.
+    // `attachments` is a list of buffers, or a str: why this process had no room to map them.
     py::object recv() {
         core::IncomingFrame frame;
         std::string error;
@@ -23,6 +24,9 @@ public:
             auto status = without_gil([&] { return end_.recv(frame, error); });
             switch (status) {
                 case core::WorkerEnd::Recv::Frame: {
+                    if (!frame.unmapped.empty())
+                        return py::make_tuple(static_cast<int>(frame.kind), frame.tag, py::bytes(),
+                                              py::str(frame.unmapped));
                     py::list attachments = attachment_objects(frame);
                     // A small payload is cheaper to copy than to wrap.
                     py::object payload = frame.payload.size() <= kCopyBelow

@@ -68,8 +68,10 @@ private:
 };
 
 // Maps a received attachment descriptor (which stays the caller's to close). Returns false with
-// `error` set when it is not a memfd sealed against shrinking, or cannot be mapped.
-inline bool map_attachment(int fd, MappedRegion& out, std::string& error) {
+// `error` set when it is not a memfd sealed against shrinking, or cannot be mapped; in the second
+// case `*no_room` (if given) is set: the process lacks memory or mappings (RLIMIT_AS, say), which
+// is no fault of the sender's.
+inline bool map_attachment(int fd, MappedRegion& out, std::string& error, bool* no_room = nullptr) {
     int seals = ::fcntl(fd, F_GET_SEALS);
     if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
         error = "an attachment is not a sealed memfd";
@@ -87,7 +89,9 @@ inline bool map_attachment(int fd, MappedRegion& out, std::string& error) {
     }
     void* addr = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (addr == MAP_FAILED) {
-        error = std::string("cannot map an attachment: ") + std::strerror(errno);
+        error = std::string("cannot map an attachment of ") + std::to_string(size) + " bytes: " +
+                std::strerror(errno);
+        if (no_room) *no_room = true;
         return false;
     }
     out = MappedRegion(addr, size);

@@ -20,7 +20,9 @@
 // cancel_running) or died with on_worker_death="replace". Counted when the pool asks its owner
 // for the replacement (a start that then fails breaks the pool). Not counted: the workers a pool
 // starts as work comes (up to max_workers), nor any in a broken pool. A thread pool replaces
-// nothing: 0.
+// nothing: 0. `calls_inlined` counts the calls a process pool sent with their large buffers
+// inside the frame because no memfd could be made or sent (protocol.hpp, INLINE ATTACHMENTS):
+// the cost of a hostile environment, made visible.
 #pragma once
 
 #include <atomic>
@@ -33,7 +35,7 @@ namespace cfutures::core {
 struct ExecutorStats {
     std::uint64_t submitted = 0, queued = 0, running = 0, completed = 0, failed = 0, cancelled = 0;
     std::uint64_t workers = 0, idle_workers = 0;
-    std::uint64_t workers_replaced = 0;  // outside the identity above
+    std::uint64_t workers_replaced = 0, calls_inlined = 0;  // outside the identity above
 };
 
 enum class Outcome : std::uint8_t { Completed, Failed, Cancelled };
@@ -48,10 +50,11 @@ inline Outcome outcome_of(const FutureCore& f) {
 struct OutcomeCounters {
     std::atomic<std::uint64_t> submitted{0};
     std::atomic<std::uint64_t> completed{0}, failed{0}, cancelled{0};
-    std::atomic<std::uint64_t> workers_replaced{0};
+    std::atomic<std::uint64_t> workers_replaced{0}, calls_inlined{0};
 
     void count_submitted() { submitted.fetch_add(1, std::memory_order_relaxed); }
     void count_replacement() { workers_replaced.fetch_add(1, std::memory_order_relaxed); }
+    void count_inlined(std::uint64_t n) { calls_inlined.fetch_add(n, std::memory_order_relaxed); }
     void count(Outcome how) {
         auto& c = how == Outcome::Completed ? completed : how == Outcome::Failed ? failed : cancelled;
         c.fetch_add(1, std::memory_order_relaxed);

@@ -201,9 +201,10 @@ private:
                     current_.payload.assign(staged_.data() + staged_begin_, payload_length_);
                     staged_begin_ += payload_length_;
                 }
+                if (inline_attachments_ && !take_inline_attachments(current_)) return;
                 ready_.push_back(std::move(current_));
                 current_ = IncomingFrame();
-                in_payload_ = payload_direct_ = false;
+                in_payload_ = payload_direct_ = inline_attachments_ = false;
                 continue;
             }
             if (staged_end_ - staged_begin_ < sizeof(FrameHeader)) break;
@@ -232,8 +233,12 @@ private:
     // Checks a header and claims its attachments; false (failed) if either is wrong.
     bool start_frame(const FrameHeader& h) {
         if (h.magic != kFrameMagic) return reject("a frame header with a wrong magic number");
-        if (!accepts(direction_, h.kind))
+        const std::uint16_t kind = h.kind & ~kInlineAttachments;
+        inline_attachments_ = (h.kind & kInlineAttachments) != 0;
+        if (!accepts(direction_, kind))
             return reject("a frame of kind " + std::to_string(h.kind) + " from the wrong end");
+        if (inline_attachments_ && h.attachments > 0)
+            return reject("a frame with both inline attachments and descriptors");
         if (h.length > kMaxPayload)
             return reject("a frame announcing " + std::to_string(h.length) + " bytes");
         if (h.attachments > kMaxAttachments)
@@ -242,7 +247,7 @@ private:
         if (pending_fds_.size() < h.attachments)
             return reject("a frame whose attachments did not arrive before it");
         current_ = IncomingFrame();
-        current_.kind = static_cast<FrameKind>(h.kind);
+        current_.kind = static_cast<FrameKind>(kind);
         current_.tag = h.tag;
         current_.attachments.reserve(h.attachments);
         for (std::uint16_t i = 0; i < h.attachments; ++i) {
@@ -250,10 +255,15 @@ private:
             pending_fds_.pop_front();
             MappedRegion region;
             std::string why;
-            bool mapped = map_attachment(fd, region, why);
+            bool no_room = false;
+            bool mapped = map_attachment(fd, region, why, &no_room);
             ::close(fd);
-            if (!mapped) return reject(why);
-            current_.attachments.push_back(std::move(region));
+            if (!mapped && !no_room) return reject(why);
+            if (!mapped && current_.unmapped.empty()) {
+                current_.unmapped = why;
+                current_.attachments.clear();  // the frame goes on without any
+            }
+            if (current_.unmapped.empty()) current_.attachments.push_back(std::move(region));
         }
         payload_length_ = h.length;
         in_payload_ = true;
@@ -265,12 +275,54 @@ private:
         pending_fds_.clear();
     }
 
+    // Moves the buffers at the end of a complete payload (INLINE ATTACHMENTS) into the frame's
+    // attachments, checking the trailer against the payload's size first.
+    bool take_inline_attachments(IncomingFrame& f) {
+        const char* data = f.payload.data();
+        const std::size_t size = f.payload.size();
+        auto u64_at = [&](std::size_t offset) {
+            std::uint64_t v;
+            std::memcpy(&v, data + offset, sizeof v);
+            return v;
+        };
+        if (size < sizeof(std::uint64_t)) return reject("inline attachments without their count");
+        const std::uint64_t count = u64_at(size - sizeof(std::uint64_t));
+        if (count > kMaxAttachments)
+            return reject("a frame announcing " + std::to_string(count) + " inline attachments");
+        const std::size_t trailer = (count + 1) * sizeof(std::uint64_t);
+        if (size < trailer) return reject("inline attachments whose sizes do not fit the frame");
+        std::size_t left = size - trailer;  // the pickle and the buffers
+        std::vector<std::uint64_t> sizes(count);
+        for (std::size_t i = 0; i < count; ++i) {
+            sizes[i] = u64_at(size - trailer + i * sizeof(std::uint64_t));
+            if (sizes[i] > left) return reject("inline attachments whose sizes do not fit the frame");
+            left -= sizes[i];
+        }
+        std::size_t offset = left;  // the pickle's end: where the first buffer starts
+        f.attachments.reserve(count);
+        for (std::uint64_t n : sizes) {
+            MappedRegion region;
+            if (n > 0) {
+                if (!region.allocate(n)) {  // no room here: this frame fails, not the stream
+                    f.attachments.clear();
+                    f.unmapped = "no memory for an attachment of " + std::to_string(n) + " bytes";
+                    break;
+                }
+                std::memcpy(region.data(), data + offset, n);
+            }
+            offset += n;
+            f.attachments.push_back(std::move(region));
+        }
+        f.payload.truncate(left);
+        return true;
+    }
+
     const Direction direction_;
     const int attachment_socket_;
     std::vector<char> staged_;
     std::size_t staged_begin_ = 0, staged_end_ = 0;
     IncomingFrame current_;
-    bool in_payload_ = false, payload_direct_ = false;
+    bool in_payload_ = false, payload_direct_ = false, inline_attachments_ = false;
     std::uint64_t payload_length_ = 0;
     std::deque<int> pending_fds_;  // received (or fed), not yet claimed by a header
     std::deque<IncomingFrame> ready_;
@@ -286,6 +338,10 @@ public:
 
     void push(OutgoingFrame f) { queue_.push_back(Pending{std::move(f), 0, false}); }
     bool empty() const { return queue_.empty(); }
+    // Frames whose attachments went inside the payload (INLINE ATTACHMENTS), since the start.
+    std::uint64_t inlined() const { return inlined_; }
+    // Why the last of them could not send its attachments as memfds.
+    const std::string& inline_reason() const { return inline_reason_; }
 
     // A frame that could not be sent (its attachments could not be made or sent), and why.
     struct Unsendable {
@@ -302,16 +358,17 @@ public:
             Pending& p = queue_.front();
             if (!p.attachments_sent && !p.frame.attachments.empty()) {
                 std::string error;
-                if (!send_attachments(p.frame, error)) {
+                if (!send_attachments(p.frame, error) && !inline_attachments(p, error)) {
                     if (unsendable) unsendable->push_back({std::move(p.frame), std::move(error)});
                     queue_.pop_front();
                     continue;
                 }
                 p.attachments_sent = true;
             }
-            FrameHeader h{kFrameMagic, static_cast<std::uint16_t>(p.frame.kind),
-                          static_cast<std::uint16_t>(p.frame.attachments.size()), p.frame.tag,
-                          p.frame.size};
+            std::uint16_t kind = static_cast<std::uint16_t>(p.frame.kind);
+            if (p.frame.attachments_inline) kind |= kInlineAttachments;
+            FrameHeader h{kFrameMagic, kind, static_cast<std::uint16_t>(p.frame.attachments.size()),
+                          p.frame.tag, p.frame.size};
             const std::size_t total = sizeof h + p.frame.size;
             iovec iov[2];
             int n_iov = 0;
@@ -351,6 +408,47 @@ private:
         std::size_t sent;
         bool attachments_sent;
     };
+
+    // The frame's attachments could not be sent as memfds (`why`): its payload becomes the pickle
+    // followed by the buffers and their sizes (INLINE ATTACHMENTS). False, with `why` saying so,
+    // when there is no memory for that either.
+    bool inline_attachments(Pending& p, std::string& why) {
+        OutgoingFrame& f = p.frame;
+        // What the frame held stays alive in the new payload: the owner releases `keep` where it
+        // may (the bindings, with the GIL), never the writer.
+        struct Inlined {
+            std::string bytes;
+            std::shared_ptr<void> keep;
+            std::vector<std::shared_ptr<SealedCopy>> sources;
+        };
+        try {
+            std::size_t total = f.size + (f.attachments.size() + 1) * sizeof(std::uint64_t);
+            for (const auto& a : f.attachments) total += a->size();
+            auto payload = std::make_shared<Inlined>();
+            std::string& bytes = payload->bytes;
+            bytes.reserve(total);
+            bytes.append(f.data, f.size);
+            for (const auto& a : f.attachments) bytes.append(a->data(), a->size());
+            auto append_u64 = [&](std::uint64_t v) {
+                bytes.append(reinterpret_cast<const char*>(&v), sizeof v);
+            };
+            for (const auto& a : f.attachments) append_u64(a->size());
+            append_u64(f.attachments.size());
+            f.data = bytes.data();
+            f.size = bytes.size();
+            payload->keep = std::move(f.keep);
+            payload->sources = std::move(f.attachments);
+            f.keep = std::move(payload);
+            f.attachments.clear();
+            f.attachments_inline = true;  // for good: a frame sent again goes the same way
+        } catch (const std::bad_alloc&) {
+            why += "; and no memory to send the buffers in the pipe instead";
+            return false;
+        }
+        ++inlined_;
+        inline_reason_ = why;
+        return true;
+    }
 
     // Sends the frame's attachment descriptors (made now if need be) in one message, before the
     // frame. The socket never fills in practice (one small message per frame in flight); if it
@@ -393,6 +491,8 @@ private:
 
     const int attachment_socket_;
     std::deque<Pending> queue_;
+    std::uint64_t inlined_ = 0;
+    std::string inline_reason_;
 };
 
 }  // namespace cfutures::core

@@ -169,9 +169,19 @@ public:
     }
 
     // Takes ownership of the parent's ends of a started worker's channel (protocol.hpp): the
-    // pipe to it, the pipe from it, the socket for attachments.
-    void add_worker(int pid, int task_fd, int result_fd, int attachment_fd) {
-        NewWorker nw{pid, open_pidfd(pid), task_fd, result_fd, attachment_fd};
+    // pipe to it, the pipe from it, the socket for attachments; and of `exit_fd` (or -1), a
+    // descriptor that becomes readable when the worker exits (multiprocessing's sentinel), which
+    // stands in for its pidfd where pidfd_open is refused (a container's seccomp profile, a
+    // kernel before 5.3): a forkserver's worker is not this process's child, so waitid cannot
+    // poll its exit.
+    void add_worker(int pid, int task_fd, int result_fd, int attachment_fd, int exit_fd = -1) {
+        int pidfd = open_pidfd(pid);
+        if (pidfd < 0) {
+            pidfd = exit_fd;
+        } else if (exit_fd >= 0) {
+            ::close(exit_fd);
+        }
+        NewWorker nw{pid, pidfd, task_fd, result_fd, attachment_fd};
         LoadGauge::instance().add_relative(pid);  // its spinning is this pool's, not load
         {
             std::lock_guard<std::mutex> g(mu_);
@@ -239,6 +249,7 @@ public:
                                                    queued, pending_cancelled);
         s.workers = workers_;
         s.workers_replaced = counters_.workers_replaced.load(std::memory_order_relaxed);
+        s.calls_inlined = counters_.calls_inlined.load(std::memory_order_relaxed);
         for (auto& [id, w] : live_)
             if (w.ready && w.in_flight.empty() && can_take(w)) ++s.idle_workers;
         // As the thread pool's: a worker the next dispatch gives a queued job is not idle.

@@ -117,7 +117,9 @@ inline void ProcessPool::flush_writers(ProcessBatch& batch) {
         if (w.writer.empty() || w.task_fd < 0) continue;
         std::size_t failed_before = batch.unsendable.size();
         std::vector<OutgoingFrame> sent;
+        const std::uint64_t inlined_before = w.writer.inlined();
         IoStatus s = w.writer.flush(w.task_fd, &sent, &batch.unsendable);
+        counters_.count_inlined(w.writer.inlined() - inlined_before);
         for (auto& f : sent) {
             // A job sent ahead of the one running may be asked back: keep its frame. Once a
             // job can be stopped, keep every frame in flight: a stopped worker's jobs go again.

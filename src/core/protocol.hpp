@@ -44,6 +44,15 @@
 // when the frame is written (not when the job is queued), and an attachment marked shareable
 // (an immutable source) is copied once for all the frames that carry it.
 //
+// INLINE ATTACHMENTS. When the sender cannot make or send a frame's memfds (memfd_create refused
+// by a seccomp profile, no descriptor left, no memory for the copy, a full socket), the buffers
+// travel in the pipe instead, as the stdlib's bytes do: the header's kind has kInlineAttachments
+// set and announces 0 attachments, and the payload is the pickle, then each buffer's bytes, then
+// each buffer's size (u64), then their number (u64, at most kMaxAttachments). The receiver copies
+// each buffer into anonymous memory and hands the frame on as if its attachments had come in
+// the socket. It costs a copy on each side and the pipe's bandwidth; the writer counts such
+// frames (FrameWriter::inlined).
+//
 // BOUNDS, and what happens past them. Bytes from the other end are untrusted: a task can write
 // into its worker's pipes and socket. Each of these makes the reader fail: it stops for good,
 // keeps the reason (error()), and never tries to resynchronise; the pool then breaks, naming it.
@@ -52,7 +61,11 @@
 //   - a frame announcing attachments when no message of descriptors waits in the socket, or a
 //     message with another number of them (or cut short: MSG_CTRUNC);
 //   - an attachment that is not a memfd sealed against shrinking (mapping a file that can shrink
-//     would let the sender crash the receiver with SIGBUS), or one that cannot be mapped;
+//     would let the sender crash the receiver with SIGBUS). One that this process has no room to
+//     map (mmap fails) is not the sender's fault: the frame arrives without its attachments,
+//     saying why (IncomingFrame::unmapped), and the stream goes on;
+//   - inline attachments with descriptors too, or whose trailer does not fit the payload (a
+//     count above kMaxAttachments, sizes that add up past it);
 //   - the end of the stream in the middle of a frame.
 // The reader never allocates ahead of the bytes that arrived: a payload's buffer grows with
 // what was read (at most doubling, starting from kChunk), so a header announcing 1 TiB followed
@@ -62,6 +75,7 @@
 // frame_io.hpp enforces these bounds (FrameReader), and writes frames (FrameWriter).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -80,6 +94,9 @@ enum class FrameKind : std::uint16_t {
 
 // Which end a reader serves: what it may receive.
 enum class Direction { FromParent, FromWorker };
+
+// Set in a header's kind: the frame's attachments are inside its payload (INLINE ATTACHMENTS).
+constexpr std::uint16_t kInlineAttachments = 0x8000;
 
 inline bool accepts(Direction d, std::uint16_t kind) {
     if (d == Direction::FromParent) return kind == 1 || kind == 2 || kind == 6;
@@ -113,6 +130,7 @@ struct OutgoingFrame {
     std::size_t size = 0;
     std::shared_ptr<void> keep;
     std::vector<std::shared_ptr<SealedCopy>> attachments;
+    bool attachments_inline = false;  // the payload ends with them (INLINE ATTACHMENTS)
 
     static OutgoingFrame make(FrameKind kind, std::uint64_t tag, std::string payload) {
         auto owned = std::make_shared<std::string>(std::move(payload));
@@ -153,6 +171,8 @@ public:
     std::size_t capacity() const { return large_.data() ? large_.size() : small_.size(); }
     char* end() { return large_.data() + size_; }
     void extend(std::size_t n) { size_ += n; }
+    // Keeps the first `n` bytes (n <= size()): what is left once inline attachments are out.
+    void truncate(std::size_t n) { size_ = std::min(size_, n); }
 
 private:
     std::string small_;
@@ -160,12 +180,15 @@ private:
     std::size_t size_ = 0;
 };
 
-// A frame received: the payload and the attachments are its own.
+// A frame received: the payload and the attachments are its own. `unmapped` says why its
+// attachments are missing when this process had no room to map them (RLIMIT_AS, no memory): the
+// frame is whole otherwise, and its receiver fails that one call or answer with MemoryError.
 struct IncomingFrame {
     FrameKind kind{};
     std::uint64_t tag = 0;
     Payload payload;
     std::vector<MappedRegion> attachments;
+    std::string unmapped;
 };
 
 }  // namespace cfutures::core

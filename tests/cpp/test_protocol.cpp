@@ -164,6 +164,80 @@ TEST_SUITE("Protocol") {
         CHECK(second->attachments[0].data()[12345] == 'Z');
     }
 
+    TEST_CASE("attachments that cannot be sent as memfds travel inside the frame") {
+        Channel ch;
+        // No socket: no memfd can go, as when memfd_create is refused or descriptors run out.
+        FrameWriter w(-1);
+        OutgoingFrame f = OutgoingFrame::make(FrameKind::Result, 7, "pickle");
+        std::string big(3 << 20, 'q');
+        big[12345] = 'Z';
+        f.attachments = {copy_of(big), copy_of(""), copy_of("small one")};
+        w.push(std::move(f));
+        w.push(OutgoingFrame::make(FrameKind::Result, 8, "next"));
+        std::vector<FrameWriter::Unsendable> unsendable;
+        FrameReader r(Direction::FromWorker, ch.parent_socket());
+        // The pipe takes the 3 MiB in pieces: read while writing.
+        for (int i = 0; i < 10000 && (!w.empty() || !r.has_ready()); ++i) {
+            IoStatus s = w.flush(ch.worker_out(), nullptr, &unsendable);
+            REQUIRE(s != IoStatus::Error);
+            REQUIRE(r.fill(ch.parent_in()) != IoStatus::Error);
+        }
+        CHECK(unsendable.empty());
+        CHECK(w.inlined() == 1);
+        CHECK(w.inline_reason().find("no channel for attachments") != std::string::npos);
+        auto got = r.pop();
+        REQUIRE(got);
+        CHECK(got->kind == FrameKind::Result);
+        CHECK(got->tag == 7);
+        CHECK(got->payload.view() == "pickle");
+        REQUIRE(got->attachments.size() == 3);
+        CHECK(region_text(got->attachments[0]) == big);
+        CHECK(got->attachments[1].size() == 0);
+        CHECK(region_text(got->attachments[2]) == "small one");
+        while (!r.has_ready()) REQUIRE(r.fill(ch.parent_in()) != IoStatus::Error);
+        auto next = r.pop();
+        REQUIRE(next);
+        CHECK(next->payload.view() == "next");
+        CHECK(next->attachments.empty());
+    }
+
+    TEST_CASE("inline attachments whose trailer does not fit the frame are refused") {
+        auto u64 = [](std::uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
+        const std::uint16_t result = 3 | kInlineAttachments;
+        struct Case {
+            std::string header, payload;
+            const char* error;
+        };
+        for (const Case& c : {
+                 Case{header_bytes(kFrameMagic, result, 0, 1, 4), "abcd", "without their count"},
+                 Case{header_bytes(kFrameMagic, result, 0, 1, 8), u64(kMaxAttachments + 1),
+                      "inline attachments"},
+                 Case{header_bytes(kFrameMagic, result, 0, 1, 8), u64(2), "do not fit"},
+                 Case{header_bytes(kFrameMagic, result, 0, 1, 20), "abcd" + u64(5) + u64(1),
+                      "do not fit"},
+                 Case{header_bytes(kFrameMagic, result, 0, 1, 16), u64(~std::uint64_t{0}) + u64(1),
+                      "do not fit"},
+                 Case{header_bytes(kFrameMagic, result, 1, 1, 8), u64(0), "both inline"},
+             }) {
+            CAPTURE(c.error);
+            FrameReader r(Direction::FromWorker, -1);
+            std::string bytes = c.header + c.payload;
+            CHECK_FALSE(r.feed(bytes.data(), bytes.size()));
+            CHECK(r.error().find(c.error) != std::string::npos);
+            CHECK_FALSE(r.pop());
+        }
+        // Sizes that add up exactly: the pickle is what is left ("ab").
+        FrameReader r(Direction::FromWorker, -1);
+        std::string ok = header_bytes(kFrameMagic, result, 0, 1, 2 + 3 + 16) + "ab" + "xyz" +
+                         u64(3) + u64(1);
+        REQUIRE(r.feed(ok.data(), ok.size()));
+        auto got = r.pop();
+        REQUIRE(got);
+        CHECK(got->payload.view() == "ab");
+        REQUIRE(got->attachments.size() == 1);
+        CHECK(region_text(got->attachments[0]) == "xyz");
+    }
+
     TEST_CASE("a large frame crosses a small pipe in pieces") {
         Channel ch;
         ::fcntl(ch.parent_out(), F_SETPIPE_SZ, 4096);
