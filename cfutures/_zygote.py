@@ -21,6 +21,7 @@ End of file: the zygote joins the workers left and exits. Workers notice a pool 
 by themselves (their task pipe closes), so a zygote that dies leaves none behind.
 """
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -48,7 +49,8 @@ def _serve(conn, pool_end, worker_target, worker_args, handlers):
         except (EOFError, OSError):
             break
         if request[0] == "start":
-            ends = [connection.Connection(fd) for fd in _receive_fds(conn, 3)]
+            with _socket_of(conn) as sock:
+                ends = [connection.Connection(fd) for fd in reduction.recvfds(sock, 3)]
             try:
                 p = multiprocessing.get_context("fork").Process(
                     target=_run_worker, args=(conn, handlers, worker_target, *ends, *worker_args))
@@ -79,18 +81,12 @@ def _serve(conn, pool_end, worker_target, worker_args, handlers):
         p.join()
 
 
-def _send_fds(conn, fds):
-    sock = socket.socket(fileno=conn.fileno())  # borrowed: the connection keeps its descriptor
-    try:
-        reduction.sendfds(sock, fds)
-    finally:
-        sock.detach()
-
-
-def _receive_fds(conn, count):
+@contextlib.contextmanager
+def _socket_of(conn):
+    """The connection's socket, borrowed: the connection keeps its descriptor."""
     sock = socket.socket(fileno=conn.fileno())
     try:
-        return reduction.recvfds(sock, count)
+        yield sock
     finally:
         sock.detach()
 
@@ -128,8 +124,9 @@ class Zygote:
         with self.lock:
             try:
                 self.conn.send(("start",))
-                _send_fds(self.conn, [task_reader.fileno(), result_writer.fileno(),
-                                      worker_attachments.fileno()])
+                with _socket_of(self.conn) as sock:
+                    reduction.sendfds(sock, [task_reader.fileno(), result_writer.fileno(),
+                                             worker_attachments.fileno()])
                 kind, value = self.conn.recv()
             except (EOFError, OSError) as exc:
                 self.process.join(1)
