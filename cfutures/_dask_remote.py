@@ -1,9 +1,14 @@
 """What runs on the Dask cluster for cfutures.dask.DaskExecutor: in a worker, one call unpacked from
-the bytes the client captured at submit, and its outcome packed back into bytes; on the scheduler,
-the cancellation of tasks that have not started.
+the bytes the client captured at submit, its outcome packed back into bytes, and the reports of
+which tasks started; on the scheduler, the cancellation of tasks that have not started; and the
+process of a local cluster (serve_local_cluster, for ``run --dask local``).
 
-It imports only the standard library and cloudpickle (a dependency of distributed), never the
-compiled module: the cluster's processes need the cfutures package installed, not loaded.
+It imports only the standard library, cloudpickle and distributed, never the compiled module: the
+cluster's processes need the cfutures package installed, not loaded.
+
+Task keys: ``{name}-cfutures{token}-{seq}`` (task_key): the function's name first, as Dask's
+dashboards group keys by it; then the executor's token and the task's number in that executor,
+which is how a start report names a task (TaskStartReporter).
 
 The wire format (the client side is cfutures.dask._pack_call):
 - a *piece* is either ``bytes`` (a pickle sent inline in the task) or an ``int``: the index of a
@@ -25,12 +30,79 @@ The wire format (the client side is cfutures.dask._pack_call):
 """
 
 import builtins
+import logging
+import os
 import pickle
+import sys
 import threading
 import traceback
 import types
 
+try:
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # cfutures.dask imported without distributed: DaskExecutor() says what to install
+    WorkerPlugin = object
+
 RESULT, EXCEPTION, BROKEN = 0, 1, 2
+
+_KEY_MARK = "-cfutures"
+
+
+def task_key(name, token, seq):
+    return f"{name}{_KEY_MARK}{token}-{seq}"
+
+
+def parse_key(key):
+    """``(token, seq)`` of a key task_key made, None for any other key."""
+    if not isinstance(key, str):
+        return None
+    mark = key.rfind(_KEY_MARK)
+    if mark < 0:
+        return None
+    token, _, seq = key[mark + len(_KEY_MARK):].partition("-")
+    return (token, int(seq)) if seq.isdigit() else None
+
+
+# The event topic of start reports: one for every client of the cluster (the scheduler keeps a
+# bounded log per topic, and never forgets a topic); each client keeps the tokens it knows.
+START_TOPIC = "cfutures-task-starts"
+
+# How long a worker gathers the starts of tasks before it reports them: one message per worker
+# and interval, not one per task.
+START_REPORT_SECONDS = 0.02
+
+
+class TaskStartReporter(WorkerPlugin):
+    """A worker plugin (one per worker, registered by each client once) that reports the tasks
+    of cfutures executors that start executing, in batches: every START_REPORT_SECONDS at most,
+    one event ``{token: [seq, ...]}`` on START_TOPIC, which the scheduler passes to the clients
+    that subscribed. Runs in the worker's event loop (transition hooks and the flush alike), so
+    it needs no lock."""
+
+    idempotent = True  # registering it again (another executor, another client) changes nothing
+    name = "cfutures-task-starts"
+
+    def setup(self, worker):
+        self._worker = worker
+        self._started = {}  # token -> [seq] not yet reported
+        self._flush_due = False
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish != "executing":
+            return
+        parsed = parse_key(key)
+        if parsed is None:
+            return
+        self._started.setdefault(parsed[0], []).append(parsed[1])
+        if not self._flush_due:
+            self._flush_due = True
+            self._worker.loop.call_later(START_REPORT_SECONDS, self._flush)
+
+    def _flush(self):
+        self._flush_due = False
+        started, self._started = self._started, {}
+        if started:
+            self._worker.log_event(START_TOPIC, started)
 
 # Executor tokens whose initializer ran in this process: None when it succeeded, the failure's
 # traceback text otherwise. The lock makes one of the worker's threads run it while the others
@@ -157,3 +229,30 @@ def cancel_unstarted(keys, client_id, dask_scheduler=None):
         except TypeError:  # distributed before 2024.11 takes neither reason nor msg
             dask_scheduler.stimulus_cancel(cancelled, client_id, force=False)
     return cancelled, unknown
+
+
+def serve_local_cluster(address_fd):
+    """The process of cfutures.dask.LocalClusterProcess: a LocalCluster on 127.0.0.1 whose tasks
+    fail at their worker's first death; writes the scheduler's address to ``address_fd`` and
+    serves until stdin closes. CFUTURES_DASK_WORKERS, if set, is its number of worker processes
+    (one thread each)."""
+    import dask
+    import distributed
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        workers = os.environ.get("CFUTURES_DASK_WORKERS")
+        shape = {"n_workers": int(workers), "threads_per_worker": 1} if workers else {}
+        # No dashboard, and the scheduler's HTTP server on a free port: its default, 8787, warns
+        # when taken (by another cluster of the machine).
+        http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        with distributed.LocalCluster(host="127.0.0.1", scheduler_kwargs=http,
+                                      **shape) as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
+            with open(address_fd, "w") as address:
+                address.write(cluster.scheduler_address + "\n")
+            sys.stdin.read()
+            # The run is over. Dask's close races the workers' heartbeats against the
+            # scheduler's and logs the losers' tracebacks (seen under load), which would end
+            # the user's run with a traceback that is not theirs: nothing of the cluster logs now.
+            client.run(logging.disable, logging.CRITICAL, nanny=True)
+            client.run(logging.disable, logging.CRITICAL)
+            logging.disable(logging.CRITICAL)

@@ -12,22 +12,32 @@ One submit, from the caller to a Dask worker and back:
     so what runs is what the arguments were at submit, as with the stdlib's executors. A piece of
     the call larger than _LARGE is sent once per executor as a shared blob (Client.scatter),
     found again by the digest of its bytes, and released when no task of the executor uses it.
-  * The task waits in a local queue while ``max_workers`` tasks are already with Dask, then goes
-    to ``Client.submit`` with a key of its own (no deduplication: every submit runs) as
-    ``_dask_remote.run_call``, which unpacks the call in the worker and packs its outcome.
+  * The task waits in a local queue, while ``max_workers`` tasks are already with Dask and until
+    the executor's sender thread (``_send``) takes it: the tasks queued meanwhile go together as
+    one ``Client.map`` (one message for the scheduler rather than one per task; a task with
+    shared blobs goes alone, through ``Client.submit``), each with a key of its own (no
+    deduplication: every submit runs), as ``_dask_remote.run_call``, which unpacks the call in
+    the worker and packs its outcome.
   * The executor's collector thread (``_collect``, alive while tasks are with Dask) takes the
-    outcomes Dask fetched in batches (distributed.as_completed) and completes each cfutures
+    tasks Dask reports done (``_Completions``), fetches the results of those that end
+    close together with one gather (``_linger``, ``_fetch``) and completes each cfutures
     Future: a result, the task's own exception with the remote traceback as ``__cause__``, or a
     clear error when Dask could not run it (WorkerDied when the worker running it died; a client
     that lost its scheduler breaks the executor, so nothing waits on it).
+  * The future turns RUNNING when its task starts on a worker: a worker plugin
+    (_dask_remote.TaskStartReporter, registered once per client) reports starts in batches, as
+    events the scheduler passes to the client, whose event loop marks the futures
+    (_mark_started).
   * ``Future.cancel()`` succeeds for a task in the local queue, and for one with Dask that the
     scheduler has not handed to a worker: the check and the cancel run together on the
     scheduler's event loop (_dask_remote.cancel_unstarted). A task a worker holds may be running:
     cancel() returns False, as for a running task of the stdlib's pools.
 
 Lock: ``_lock`` guards the executor's bookkeeping (the local queue, the tasks with Dask, the
-shared blobs, the shutdown and broken flags). It is never held while calling Dask or completing a
-future (whose callbacks run user code).
+shared blobs, the counts of stats(), the shutdown and broken flags). It is never held while
+calling Dask or completing a future (whose callbacks run user code); marking a future RUNNING,
+which runs no callback, happens under it, so that a cancel sees either a running future or a
+pending one it may take back.
 
 Invariant: every future submitted ends with a result, an exception or cancelled, whatever Dask
 does (a lost worker, a closed client, a cancel from elsewhere).
@@ -36,13 +46,16 @@ does (a lost worker, a closed client, a cancel from elsewhere).
 import atexit
 import collections
 import hashlib
+import io
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
 import time
+import itertools
 import types
 import uuid
 import warnings
@@ -63,6 +76,21 @@ _LARGE = 64 * 1024
 # the client's batched stream, the cancel check on its own connection).
 _CANCEL_REACH_SECONDS = 2.0
 
+# The collector fetches results in batches: once a task is done it waits for the next while tasks
+# keep ending less than _GATHER_GAP apart, for at most _GATHER_LINGER (a lone task waits
+# _GATHER_GAP more, the last one with Dask nothing).
+_GATHER_GAP = 0.003
+_GATHER_LINGER = 0.05
+
+# The sender thread waits this long for more tasks once the local queue is empty, then ends.
+_SEND_LINGER = 0.005
+# At most this many tasks go in one graph: the scheduler takes a graph in one go, the workers
+# waiting meanwhile (graphs of thousands of tasks left them idle for seconds).
+_SEND_BATCH = 100
+# A submit this long after the previous one, with no sender thread running, is sent by its
+# caller's thread at once (as fast as a lone task can go); closer ones go through the sender.
+_SEND_ALONE = 0.001
+
 
 def _distributed():
     try:
@@ -73,22 +101,79 @@ def _distributed():
     return distributed
 
 
+# Where a client's certificate goes for a tls:// scheduler.
+_TLS_SETTINGS = (
+    "pass DaskExecutor(security=distributed.Security(tls_ca_file=..., tls_client_cert=..., "
+    "tls_client_key=...)), or set Dask's configuration: distributed.comm.tls.ca-file, "
+    "distributed.comm.tls.client.cert "
+    "and distributed.comm.tls.client.key (environment variables "
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT, "
+    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY, or a YAML file in ~/.config/dask or DASK_CONFIG)")
+
+
+def _connect(distributed, address, client_kwargs):
+    """distributed.Client(address, **client_kwargs), which may fail: the scheduler refused the
+    client (a certificate it does not trust) or could not be reached, or the address is tls://
+    and the client has no certificate (Dask's TypeError is then given the settings that carry
+    it)."""
+    try:
+        return distributed.Client(address, **client_kwargs)
+    except BaseException as exc:
+        _stop_failed_client(exc)
+        if (isinstance(exc, TypeError) and "ssl_context" in str(exc)
+                and str(address).startswith("tls://")):
+            raise TypeError(f"connecting to {address} needs this client's certificate and the "
+                            f"CA that signed the cluster's: {_TLS_SETTINGS}") from exc
+        raise
+
+
+def _stop_failed_client(exc):
+    """The client that failed in ``distributed.Client(...)`` (found in the exception's
+    traceback): distributed closes a client that could not connect but leaves its event loop's
+    thread running for the life of the process (Client.close() does nothing for a closed
+    client); one that failed before connecting is closed here, rather than when collected."""
+    import traceback
+    init = _distributed().Client.__init__.__code__
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code is init:
+            client = frame.f_locals["self"]
+            try:
+                if client.status == "closed":
+                    client._loop_runner.stop()
+                elif client.status != "newly-created":
+                    client.close()
+            except Exception:
+                pass
+            return
+
+
 def _dumps(obj, token):
     """cloudpickle, with the functions of __main__ wrapped for _dask_remote.main_function."""
-    import io
+    buffer = io.BytesIO()
+    pickler = (_CallPickler or _call_pickler())(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.token = token
+    pickler.dump(obj)
+    return buffer.getvalue()
 
+
+_CallPickler = None  # _dumps' pickler class, made once (when cloudpickle is first needed)
+
+
+def _call_pickler():
+    global _CallPickler
     import cloudpickle
 
     class CallPickler(cloudpickle.Pickler):
+        token = None  # the executor's, set before each dump
+
         def reducer_override(self, obj):
             if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
-                return _dask_remote.main_function, (token, cloudpickle.dumps(
+                return _dask_remote.main_function, (self.token, cloudpickle.dumps(
                     obj, protocol=pickle.HIGHEST_PROTOCOL))
             return super().reducer_override(obj)
 
-    buffer = io.BytesIO()
-    CallPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buffer.getvalue()
+    _CallPickler = CallPickler
+    return CallPickler
 
 
 class _Task:
@@ -96,26 +181,78 @@ class _Task:
     DONE)."""
 
     QUEUED, SENT, DONE = "queued", "sent", "done"
-    __slots__ = ("executor_ref", "future", "call", "digests", "key", "state", "dask_future",
-                 "cancelling", "cancelled_by_dask")
+    __slots__ = ("executor_ref", "future", "call", "digests", "seq", "key", "state",
+                 "dask_future", "started", "cancelling", "cancelled_by_dask")
 
-    def __init__(self, executor, future, call, digests, key):
+    def __init__(self, executor, future, call, digests, seq, key):
         self.executor_ref = weakref.ref(executor)
         self.future = future
         self.call = call          # (pieces, nargs, kwnames): see _dask_remote
         self.digests = digests    # the shared blobs its pieces index, in order
+        self.seq = seq            # its number in the executor, in its key
         self.key = key
         self.state = _Task.QUEUED
+        self.started = False            # a worker reported its start: the future is RUNNING
         self.dask_future = None
         self.cancelling = False         # a cancel is asking the scheduler
         self.cancelled_by_dask = False  # Dask cancelled it while that cancel asked
 
 
+class _Completions:
+    """The Dask futures of an executor's tasks in the order they end (finished, failed or
+    cancelled), as distributed.as_completed(futures) gives them but without their results and
+    with less work in the client's event loop (which a LocalCluster's scheduler shares):
+    add_all() hands the futures added meanwhile to the loop in one callback, where one coroutine
+    per future waits for its end (on distributed's private ``Future._state``)."""
+
+    def __init__(self, loop):
+        self._loop = loop
+        self.thread_condition = threading.Condition()  # guards the rest, notified as futures end
+        self._ready = []          # ended, not yet taken by next_batch()
+        self._added = []          # added, not yet handed to the loop
+        self._handing = False     # a callback in the loop will take self._added
+        # The watchers not done: the event loop holds its tasks weakly only.
+        self._watchers = set()    # touched in the event loop only
+
+    def add_all(self, dask_futures):
+        with self.thread_condition:
+            self._added += dask_futures
+            if self._handing:
+                return
+            self._handing = True
+        self._loop.add_callback(self._watch_added)
+
+    def _watch_added(self):
+        import asyncio
+        with self.thread_condition:
+            added, self._added, self._handing = self._added, [], False
+        for dask_future in added:
+            watcher = asyncio.ensure_future(self._watch(dask_future))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+
+    async def _watch(self, dask_future):
+        await dask_future._state.wait()
+        with self.thread_condition:
+            self._ready.append(dask_future)
+            self.thread_condition.notify()
+
+    def has_ready(self):
+        return bool(self._ready)
+
+    def next_batch(self):
+        """The futures that ended since the last call."""
+        with self.thread_condition:
+            batch, self._ready = self._ready, []
+        return batch
+
+
 class DaskFuture(_base.Future):
     """A cfutures Future whose cancel() can take a task back from the Dask scheduler.
 
-    It stays PENDING while its task is with Dask (running() is False: Dask does not tell the
-    client when a task starts) and ends as any cfutures Future."""
+    It is PENDING while its task waits, in the executor or at the scheduler, and turns RUNNING
+    soon after a worker starts the task (starts are reported in batches, every few tens of
+    milliseconds: a short task may finish without having been seen RUNNING)."""
 
     def cancel(self):
         """Cancels the task if it has not started, as far as Dask can tell: True for a task still
@@ -169,7 +306,7 @@ class DaskExecutor(_base.Executor):
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                     client = distributed.Client(**client_kwargs)
             else:
-                client = distributed.Client(address, **client_kwargs)
+                client = _connect(distributed, address, client_kwargs)
         self._client = client
         self._max_workers = max_workers
         self._lock = threading.Lock()
@@ -179,9 +316,17 @@ class DaskExecutor(_base.Executor):
         self._shutdown = False
         self._broken = None                 # the BrokenProcessPool message, once broken
         self._closer = None
-        self._completions = distributed.as_completed(loop=client.loop, with_results=True,
-                                                     raise_errors=False)
+        self._seqs = itertools.count()
+        # stats(): submitted, completed, failed, cancelled (the rest is counted from the tasks).
+        self._counts = collections.Counter()
+        self._running = 0
+        # Done Dask futures, without their results: the collector fetches those in batches.
+        self._completions = _Completions(client.loop)
         self._collector = None  # the thread running _collect, while tasks are with Dask
+        self._sender = None     # the thread running _send, while tasks wait in the local queue
+        self._sender_waiting = False
+        self._send_wakeup = threading.Condition(self._lock)
+        self._last_submit = 0.0  # when submit last queued a task (time.monotonic())
         # Names this executor in the workers: its initializer's outcome, its __main__ namespace.
         self._token = uuid.uuid4().hex
         self._init = None
@@ -191,6 +336,7 @@ class DaskExecutor(_base.Executor):
             self._init = (self._token, piece[0])
             self._init_digests = digests  # held for the executor's life
         _live_executors.add(self)
+        _listen_for_starts(self)
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -202,9 +348,14 @@ class DaskExecutor(_base.Executor):
             call, digests = self._pack_call(fn, args, kwargs)
         except Exception as exc:
             # As the stdlib's process pool: what does not pickle fails the future, not submit.
+            with self._lock:
+                self._counts["submitted"] += 1
+                self._counts["failed"] += 1
             future.set_exception(exc)
             return future
-        task = _Task(self, future, call, digests, _key_of(fn))
+        seq = next(self._seqs)
+        task = _Task(self, future, call, digests, seq,
+                     _dask_remote.task_key(_name_of(fn), self._token, seq))
         future._task = task
         with self._lock:
             try:
@@ -212,8 +363,9 @@ class DaskExecutor(_base.Executor):
             except BaseException:
                 self._release_blobs_locked(task)
                 raise
+            self._counts["submitted"] += 1
             self._queued.append(task)
-        self._send_queued()
+        self._send_queued(submitting=True)
         return future
 
     def _check_open(self):
@@ -267,55 +419,113 @@ class DaskExecutor(_base.Executor):
 
     # -- to Dask and back -------------------------------------------------------------------
 
-    def _send_queued(self):
-        """Sends queued tasks while fewer than max_workers are with Dask."""
+    def _send_queued(self, submitting=False):
+        """Sends the queued tasks: the sender thread does (started if not running, else woken),
+        unless a submit comes alone (_SEND_ALONE after the previous one, no sender running):
+        its caller's thread then sends it at once, without the hand-over."""
+        with self._lock:
+            if not self._queued:
+                return
+            now = time.monotonic()
+            alone = submitting and self._sender is None and now - self._last_submit > _SEND_ALONE
+            if submitting:
+                self._last_submit = now
+            if not alone:
+                if self._sender is None:
+                    self._sender = threading.Thread(target=self._send,
+                                                    name="cfutures-dask-sender")
+                    self._sender.start()
+                elif self._sender_waiting:
+                    self._send_wakeup.notify()
+                return
+            batch = self._take_queued_locked()
+        self._send_batch(batch)
+
+    def _send(self):
+        """The sender thread, while tasks wait in the local queue (and _SEND_LINGER longer): sends
+        them while fewer than max_workers are with Dask, all those queued meanwhile at once."""
+        idle_since = None
         while True:
             with self._lock:
-                task = None
-                while self._queued and (self._max_workers is None
-                                        or len(self._sent) < self._max_workers):
-                    candidate = self._queued.popleft()
-                    if candidate.state == _Task.QUEUED:
-                        task = candidate
-                        break
-                if task is None:
-                    return
-                task.state = _Task.SENT
-                self._sent[task.key] = task
-                blobs = [self._blobs[d][0] for d in task.digests]
+                batch = self._take_queued_locked()
+                if not batch:
+                    if self._queued:
+                        timeout = 0.1  # max_workers with Dask: one ending wakes this thread
+                    else:
+                        now = time.monotonic()
+                        idle_since = idle_since or now
+                        timeout = _SEND_LINGER - (now - idle_since)
+                        if timeout <= 0 or self._shutdown:
+                            self._sender = None
+                            return
+                    self._sender_waiting = True
+                    self._send_wakeup.wait(timeout)
+                    self._sender_waiting = False
+                    continue
+            idle_since = None
+            self._send_batch(batch)
+
+    def _take_queued_locked(self):
+        """The queued tasks that may go to Dask now (at most _SEND_BATCH), SENT: [(task, its
+        blobs' Dask futures)]."""
+        batch = []
+        while self._queued and len(batch) < _SEND_BATCH and (
+                self._max_workers is None or len(self._sent) < self._max_workers):
+            task = self._queued.popleft()
+            if task.state != _Task.QUEUED:
+                continue  # cancelled
+            task.state = _Task.SENT
+            self._sent[task.seq] = task
+            batch.append((task, [self._blobs[d][0] for d in task.digests]))
+        return batch
+
+    def _send_batch(self, batch):
+        """Hands SENT tasks to Dask: those without shared blobs as one graph, the others one by
+        one (their blobs are trailing arguments)."""
+        client = self._client
+        plain = [task for task, blobs in batch if not blobs]
+        groups = [(plain, None)] if len(plain) > 1 else []
+        groups += [([task], blobs) for task, blobs in batch if blobs or len(plain) == 1]
+        for tasks, blobs in groups:
             try:
-                dask_future = self._client.submit(_dask_remote.run_call, self._init, task.call, *blobs,
-                                                  key=task.key, pure=False)
+                if blobs is None:
+                    dask_futures = client.map(_dask_remote.run_call, [self._init] * len(tasks),
+                                              [task.call for task in tasks],
+                                              key=[task.key for task in tasks], pure=False)
+                else:
+                    task = tasks[0]
+                    dask_futures = [client.submit(_dask_remote.run_call, self._init, task.call,
+                                                  *blobs, key=task.key, pure=False)]
             except Exception as exc:
-                self._finish(task, None, BrokenProcessPool(
-                    f"the Dask client could not take the task: {exc!r}"), cause=exc)
+                for task in tasks:
+                    self._finish(task, None, BrokenProcessPool(
+                        f"the Dask client could not take the task: {exc!r}"), cause=exc)
                 continue
-            task.call = None  # with Dask now
-            task.dask_future = dask_future
             with self._lock:
+                for task, dask_future in zip(tasks, dask_futures):
+                    task.call = None  # with Dask now
+                    if task.state == _Task.SENT:
+                        task.dask_future = dask_future
                 if self._collector is None:
                     # It keeps the executor alive while tasks are with Dask, as the stdlib's
                     # worker threads keep theirs.
                     self._collector = threading.Thread(target=self._collect,
                                                        name="cfutures-dask-collector")
                     self._collector.start()
-            self._completions.add(dask_future)
+            self._completions.add_all(dask_futures)
 
     def _collect(self):
         """The collector thread, while tasks are with Dask: completes their futures as Dask
-        finishes them. Dask fetches the results of many tasks at once in its event loop
-        (distributed.as_completed); the futures are completed here, never in that loop (their
-        callbacks run user code, which may call Dask). It ends once no task is with Dask, even
-        if Dask never reports on some (a dead client's: the executor failed them)."""
+        finishes them, the results of many fetched at once (_linger, _fetch); the futures are
+        completed here, never in the client's event loop (their callbacks run user code, which
+        may call Dask). It ends once no task is with Dask, even if Dask never reports on some (a
+        dead client's: the executor failed them)."""
         completions = self._completions
         while True:
-            batch = completions.next_batch(block=False)
-            for dask_future, outcome in batch:
-                with self._lock:
-                    task = self._sent.get(dask_future.key)
-                if task is not None and task.dask_future is dask_future:
-                    self._on_done(task, dask_future.status, outcome)
+            batch = completions.next_batch()
             if batch:
+                for task, status, outcome in self._fetch(self._linger(batch)):
+                    self._on_done(task, status, outcome)
                 continue
             with self._lock:
                 if not self._sent:
@@ -326,16 +536,96 @@ class DaskExecutor(_base.Executor):
                 if not completions.has_ready():
                     completions.thread_condition.wait(0.1)
 
+    def _linger(self, batch):
+        """``batch`` (done Dask futures), with those that end next while they keep ending less
+        than _GATHER_GAP apart (for at most _GATHER_LINGER): their results then come with one
+        gather. Each gather is a request to the scheduler, which asks the workers: one per task
+        (distributed.as_completed(with_results=True) as tasks end one by one) costs the
+        scheduler, which a LocalCluster runs in the client's process, more than the tasks."""
+        completions = self._completions
+        deadline = time.monotonic() + _GATHER_LINGER
+        while True:
+            with self._lock:
+                if len(batch) >= len(self._sent):
+                    return batch  # no other task to wait for
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return batch
+            with completions.thread_condition:
+                if not completions.has_ready():
+                    completions.thread_condition.wait(min(_GATHER_GAP, remaining))
+            more = completions.next_batch()
+            if not more:
+                return batch
+            batch += more
+
+    def _fetch(self, batch):
+        """``(task, status, outcome)`` for the done Dask futures of ``batch`` whose task is still
+        the executor's, as _on_done takes them: the finished ones' answers (bytes) fetched with
+        one gather, what Dask raised for the others."""
+        tasks = []
+        with self._lock:  # once per batch, not per task
+            for dask_future in batch:
+                parsed = _dask_remote.parse_key(dask_future.key)
+                task = self._sent.get(parsed[1]) if parsed else None
+                if task is not None and task.dask_future is dask_future:
+                    tasks.append((task, dask_future))
+        finished = {f.key: f for _, f in tasks if f.status == "finished"}
+        answers, failure = {}, None
+        if finished:
+            try:
+                # errors="skip": a key that fails meanwhile (lost, then failed again) is None.
+                answers = self._client.gather(finished, errors="skip")
+            except Exception as exc:
+                failure = exc
+        done = []
+        for task, dask_future in tasks:
+            answer = answers.get(dask_future.key)
+            status = dask_future.status
+            if answer is not None:
+                done.append((task, "finished", answer))
+            elif status == "finished":
+                done.append((task, "not fetched", failure or RuntimeError("no result came")))
+            else:
+                # As distributed.as_completed(with_results=True) gave them: (type, exception,
+                # traceback) for an error, the CancelledError of a cancel.
+                state = dask_future._state
+                exc = getattr(state, "exception", None)
+                done.append((task, status, (type(exc), exc, getattr(state, "traceback", None))
+                             if status == "error" else exc))
+        return done
+
     def _finish(self, task, answer, error=None, cause=None):
         """Ends a task: its bookkeeping, then its future (outside the lock)."""
         with self._lock:
             if task.state == _Task.DONE:
                 return
-            task.state = _Task.DONE
-            self._sent.pop(task.key, None)
-            self._release_blobs_locked(task)
+            self._done_locked(task)
+            succeeded = answer is not None and answer[0] == _dask_remote.RESULT
+            self._counts["completed" if succeeded else "failed"] += 1
         _settle(_detach(task), answer, error, cause)
         self._send_queued()
+
+    def _done_locked(self, task):
+        """The task leaves the executor's bookkeeping (its future is completed next)."""
+        task.state = _Task.DONE
+        self._sent.pop(task.seq, None)
+        if task.started:
+            task.started = False
+            self._running -= 1
+        self._release_blobs_locked(task)
+
+    def _mark_started(self, seqs):
+        """Start reports (in the client's event loop): the futures of these tasks turn RUNNING,
+        unless a cancel is asking the scheduler about them (it then decides)."""
+        with self._lock:
+            for seq in seqs:
+                task = self._sent.get(seq)
+                if task is None or task.started or task.cancelling:
+                    continue
+                if task.future.set_running_or_notify_cancel():
+                    task.started = True
+                    self._running += 1
 
     def _release_blobs_locked(self, task):
         for digest in task.digests:
@@ -376,8 +666,10 @@ class DaskExecutor(_base.Executor):
         exc = outcome[1] if isinstance(outcome, tuple) else outcome
         distributed = _distributed()
         if isinstance(exc, distributed.KilledWorker):
+            address = getattr(getattr(exc, "last_worker", None), "address", None)
+            where = f" at {address}" if isinstance(address, str) else ""
             self._finish(task, None, WorkerDied(
-                f"the Dask worker running this task died ({exc})"), cause=exc)
+                f"the Dask worker{where} running this task died ({exc})"), cause=exc)
         else:
             self._finish(task, None, BrokenProcessPool(
                 f"Dask could not run the task ({status}): {exc!r}"), cause=exc)
@@ -406,11 +698,11 @@ class DaskExecutor(_base.Executor):
         with self._lock:
             state = task.state
             if state == _Task.QUEUED:
-                task.state = _Task.DONE
-                self._release_blobs_locked(task)
+                self._done_locked(task)
+                self._counts["cancelled"] += 1
             elif state == _Task.SENT:
-                if task.cancelling:
-                    return False  # another cancel is asking the scheduler
+                if task.cancelling or task.started:
+                    return False  # running, or another cancel is asking the scheduler
                 task.cancelling = True
         if state == _Task.QUEUED:
             return _cancel_future(_detach(task))
@@ -444,9 +736,8 @@ class DaskExecutor(_base.Executor):
                 ours = key in cancelled
                 theirs = task.cancelled_by_dask and not ours
                 if ours:
-                    task.state = _Task.DONE
-                    self._sent.pop(key, None)
-                    self._release_blobs_locked(task)
+                    self._done_locked(task)
+                    self._counts["cancelled"] += 1
             if ours:
                 _cancel_future(_detach(task))
             elif theirs:
@@ -467,14 +758,16 @@ class DaskExecutor(_base.Executor):
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._lock:
             self._shutdown = True
+            if self._sender_waiting:
+                self._send_wakeup.notify()  # it ends now if nothing is queued
             queued, sent = [], []
             if cancel_futures:
                 queued = [t for t in self._queued if t.state == _Task.QUEUED]
                 for task in queued:
-                    task.state = _Task.DONE
-                    self._release_blobs_locked(task)
+                    self._done_locked(task)
+                self._counts["cancelled"] += len(queued)
                 self._queued.clear()
-                sent = [t for t in self._sent.values() if not t.cancelling]
+                sent = [t for t in self._sent.values() if not (t.cancelling or t.started)]
                 for task in sent:
                     task.cancelling = True
             outstanding = [t.future for t in (*self._queued, *self._sent.values())
@@ -485,9 +778,9 @@ class DaskExecutor(_base.Executor):
             self._cancel_on_scheduler(sent)
         if wait:
             _base.wait(outstanding)
-            collector = self._collector
-            if collector is not None and collector is not threading.current_thread():
-                collector.join()
+            for thread in (self._sender, self._collector):
+                if thread is not None and thread is not threading.current_thread():
+                    thread.join()
             self._close_client()
         elif self._owns_client and self._closer is None:
             # The work goes on; the cluster closes when it is done.
@@ -497,22 +790,62 @@ class DaskExecutor(_base.Executor):
 
     def _close_when_done(self, outstanding):
         _base.wait(outstanding)
-        collector = self._collector
-        if collector is not None:
-            collector.join()
+        for thread in (self._sender, self._collector):
+            if thread is not None:
+                thread.join()
         self._close_client()
 
     def _close_client(self):
+        _stop_listening_for_starts(self)
         if self._owns_client:
             self._owns_client = False
-            try:
-                self._client.close()
-            except Exception:
-                pass
+            _close_made_client(self._client)
         _live_executors.discard(self)
+
+    def stats(self):
+        """(cfutures) A DaskExecutorStats: the executor's tasks (submitted, queued: not started,
+        in the executor or with Dask, of which ``with_dask`` are with Dask; running: reported
+        started by a worker; completed, failed, cancelled) and the cluster's ``workers`` (worker
+        processes), ``idle_workers`` (those with no task to run or running, as of their last
+        heartbeat) and ``threads``. The cluster's figures cost one round trip to the scheduler;
+        they are 0 once the client is closed."""
+        with self._lock:
+            counts = self._counts
+            queued = sum(t.state == _Task.QUEUED for t in self._queued)
+            with_dask = len(self._sent) - self._running
+            mine = (counts["submitted"], queued + with_dask, self._running, counts["completed"],
+                    counts["failed"], counts["cancelled"])
+        workers = idle = threads = 0
+        try:
+            info = self._client.scheduler_info(n_workers=-1)
+        except Exception:
+            info = None  # the client is closed or lost its scheduler
+        if info:
+            for worker in info.get("workers", {}).values():
+                workers += 1
+                threads += worker.get("nthreads", 0)
+                busy = worker.get("metrics", {}).get("task_counts", {})
+                if not any(busy.get(state) for state in _BUSY_WORKER_STATES):
+                    idle += 1
+        return DaskExecutorStats(*mine, workers, idle, with_dask=with_dask, threads=threads)
 
     def __repr__(self):
         return f"<{type(self).__name__} on {self._client!r}>"
+
+
+# A worker holding a task in one of these states is not idle.
+_BUSY_WORKER_STATES = ("executing", "ready", "constrained", "long-running", "waiting", "fetch",
+                       "flight")
+
+
+class DaskExecutorStats(_base.ExecutorStats):
+    """What DaskExecutor.stats() returns: an ExecutorStats (``queued`` counts every task not
+    started, in the executor or with Dask) with two more attributes outside the tuple:
+    ``with_dask``, the queued tasks Dask holds, and ``threads``, the cluster's worker threads."""
+
+    _extras = (*_base.ExecutorStats._extras, "with_dask", "threads")
+    with_dask = 0
+    threads = 0
 
 
 class ProcessPoolExecutor(DaskExecutor, _std_process.ProcessPoolExecutor):
@@ -576,9 +909,9 @@ def _shared_client():
     with _shared_lock:
         address = _routed_address()
         if _shared is None or _shared[0] != os.getpid() or _shared[1] != address:
-            client = _distributed().Client(address)
+            client = _connect(_distributed(), address, {})
             _shared = (os.getpid(), address, client)
-            atexit.register(client.close)  # before the local cluster stops (atexit is LIFO)
+            atexit.register(_close_made_client, client)  # before the local cluster stops (LIFO)
         return _shared[2]
 
 
@@ -596,9 +929,13 @@ class LocalClusterProcess:
         # process's, where its tasks' prints go, as a process pool's workers' do.
         read_end, write_end = os.pipe()
         try:
+            # The cluster's process never loads cfutures' compiled module (_dask_remote does
+            # not), and a crash there prints every thread's Python stack (faulthandler) where
+            # the run's own errors go: the run otherwise sees only a lost scheduler.
             self._child = subprocess.Popen(
-                [sys.executable, "-c",
-                 f"from cfutures.dask import _serve_local_cluster as serve; serve({write_end})"],
+                [sys.executable, "-X", "faulthandler", "-c",
+                 f"from cfutures._dask_remote import serve_local_cluster as serve; "
+                 f"serve({write_end})"],
                 stdin=subprocess.PIPE, env=env, pass_fds=(write_end,))
         finally:
             os.close(write_end)
@@ -613,44 +950,29 @@ class LocalClusterProcess:
     def close(self):
         if self._child.stdin.closed:
             return
+        died = self._child.poll()  # before it was asked to stop: a crash, or killed from outside
         self._child.stdin.close()
         try:
             self._child.wait(30)
         except subprocess.TimeoutExpired:
             self._child.kill()
             self._child.wait()
+        if died is not None and died < 0:
+            sys.stderr.write(f"cfutures: the local Dask cluster (process {self._child.pid}) "
+                             f"had ended by {_signal_name(-died)}\n")
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def start_local_cluster():
     """Starts a LocalCluster on 127.0.0.1 in a child process that lives as long as this process,
     and returns it (a LocalClusterProcess: its ``address``, ``close()``)."""
     return LocalClusterProcess()
-
-
-def _serve_local_cluster(address_fd):
-    """The child of LocalClusterProcess: a LocalCluster on 127.0.0.1 whose tasks fail at their
-    worker's first death, serving until stdin closes. CFUTURES_DASK_WORKERS, if set, is its
-    number of worker processes (one thread each)."""
-    import dask
-    distributed = _distributed()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        workers = os.environ.get("CFUTURES_DASK_WORKERS")
-        shape = {"n_workers": int(workers), "threads_per_worker": 1} if workers else {}
-        # No dashboard, and the scheduler's HTTP server on a free port: its default, 8787, warns
-        # when taken (by another cluster of the machine).
-        http = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
-        with distributed.LocalCluster(host="127.0.0.1", scheduler_kwargs=http,
-                                      **shape) as cluster, \
-                distributed.Client(cluster, set_as_default=False) as client:
-            with open(address_fd, "w") as address:
-                address.write(cluster.scheduler_address + "\n")
-            sys.stdin.read()
-            # The run is over. Dask's close races the workers' heartbeats against the
-            # scheduler's and logs the losers' tracebacks (seen under load), which would end
-            # the user's run with a traceback that is not theirs: nothing of the cluster logs now.
-            client.run(logging.disable, logging.CRITICAL, nanny=True)
-            client.run(logging.disable, logging.CRITICAL)
-            logging.disable(logging.CRITICAL)
 
 
 def _cancelled_by_dask(reason):
@@ -693,14 +1015,74 @@ def _settle(future, answer, error, cause):
     future.set_exception(error)
 
 
-def _key_of(fn):
-    """A Dask key of its own for each submit, named after the function (as dashboards group)."""
+def _name_of(fn):
+    """The name a task's key starts with: its function's (a map chunk's: the mapped function's),
+    as Dask's dashboards group tasks by it."""
     inner = getattr(fn, "func", fn)  # a map chunk: functools.partial(process_chunk, fn)
     if (getattr(inner, "__module__", "") == "cfutures._map_chunks"
             and getattr(fn, "args", None)):
         inner = fn.args[0]
-    name = getattr(inner, "__name__", type(inner).__name__)
-    return f"{name}-{uuid.uuid4().hex}"
+    return getattr(inner, "__name__", type(inner).__name__)
+
+
+# -- start reports: executor token -> the executor, for the clients' event handlers -------------
+
+_listeners = weakref.WeakValueDictionary()
+_listening_clients = weakref.WeakSet()
+_listeners_lock = threading.Lock()
+
+
+def _listen_for_starts(executor):
+    """Makes the cluster report the starts of the executor's tasks to its client: the worker
+    plugin is registered, and the client subscribed to the reports, once per client."""
+    client = executor._client
+    with _listeners_lock:
+        _listeners[executor._token] = executor
+        new = client not in _listening_clients
+        _listening_clients.add(client)
+    if new:
+        try:
+            client.subscribe_topic(_dask_remote.START_TOPIC, _on_start_report)
+            client.register_plugin(_dask_remote.TaskStartReporter(),
+                                   name=_dask_remote.TaskStartReporter.name)
+        except Exception as exc:
+            # (Workers that cannot load the plugin: an older cfutures there.) The executor
+            # works on; its futures stay PENDING until done, as before the reports existed.
+            logging.getLogger("cfutures.dask").warning(
+                "task starts will not be reported (futures stay PENDING while their task runs): "
+                "the cluster refused the worker plugin: %r", exc)
+
+
+def _stop_listening_for_starts(executor):
+    with _listeners_lock:
+        _listeners.pop(executor._token, None)
+
+
+def _close_made_client(client):
+    """Closes a client cfutures made (an executor's own, or the shared one of CFUTURES_DASK at
+    exit), unsubscribed first from the start reports: the scheduler, which handles the client's
+    messages in order, then sends it none after its close. A report on its way to a closed client
+    makes the scheduler log a CRITICAL traceback (in `run --dask local`, into the user's run)."""
+    with _listeners_lock:
+        listening = client in _listening_clients
+        _listening_clients.discard(client)
+    if listening:
+        try:
+            client.unsubscribe_topic(_dask_remote.START_TOPIC)
+        except Exception:  # a client that lost its scheduler
+            pass
+    try:
+        client.close()
+    except Exception:
+        pass
+
+
+def _on_start_report(event):
+    """A start report, in a client's event loop: ``(time, {token: [seq, ...]})``."""
+    for token, seqs in event[1].items():
+        executor = _listeners.get(token)
+        if executor is not None:
+            executor._mark_started(seqs)
 
 
 # -- interpreter exit: as the stdlib's pools, work submitted runs before the interpreter exits ----

@@ -4,11 +4,15 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any, Literal, TypeVar
 
-from ._base import Executor, Future
+from ._base import Executor, ExecutorStats, Future
 
 _T = TypeVar("_T")
 
 class DaskFuture(Future[_T]): ...
+
+class DaskExecutorStats(ExecutorStats):
+    with_dask: int
+    threads: int
 
 class DaskExecutor(Executor):
     def __init__(
@@ -22,6 +26,7 @@ class DaskExecutor(Executor):
         chunksize: int = 1, buffersize: int | None = None,
     ) -> Iterator[_T]: ...
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+    def stats(self) -> DaskExecutorStats: ...
 
 class ProcessPoolExecutor(DaskExecutor, concurrent.futures.process.ProcessPoolExecutor):
     def __init__(

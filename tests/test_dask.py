@@ -25,8 +25,8 @@ distributed = pytest.importorskip("distributed")
 import cfutures  # noqa: E402
 from cfutures.dask import DaskExecutor  # noqa: E402
 from dask_helpers import (  # noqa: E402  (importable by the cluster's workers, see conftest)
-    append_line, append_line_after, first_byte, initializations, initialize, key_of_current_task,
-    kill_own_worker, length, raises_nested, unpicklable_result, worker_env)
+    append_line, append_line_after, check_submits_and_remote_traceback, counted, first_byte, initializations, initialize, key_of_current_task,
+    kill_own_worker, length, unpicklable_result, wait_for_file, worker_env)
 from dask_cluster import WORKERS, DaskFactory, client, cluster  # noqa: E402,F401  (fixtures)
 from process_helpers import fails, mul, sleep_and_return  # noqa: E402
 
@@ -66,13 +66,7 @@ def _until(predicate, timeout=30):
 
 def test_submit_result_and_exception_with_remote_traceback(remote_executor):
     ex = remote_executor()
-    assert ex.submit(mul, 6, 7).result(timeout=30) == 42
-    assert ex.submit(mul, x=2, y=5).result(timeout=30) == 10
-    with pytest.raises(KeyError, match="deep") as info:
-        ex.submit(raises_nested).result(timeout=30)
-    cause = info.value.__cause__
-    assert type(cause) is concurrent.futures.process._RemoteTraceback
-    assert "in inner" in str(cause) and 'raise KeyError("deep")' in str(cause)
+    check_submits_and_remote_traceback(ex, timeout=30)
 
 
 def test_map_in_order_with_chunks_and_several_iterables(remote_executor):
@@ -141,12 +135,7 @@ def test_map_sends_each_chunk_as_one_task(dask_executor):
 def test_map_buffersize_bounds_what_is_taken_from_the_input(dask_executor):
     ex = dask_executor()
     taken = []
-
-    def numbers():
-        for i in itertools.count():
-            taken.append(i)
-            yield i
-    results = ex.map(mul, numbers(), itertools.repeat(2), chunksize=5, buffersize=3)
+    results = ex.map(mul, counted(taken), itertools.repeat(2), chunksize=5, buffersize=3)
     assert [next(results) for _ in range(12)] == [2 * i for i in range(12)]
     # 3 chunks in flight, one more taken each time one is consumed.
     assert len(taken) <= 5 * (3 + 3)
@@ -170,6 +159,85 @@ def test_a_large_argument_shared_by_many_tasks_is_sent_once(dask_executor, monke
     assert ex.submit(length, b"y" * 1_000_000).result(timeout=30) == 1_000_000
     assert len(scatters) == 2
     _until(lambda: not ex._blobs)
+
+
+def _count_calls(monkeypatch, obj, name, log):
+    original = getattr(obj, name)
+
+    def counting(*args, **kwargs):
+        log.append((name, args, kwargs))
+        return original(*args, **kwargs)
+    monkeypatch.setattr(obj, name, counting)
+
+
+def test_a_burst_of_submits_reaches_the_scheduler_in_batches(dask_executor, monkeypatch):
+    """Submits close together go as one Client.map per batch (at most _SEND_BATCH tasks), and
+    results that end close together come with one gather: one message per task cost the
+    scheduler more than the tasks. Each task still runs once, with its own key."""
+    ex = dask_executor()
+    calls = []
+    for name in ("map", "submit", "gather"):
+        _count_calls(monkeypatch, ex._client, name, calls)
+    n = 500
+    futures = [ex.submit(mul, i, 2) for i in range(n)]
+    assert [f.result(timeout=60) for f in futures] == [2 * i for i in range(n)]
+    sends = [c for c in calls if c[0] in ("map", "submit")]
+    batches = [len(c[1][1]) if c[0] == "map" else 1 for c in sends]
+    assert sum(batches) == n and max(batches) <= cfutures.dask._SEND_BATCH
+    assert len(sends) < n // 5, batches
+    gathers = [c for c in calls if c[0] == "gather"]
+    assert sum(len(c[1][0]) for c in gathers) == n and len(gathers) < n // 2, len(gathers)
+
+
+def test_a_burst_mixing_shared_blobs_and_plain_calls(dask_executor):
+    ex = dask_executor()
+    data = b"x" * 1_000_000
+    futures = [ex.submit(length, data) if i % 7 == 0 else ex.submit(mul, i, 1)
+               for i in range(200)]
+    assert [f.result(timeout=60) for f in futures] == \
+        [len(data) if i % 7 == 0 else i for i in range(200)]
+    _until(lambda: not ex._blobs)
+
+
+def test_cancel_during_a_burst_ends_every_future_and_runs_no_cancelled_task(dask_executor,
+                                                                            tmp_path):
+    path = str(tmp_path / "log")
+    ex = dask_executor()
+    futures = [ex.submit(append_line, path, str(i)) for i in range(300)]
+    cancelled = [f.cancel() if i % 2 else False for i, f in enumerate(futures)]
+    done, not_done = concurrent.futures.wait(futures, timeout=60)
+    assert not not_done
+    with open(path) as f:
+        ran = f.read().split()
+    assert sorted(ran) == sorted(set(ran))  # none twice
+    for i, (f, c) in enumerate(zip(futures, cancelled)):
+        assert f.cancelled() == c, i
+        assert (str(i) in ran) != c, i
+    assert ex.stats().cancelled == sum(cancelled)
+
+
+def test_a_batch_the_client_refuses_fails_its_tasks_and_the_executor_goes_on(dask_executor,
+                                                                             monkeypatch):
+    ex = dask_executor()
+    refusal = RuntimeError("refused")
+    refused = []
+    original = ex._client.map
+
+    def refuse_once(*args, **kwargs):
+        if not refused:
+            refused.append(len(args[1]))
+            raise refusal
+        return original(*args, **kwargs)
+    monkeypatch.setattr(ex._client, "map", refuse_once)
+    futures = [ex.submit(mul, i, 1) for i in range(50)]
+    concurrent.futures.wait(futures, timeout=60)
+    failed = [f for f in futures if f.exception(timeout=0) is not None]
+    assert refused and len(failed) == refused[0]
+    for f in failed:
+        assert isinstance(f.exception(), BrokenProcessPool)
+        assert f.exception().__cause__ is refusal and "could not take the task" in str(f.exception())
+    assert all(f.result() == i for i, f in enumerate(futures) if f not in failed)
+    assert ex.submit(mul, 3, 4).result(timeout=30) == 12
 
 
 def test_cancel_in_the_executor_queue_and_at_the_scheduler(dask_executor, tmp_path):
@@ -199,6 +267,89 @@ def test_cancel_of_a_running_task_is_false(dask_executor):
     assert not future.cancel()
     assert future.result(timeout=30) == "done"
     assert not future.cancel()
+
+
+def test_a_future_turns_running_when_its_task_starts_and_cannot_be_cancelled(dask_executor,
+                                                                             tmp_path):
+    release = str(tmp_path / "release")
+    ex = dask_executor(max_workers=WORKERS + 1)
+    futures = [ex.submit(wait_for_file, release, i) for i in range(WORKERS + 3)]
+    _until(lambda: sum(f.running() for f in futures) == WORKERS)
+    running = [f for f in futures if f.running()]
+    assert futures[-1] not in running  # in the executor's queue
+    assert [f.cancel() for f in running] == [False] * WORKERS
+    assert futures[-1].cancel()
+    s = ex.stats()
+    assert (s.submitted, s.running, s.cancelled, s.completed) == (WORKERS + 3, WORKERS, 1, 0)
+    assert s.queued == 2 and s.with_dask == 1  # one held by the scheduler, one by the executor
+    with open(release, "w"):
+        pass
+    assert sorted(f.result(timeout=30) for f in futures if not f.cancelled()) == \
+        list(range(WORKERS + 2))
+    assert not any(f.running() for f in futures)
+
+
+def test_starts_are_reported_in_batches_not_one_message_per_task(dask_executor):
+    ex = dask_executor()
+    n = 300
+    assert [f.result(timeout=60) for f in [ex.submit(mul, i, 1) for i in range(n)]] == \
+        list(range(n))
+    topic = cfutures._dask_remote.START_TOPIC
+    reports = [msg[ex._token] for _, msg in ex._client.get_events(topic)
+               if ex._token in msg]
+    seen = sorted(seq for seqs in reports for seq in seqs)
+    assert seen == sorted(set(seen)) and len(seen) > n // 2  # a few may still be on their way
+    # Fewer reports than tasks (how many fewer depends on the load: 123 for 296 starts seen).
+    assert len(reports) < len(seen), (len(reports), len(seen))
+
+
+def test_the_worker_plugin_sends_one_report_per_interval():
+    """TaskStartReporter alone, on a stand-in worker: 100 starts within one interval are one
+    report; keys that are not the executor's, and other transitions, are not reported."""
+    from cfutures._dask_remote import START_TOPIC, TaskStartReporter, task_key
+
+    class Worker:
+        def __init__(self):
+            self.due, self.events = [], []
+            self.loop = self
+
+        def call_later(self, delay, callback):
+            self.due.append(callback)
+
+        def log_event(self, topic, msg):
+            self.events.append((topic, msg))
+
+    worker = Worker()
+    reporter = TaskStartReporter()
+    reporter.setup(worker)
+    for seq in range(100):
+        reporter.transition(task_key("mul", "cafe", seq), "ready", "executing")
+        reporter.transition(task_key("mul", "cafe", seq), "executing", "memory")
+    reporter.transition("mul-0123abcd", "ready", "executing")  # someone else's task
+    reporter.transition(task_key("f", "beef", 7), "ready", "executing")
+    assert len(worker.due) == 1 and worker.events == []
+    worker.due.pop()()
+    assert worker.events == [(START_TOPIC, {"cafe": list(range(100)), "beef": [7]})]
+    worker.due.clear()
+    reporter.transition(task_key("mul", "cafe", 100), "ready", "executing")
+    assert len(worker.due) == 1  # the next interval
+
+
+def test_stats_count_the_tasks_and_the_cluster(dask_executor):
+    ex = dask_executor()
+    assert ex.submit(mul, 2, 3).result(timeout=30) == 6
+    with pytest.raises(ValueError):
+        ex.submit(fails).result(timeout=30)
+    ex.submit(mul, threading.Lock(), 1).exception(timeout=30)  # fails at submit: no pickle
+    s = ex.stats()
+    assert isinstance(s, cfutures.ExecutorStats) and isinstance(s, tuple)
+    assert (s.submitted, s.queued, s.running, s.completed, s.failed, s.cancelled) == \
+        (3, 0, 0, 1, 2, 0)
+    assert (s.workers, s.threads, s.with_dask) == (WORKERS, WORKERS, 0)
+    assert 0 <= s.idle_workers <= WORKERS
+    assert "with_dask=0" in repr(s) and s._asdict()["threads"] == WORKERS
+    ex.shutdown()
+    assert ex.stats()[:6] == s[:6]
 
 
 def test_shutdown_cancel_futures(dask_executor, tmp_path):
@@ -249,7 +400,8 @@ def test_futures_mix_with_other_executors_in_waits_callbacks_and_asyncio(dask_ex
 def test_a_killed_worker_fails_its_task_with_a_clear_error(dask_executor):
     ex = dask_executor()
     future = ex.submit(kill_own_worker)
-    with pytest.raises(cfutures.WorkerDied, match="Dask worker .* died") as info:
+    with pytest.raises(cfutures.WorkerDied, match="Dask worker at tcp://127.0.0.1:[0-9]+ "
+                       "running this task died") as info:
         future.result(timeout=60)
     assert isinstance(info.value, BrokenProcessPool)
     assert isinstance(info.value.__cause__, distributed.KilledWorker)
@@ -258,12 +410,16 @@ def test_a_killed_worker_fails_its_task_with_a_clear_error(dask_executor):
     ex._client.wait_for_workers(WORKERS, timeout=60)
 
 
-def test_losing_the_scheduler_ends_every_future(client):
+def _one_worker_local_cluster():
     os.environ["CFUTURES_DASK_WORKERS"] = "1"
     try:
-        doomed = cfutures.dask.start_local_cluster()
+        return cfutures.dask.start_local_cluster()
     finally:
         del os.environ["CFUTURES_DASK_WORKERS"]
+
+
+def test_losing_the_scheduler_ends_every_future(client):
+    doomed = _one_worker_local_cluster()
     try:
         ex = DaskExecutor(doomed.address, max_workers=2)
         futures = [ex.submit(sleep_and_return, 1, i) for i in range(5)]
@@ -277,6 +433,20 @@ def test_losing_the_scheduler_ends_every_future(client):
         ex.shutdown()
     finally:
         doomed.close()
+
+
+def test_a_crashed_local_cluster_says_so_with_its_stacks(capfd):
+    crashing = _one_worker_local_cluster()
+    try:
+        with open(f"/proc/{crashing._child.pid}/maps") as maps:
+            assert "_cfutures" not in maps.read()  # the compiled module is not loaded there
+        os.kill(crashing._child.pid, signal.SIGSEGV)
+        _until(lambda: crashing._child.poll() is not None)
+    finally:
+        crashing.close()
+    err = capfd.readouterr().err
+    assert "(most recent call first)" in err  # faulthandler's stack of each thread
+    assert f"local Dask cluster (process {crashing._child.pid}) had ended by SIGSEGV" in err
 
 
 def test_initializer_runs_once_per_worker_process_before_its_tasks(dask_executor):
@@ -390,6 +560,30 @@ def _clean_env(**extra):
     return env
 
 
+def test_a_client_cfutures_made_stops_its_start_reports_before_it_closes(monkeypatch):
+    calls = []
+
+    class Client:
+        def unsubscribe_topic(self, topic):
+            calls.append(("unsubscribe", topic))
+
+        def close(self):
+            calls.append(("close",))
+
+    made = Client()
+    cfutures.dask._listening_clients.add(made)
+    cfutures.dask._close_made_client(made)
+    assert calls == [("unsubscribe", "cfutures-task-starts"), ("close",)]
+    # The shared client of CFUTURES_DASK (`run --dask`) closes the same way at exit.
+    registered = []
+    monkeypatch.setattr(cfutures.dask.atexit, "register", lambda *a: registered.append(a))
+    monkeypatch.setattr(cfutures.dask, "_connect", lambda *a: made)
+    monkeypatch.setattr(cfutures.dask, "_shared", None)
+    monkeypatch.setenv("CFUTURES_DASK", "tcp://127.0.0.1:1")
+    assert cfutures.dask._shared_client() is made
+    assert registered == [(cfutures.dask._close_made_client, made)]
+
+
 def test_run_dask_local_runs_an_unmodified_script_on_its_own_cluster(tmp_path):
     from conftest import live_processes
     script = tmp_path / "script.py"
@@ -403,6 +597,9 @@ def test_run_dask_local_runs_an_unmodified_script_on_its_own_cluster(tmp_path):
     finally:
         proc.kill()
     assert stdout.splitlines() == EXPECTED, stderr
+    # A start report on its way to a client that closed made the scheduler log a CRITICAL
+    # traceback into the run (1 run in 6, before the clients unsubscribed first).
+    assert "CRITICAL" not in stderr, stderr
     # The cluster's processes (all in the run's session) end with the run.
     _until(lambda: not live_processes(4, proc.pid))
 

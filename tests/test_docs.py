@@ -34,6 +34,7 @@ EXAMPLES = [(page, index, code) for page in PAGES
 EXPECTED_START = {
     ("README.md", 0): ["49", "[0,", "1,", "4,", "9,", "16]"],
     ("docs/guide/scale-out.md", 0): ["49", "333283335000"],
+    ("docs/guide/scale-out.md", 1): ["1", "1", "2", "2"],
     ("README.md", 1): ["333283335000"],
     ("README.md", 2): ["['urgent',", "'routine']"],
     ("README.md", 3): ["req-42"],

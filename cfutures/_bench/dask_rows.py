@@ -8,7 +8,8 @@ the --json rows under "baseline"). Both sides of a row run on the same cluster i
 (a row measured alone, by runner.measure() or pytest-benchmark, starts its own). Every
 measurement waits until the scheduler holds no task (what the previous one released), makes its
 executor and warms it with one no-op outside the clock; the timed part maps identity over the
-items and consumes every result.
+items and consumes every result, or (the submit rows) submits identity once per item, one task
+each, and consumes every result as it completes.
 """
 
 import contextlib
@@ -96,6 +97,50 @@ def _dask_client_map(client, n):
     return n / elapsed
 
 
+def _dask_executor_submits(client, n):
+    """DaskExecutor(client=client).submit(identity, i) for each item, then every result through
+    cfutures.as_completed: one task per item."""
+    import cfutures
+    from cfutures.dask import DaskExecutor
+    _dask_idle(client)
+    with DaskExecutor(client=client) as ex:
+        ex.submit(noop).result()
+        t0 = time.perf_counter()
+        futures = [ex.submit(identity, i) for i in range(n)]
+        total = 0
+        for future in cfutures.as_completed(futures):
+            total += future.result()
+        elapsed = time.perf_counter() - t0
+    assert total == n * (n - 1) // 2
+    return n / elapsed
+
+
+def _dask_client_submits(client, n):
+    """client.submit(identity, i, pure=False) for each item, then client.gather(futures)."""
+    _dask_idle(client)
+    client.submit(noop, pure=False).result()
+    t0 = time.perf_counter()
+    futures = [client.submit(identity, i, pure=False) for i in range(n)]
+    results = client.gather(futures)
+    elapsed = time.perf_counter() - t0
+    assert len(results) == n and results[-1] == n - 1
+    return n / elapsed
+
+
+def dask_submit_vs_client_submit(impl, n):
+    """n single DaskExecutor.submit calls, results through cfutures.as_completed ("cfutures"),
+    against n client.submit calls and one client.gather (in the "stdlib" slot), on the 2-worker
+    LocalCluster (tasks per second)."""
+    with dask_cluster() as client:
+        return (_dask_executor_submits if impl == "cfutures" else _dask_client_submits)(client, n)
+
+
+def dask_submit_vs_client_submit_long(impl, n):
+    """dask_submit_vs_client_submit, the row of the long run (its own name for --only and for
+    the pytest-benchmark drivers, which find a row by its function)."""
+    return dask_submit_vs_client_submit(impl, n)
+
+
 def dask_vs_get_executor(impl, n):
     """DaskExecutor.map(chunksize=1000) ("cfutures") against client.get_executor().map
     (in the "stdlib" slot) on the 2-worker LocalCluster (items per second)."""
@@ -115,9 +160,16 @@ _DASK_SIDES = ("; the cfutures column is cfutures.dask.DaskExecutor(client=clien
                f"items, chunksize={DASK_CHUNKSIZE}), one task per chunk; both on one "
                "LocalCluster(n_workers=2, threads_per_worker=1, processes=True) in the same run, "
                "every result consumed")
+_DASK_SUBMITS = ("Dask's client.submit(identity, i, pure=False) for each item, then "
+                 "client.gather(futures); the cfutures column is cfutures.dask.DaskExecutor("
+                 "client=client).submit(identity, i) for each item, then cfutures.as_completed("
+                 "futures); one task per item either way, both on one LocalCluster(n_workers=2, "
+                 "threads_per_worker=1, processes=True) in the same run, every result consumed")
 BASELINES = {
     "dask_vs_get_executor": "Dask's client.get_executor().map(identity, items), one Dask task per "
                             "item (its map takes no chunksize)" + _DASK_SIDES,
     "dask_vs_client_map": "Dask's client.gather(client.map(identity, items, pure=False)), one "
                           "Dask task per item" + _DASK_SIDES,
+    "dask_submit_vs_client_submit": _DASK_SUBMITS,
+    "dask_submit_vs_client_submit_long": _DASK_SUBMITS,
 }

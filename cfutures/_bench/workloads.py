@@ -15,7 +15,9 @@ import time
 from cfutures._bench import cpu_rows, dask_rows
 from cfutures._bench.cpu_rows import (free_threaded_cpu, interpreter_round_trip,
                                       interpreter_vs_processes_cpu, interpreter_vs_threads_cpu)
-from cfutures._bench.dask_rows import dask_cluster, dask_vs_client_map, dask_vs_get_executor
+from cfutures._bench.dask_rows import (dask_cluster, dask_submit_vs_client_submit,
+                                       dask_submit_vs_client_submit_long, dask_vs_client_map,
+                                       dask_vs_get_executor)
 from cfutures._bench.tasks import IMPLS, _module, _round_trips, identity, noop
 
 # --- workloads: each takes (impl name, size) and returns (value, unit) -------------------------
@@ -274,7 +276,9 @@ def memory_per_plain_future(impl, n):
 ROW_BASELINES = {**cpu_rows.BASELINES, **dask_rows.BASELINES}
 
 # Rows that share a resource, opened before the first of them runs and closed after the last.
-ROW_GROUPS = {"dask_vs_get_executor": dask_cluster, "dask_vs_client_map": dask_cluster}
+ROW_GROUPS = {"dask_vs_get_executor": dask_cluster, "dask_vs_client_map": dask_cluster,
+              "dask_submit_vs_client_submit": dask_cluster,
+              "dask_submit_vs_client_submit_long": dask_cluster}
 
 
 # name, function, size, quick size, unit, "higher is better", target ratio (None: reported only),
@@ -328,4 +332,10 @@ WORKLOADS = [
      dask_vs_get_executor, 4_000, 1_000, "items/s", True, 10.0),
     ("dask map(chunksize=1000) vs client.map + gather, 2-worker LocalCluster",
      dask_vs_client_map, 4_000, 1_000, "items/s", True, None),
+    # Single submits (issue 29): within 1.1x of Dask's own client.submit + gather, a short run
+    # and a long one (the long one takes about 30 s a side here).
+    ("dask 500 single submits + as_completed vs client.submit + gather, 2-worker LocalCluster",
+     dask_submit_vs_client_submit, 500, 100, "tasks/s", True, 0.91),
+    ("dask 20,000 single submits + as_completed vs client.submit + gather, 2-worker "
+     "LocalCluster", dask_submit_vs_client_submit_long, 20_000, 1_000, "tasks/s", True, 0.91),
 ]
