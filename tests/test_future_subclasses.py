@@ -354,8 +354,16 @@ def test_replaced_waiters(futures, waiter):
             self._waiters = LoggingList()
 
     fs = [OwnWaiters() for _ in range(2)]
-    later(0.02, fs[0].set_result, 0)
-    later(0.04, fs[1].set_exception, ValueError())
+
+    def once_waited_on(f, complete, *args):
+        # Completes `f` once wait() has registered with it: a future done before wait() looks
+        # at it gets no waiter (seen under load with fixed delays).
+        deadline = time.monotonic() + 10
+        while not f._waiters.appended and time.monotonic() < deadline:
+            time.sleep(0.005)
+        complete(*args)
+    later(0, once_waited_on, fs[0], fs[0].set_result, 0)
+    later(0, once_waited_on, fs[1], fs[1].set_exception, ValueError())
     done, not_done = IMPLS[waiter].wait(fs, timeout=10)
     assert done == set(fs) and not not_done
     assert all(isinstance(f._waiters, LoggingList) and f._waiters.appended == 1 for f in fs)
