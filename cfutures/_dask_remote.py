@@ -34,6 +34,7 @@ import logging
 import os
 import pickle
 import sys
+import sysconfig
 import threading
 import traceback
 import types
@@ -231,14 +232,32 @@ def cancel_unstarted(keys, client_id, dask_scheduler=None):
     return cancelled, unknown
 
 
+# CPython 3.13's free-threaded build reads another thread's frames unsafely: a frame taken from
+# sys._current_frames() can be freed while it is read (python/cpython#152355, fixed in 3.14 and
+# not backported). Dask's statistical profiler does exactly that, every 10 ms, in every
+# scheduler, nanny and worker process; on 3.13t it segfaulted a worker mid-task in CI.
+FRAMES_OF_OTHER_THREADS_UNSAFE = (bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+                                  and sys.version_info < (3, 14))
+
+
+def cluster_config():
+    """The Dask settings of a cluster cfutures starts (serve_local_cluster, DaskExecutor() without
+    an address): a task fails at its worker's first death, and where reading another thread's
+    frames can crash the interpreter, Dask's profiler is off."""
+    config = {"distributed.scheduler.allowed-failures": 0}
+    if FRAMES_OF_OTHER_THREADS_UNSAFE:
+        config["distributed.worker.profile.enabled"] = False
+    return config
+
+
 def serve_local_cluster(address_fd):
-    """The process of cfutures.dask.LocalClusterProcess: a LocalCluster on 127.0.0.1 whose tasks
-    fail at their worker's first death; writes the scheduler's address to ``address_fd`` and
+    """The process of cfutures.dask.LocalClusterProcess: a LocalCluster on 127.0.0.1 with the
+    settings of cluster_config(); writes the scheduler's address to ``address_fd`` and
     serves until stdin closes. CFUTURES_DASK_WORKERS, if set, is its number of worker processes
     (one thread each)."""
     import dask
     import distributed
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    with dask.config.set(cluster_config()):
         workers = os.environ.get("CFUTURES_DASK_WORKERS")
         shape = {"n_workers": int(workers), "threads_per_worker": 1} if workers else {}
         # No dashboard, and the scheduler's HTTP server on a free port: its default, 8787, warns

@@ -303,7 +303,7 @@ class DaskExecutor(_base.Executor):
         if client is None:
             if address is None:
                 import dask
-                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                with dask.config.set(_dask_remote.cluster_config()):
                     client = distributed.Client(**client_kwargs)
             else:
                 client = _connect(distributed, address, client_kwargs)

@@ -56,6 +56,8 @@ COMMAND_SECONDS = 15  # the longest an `ip` command may take
 # max(worker-ttl, 10 heartbeats) = 5 s (a worker of a small cluster heartbeats every 0.5 s).
 # comm.timeouts.tcp: an unanswered connection breaks after 11 s (TCP_USER_TIMEOUT and keepalive;
 # Dask's minimum).
+# profile.enabled: no profiler thread reading frames (it crashes free-threaded 3.13, see
+# cfutures._dask_remote.FRAMES_OF_OTHER_THREADS_UNSAFE; the tests do not need it).
 CLUSTER_CONFIG = {
     "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "1s",
     "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "3",  # Dask's default, said explicitly

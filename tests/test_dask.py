@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
@@ -21,6 +22,8 @@ import uuid
 import pytest
 
 distributed = pytest.importorskip("distributed")
+
+import dask  # noqa: E402
 
 import cfutures  # noqa: E402
 from cfutures.dask import DaskExecutor  # noqa: E402
@@ -466,8 +469,23 @@ def test_an_owned_local_cluster_is_closed_at_shutdown(client):
         assert ex.submit(mul, 5, 5).result(timeout=60) == 25
         client = ex._client
         cluster = client.cluster
+        # Dask's profiler reads other threads' frames, which crashes free-threaded 3.13.
+        profiling = not cfutures._dask_remote.FRAMES_OF_OTHER_THREADS_UNSAFE
+        assert [("profile" in w.periodic_callbacks) for w in cluster.workers.values()] == [
+            profiling]
     assert client.status == "closed"
     assert cluster.status.name == "closed"
+
+
+def test_the_cluster_cfutures_starts_profiles_only_where_reading_frames_is_safe(client):
+    unsafe = (bool(sysconfig.get_config_var("Py_GIL_DISABLED")) and sys.version_info < (3, 14))
+    assert cfutures._dask_remote.FRAMES_OF_OTHER_THREADS_UNSAFE is unsafe
+    assert cfutures._dask_remote.cluster_config().get(
+        "distributed.worker.profile.enabled", True) is not unsafe
+    # The module's cluster is cfutures.dask.start_local_cluster's (run --dask local).
+    key = "distributed.worker.profile.enabled"
+    assert set(client.run(dask.config.get, key).values()) == {not unsafe}
+    assert client.run_on_scheduler(dask.config.get, key) is not unsafe
 
 
 def test_bad_arguments(client):

@@ -102,7 +102,10 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tls_cluster(pki, tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls-cluster")
-    env = _clean_env(DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION="True")
+    # No profiler: it reads other threads' frames, which crashes free-threaded 3.13
+    # (cfutures._dask_remote.FRAMES_OF_OTHER_THREADS_UNSAFE), and these tests do not need it.
+    env = _clean_env(DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION="True",
+                     DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")
     scheduler_file = directory / "scheduler.json"
     processes = []
     try:
