@@ -15,6 +15,8 @@
 // the queue empty and taking their next task (or exiting), spinning or asleep; sleepers_ the idle
 // workers blocked on cv_; acquiring_ the workers that took a task while idle and are taking their
 // hooks (the GIL) to run it (0 or 1, by G1).
+// cv_ is a FutexCondition, not a std::condition_variable: glibc's notify can sleep, and here it
+// would sleep on the submitting thread (futex_condition.hpp has the measurement).
 //
 // One taker at a time (G1, G2). In the bindings a task needs the GIL, and an idle worker has let
 // go of it. While one worker that took a task waits for the GIL, a second one that takes a task
@@ -63,7 +65,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,7 @@
 #include <vector>
 
 #include "executor_stats.hpp"
+#include "futex_condition.hpp"
 #include "pending_queue.hpp"
 #include "spin_policy.hpp"
 
@@ -427,7 +429,7 @@ private:
     }
 
     mutable std::mutex mu_;
-    std::condition_variable cv_;
+    FutexCondition cv_;  // notify never sleeps (futex_condition.hpp)
     const std::size_t max_workers_;
     std::atomic<std::size_t> queued_{0};
     std::atomic<unsigned> acquiring_{0};  // written under mu_ (G1)

@@ -339,3 +339,49 @@ TEST_SUITE("ThreadPool") {
         }
     }
 }
+
+TEST_SUITE("FutexCondition") {
+    TEST_CASE("a waiter sees every change made under the lock before a notify, from many threads") {
+        std::mutex mu;
+        FutexCondition cv;
+        int produced = 0, consumed = 0;
+        constexpr int kItems = 20000;
+        std::vector<std::thread> consumers;
+        for (int c = 0; c < 3; ++c) {
+            consumers.emplace_back([&] {
+                std::unique_lock<std::mutex> lock(mu);
+                for (;;) {
+                    while (produced == consumed && consumed < kItems) cv.wait(lock);
+                    if (consumed == kItems) return;
+                    ++consumed;
+                }
+            });
+        }
+        for (int i = 0; i < kItems; ++i) {
+            { std::lock_guard<std::mutex> g(mu); ++produced; }
+            cv.notify_one();
+        }
+        {
+            std::unique_lock<std::mutex> lock(mu);
+            while (consumed < kItems) { lock.unlock(); std::this_thread::yield(); lock.lock(); }
+        }
+        cv.notify_all();  // the consumers blocked on an empty queue see consumed == kItems
+        for (auto& t : consumers) t.join();
+        CHECK(consumed == kItems);
+    }
+
+    TEST_CASE("notify before the sleep is not lost: wait returns once the value moved") {
+        std::mutex mu;
+        FutexCondition cv;
+        bool ready = false;
+        std::thread waiter([&] {
+            std::unique_lock<std::mutex> lock(mu);
+            while (!ready) cv.wait(lock);
+        });
+        std::this_thread::sleep_for(5ms);
+        { std::lock_guard<std::mutex> g(mu); ready = true; }
+        cv.notify_one();
+        waiter.join();
+        CHECK(ready);
+    }
+}
