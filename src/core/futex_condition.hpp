@@ -6,9 +6,10 @@
 // `perf record -e sched:sched_switch --call-graph dwarf` over the `dask` program of
 // `python -m cfutures bench --apps`, four computes): 1,183 sleeps inside pthread_cond_signal,
 // 882 of them on dask's scheduler thread in submit(), the program's critical path. With this
-// class they are gone and dask runs at the stdlib's speed there (1.00x, 9 alternating triples,
-// from 0.97x). The stdlib's pool never blocks to wake a worker either: its queue's lock release is
-// a sem_post.
+// class they are gone. dask then measured 1.00x the stdlib in a script of 9 alternating triples
+// (0.97x before), but 0.97x in the bench's own row (7 runs, spreads overlapping): closer, not
+// yet at parity. The stdlib's pool never blocks to wake a worker either: its queue's lock release
+// is a sem_post.
 //
 // How: one 32-bit sequence. wait() reads it under the caller's lock, unlocks, and sleeps on the
 // futex only while the sequence still has that value; notify bumps it and wakes. A notify that
