@@ -4,12 +4,21 @@
 //
 // Thread-safety: wake() from any thread; everything else from the manager thread, or before it
 // starts. Each watched descriptor carries (worker id, kind) in its event.
+//
+// Wakes are coalesced: wake() writes the eventfd only when no earlier wake is pending (not yet
+// drained by wait()). A submit loop used to pay one write(2) per task on the submitting thread
+// (20,000 for 20,000 tasks, `perf record -e raw_syscalls:sys_enter` over the bench's process
+// submit+result row, Intel Xeon). No wake is lost: wait() clears the flag after draining, and
+// the manager then takes the pool's lock and looks at everything; a waker that still saw the
+// flag set changed its state under that lock before, so the manager sees it (were its change
+// after the manager's look, its exchange would have come after the clear, and read false).
 #pragma once
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <system_error>
@@ -44,6 +53,7 @@ public:
     ~ManagerEvents() { close_all(); }
 
     void wake() {
+        if (wake_pending_.exchange(true)) return;
         std::uint64_t one = 1;
         [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
     }
@@ -68,6 +78,7 @@ public:
                 std::uint64_t v;
                 while (::read(wake_fd_, &v, sizeof v) > 0) {
                 }
+                wake_pending_.store(false);
                 out.push_back({true, 0, kResults});
                 continue;
             }
@@ -93,6 +104,7 @@ private:
 
     int wake_fd_ = -1;
     int epoll_fd_ = -1;
+    std::atomic<bool> wake_pending_{false};  // the eventfd was written and not yet drained
 };
 
 }  // namespace cfutures::core

@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 
+#include "core/manager_events.hpp"
 #include "core/process_pool.hpp"
 #include "core/worker_channel.hpp"
 #include "helpers.hpp"
@@ -383,6 +384,32 @@ bool run_long_then_short(Behaviour b, const char* long_job, Recorder& rec,
 }
 
 }  // namespace
+
+TEST_SUITE("ManagerEvents") {
+    TEST_CASE("wakes are coalesced until drained, and none is lost after") {
+        ManagerEvents events;
+        auto wakes = [&](int timeout_ms) {
+            int n = 0;
+            for (const auto& ev : events.wait(timeout_ms)) n += ev.wake;
+            return n;
+        };
+        CHECK(wakes(0) == 0);
+        events.wake();
+        events.wake();  // pending already: no second write
+        events.wake();
+        CHECK(wakes(0) == 1);
+        CHECK(wakes(0) == 0);  // drained
+        events.wake();         // after the drain: written again
+        CHECK(wakes(1000) == 1);
+        // From another thread, while the manager sleeps.
+        std::thread waker([&] {
+            std::this_thread::sleep_for(20ms);
+            events.wake();
+        });
+        CHECK(wakes(5000) == 1);
+        waker.join();
+    }
+}
 
 TEST_SUITE("ProcessPool") {
     TEST_CASE("jobs sent ahead behind a long one are asked back when another worker idles") {

@@ -263,6 +263,45 @@ TEST_SUITE("Protocol") {
         CHECK(got.payload.view() == big);
     }
 
+    TEST_CASE("frames written together arrive whole and in order, whatever the pipe takes at a time") {
+        Channel ch;
+        ::fcntl(ch.parent_out(), F_SETPIPE_SZ, 4096);
+        // More than one writev's worth of frames (32), of sizes that end writes mid-header and
+        // mid-payload; two carry attachments, which end a batch (sent before their header).
+        std::vector<std::string> payloads;
+        for (int i = 0; i < 150; ++i) payloads.push_back(std::string(static_cast<std::size_t>((i * 397) % 3000), static_cast<char>('a' + i % 26)));
+        std::thread writer([&] {
+            FrameWriter w(ch.parent_socket());
+            for (std::size_t i = 0; i < payloads.size(); ++i) {
+                OutgoingFrame f = OutgoingFrame::make(FrameKind::Task, i, payloads[i]);
+                if (i == 40 || i == 41) f.attachments = {copy_of("attached " + std::to_string(i))};
+                w.push(std::move(f));
+            }
+            std::vector<OutgoingFrame> done;
+            while (w.flush(ch.parent_out(), &done) == IoStatus::WouldBlock) {
+                pollfd pf{ch.parent_out(), POLLOUT, 0};
+                ::poll(&pf, 1, 1000);
+            }
+            CHECK(done.size() == payloads.size());
+            for (std::size_t i = 0; i < done.size(); ++i) CHECK(done[i].tag == i);
+        });
+        WorkerEnd end(ch.worker_in(), ch.worker_out(), ch.worker_socket(), 0);
+        for (std::size_t i = 0; i < payloads.size(); ++i) {
+            IncomingFrame got;
+            std::string err;
+            REQUIRE(end.recv(got, err) == WorkerEnd::Recv::Frame);
+            CHECK(got.tag == i);
+            CHECK(got.payload.view() == payloads[i]);
+            if (i == 40 || i == 41) {
+                REQUIRE(got.attachments.size() == 1);
+                CHECK(region_text(got.attachments[0]) == "attached " + std::to_string(i));
+            } else {
+                CHECK(got.attachments.empty());
+            }
+        }
+        writer.join();
+    }
+
     // 64-bit lengths: a payload of 4 GiB or more arrives whole, not cut to 32 bits.
     TEST_CASE("a payload over 4 GiB arrives whole" * doctest::skip(std::getenv("CFUTURES_SANITIZED") != nullptr)) {
         const std::size_t size = (std::size_t{4} << 30) + 5;
