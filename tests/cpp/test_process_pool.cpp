@@ -14,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "core/manager_events.hpp"
@@ -41,55 +42,71 @@ enum class Behaviour {
     LeavesEarly,           // echoes; "leave" is answered once tasks were sent behind it, then Exiting
 };
 
+// "sleep:N" tasks take N ms: a task that takes time.
+void sleep_if_asked(std::string_view payload) {
+    if (payload.rfind("sleep:", 0) == 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(std::string(payload.substr(6)))));
+}
+
+// The channel end of the workers below, which speak the protocol by hand: frames come in with a
+// deadline (the process leaves at the end of the stream), and go out whole.
+struct HandWrittenEnd {
+    int in, out, sock;
+    FrameReader reader;
+    HandWrittenEnd(int in_fd, int out_fd, int sock_fd)
+        : in(in_fd), out(out_fd), sock(sock_fd), reader(Direction::FromParent, sock_fd) {
+        ::fcntl(in, F_SETFL, ::fcntl(in, F_GETFL) | O_NONBLOCK);
+    }
+    // The next frame, or nothing once `until` passed.
+    std::optional<IncomingFrame> next(std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max()) {
+        for (;;) {
+            if (auto f = reader.pop()) return std::move(*f);
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return std::nullopt;
+            pollfd p{in, POLLIN, 0};
+            ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+            IoStatus s = reader.fill(in);
+            if (s == IoStatus::Eof || s == IoStatus::Error) ::_exit(0);
+        }
+    }
+    void send(FrameKind kind, std::uint64_t tag, std::string payload) {
+        FrameWriter w(sock);
+        w.push(OutgoingFrame::make(kind, tag, std::move(payload)));
+        if (w.flush(out) != IoStatus::Ok) ::_exit(2);
+    }
+};
+
 // A worker that leaves as one whose memory grew past max_worker_memory does: on a "leave" task it
 // waits (at most 2 s) until 3 more tasks were sent behind it, answers "leave:N" (N: how many it
 // holds), sends Exiting and exits without running them. On "answer-then-leave" it answers
 // first, then waits (at most 2 s) for one more task (sent to it as to an idle worker), and leaves
 // without running it.
 [[noreturn]] void leaves_early(int in, int out, int sock) {
-    ::fcntl(in, F_SETFL, ::fcntl(in, F_GETFL) | O_NONBLOCK);
-    FrameReader reader(Direction::FromParent, sock);
-    auto send = [&](FrameKind kind, std::uint64_t tag, std::string payload) {
-        FrameWriter w(sock);
-        w.push(OutgoingFrame::make(kind, tag, std::move(payload)));
-        if (w.flush(out) != IoStatus::Ok) ::_exit(2);
-    };
-    // The next frame, or nothing once `until` passed.
-    auto next = [&](std::chrono::steady_clock::time_point until) -> std::optional<IncomingFrame> {
-        for (;;) {
-            if (auto f = reader.pop()) return std::move(*f);
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-            if (left.count() <= 0) return std::nullopt;
-            pollfd p{in, POLLIN, 0};
-            ::poll(&p, 1, static_cast<int>(left.count()));
-            IoStatus s = reader.fill(in);
-            if (s == IoStatus::Eof || s == IoStatus::Error) ::_exit(0);
-        }
-    };
-    send(FrameKind::Ready, 0, "");
+    HandWrittenEnd end(in, out, sock);
+    end.send(FrameKind::Ready, 0, "");
     for (;;) {
-        IncomingFrame f = *next(std::chrono::steady_clock::time_point::max());
+        IncomingFrame f = *end.next();
         if (f.kind != FrameKind::Task) ::_exit(0);
         if (f.payload.view() == "answer-then-leave") {
-            send(FrameKind::Result, f.tag, "answer-then-leave");
+            end.send(FrameKind::Result, f.tag, "answer-then-leave");
             auto until = std::chrono::steady_clock::now() + 2s;
-            for (auto g = next(until); g && g->kind != FrameKind::Task; g = next(until)) {}
-            send(FrameKind::Exiting, 0, "");
+            for (auto g = end.next(until); g && g->kind != FrameKind::Task; g = end.next(until)) {}
+            end.send(FrameKind::Exiting, 0, "");
             ::_exit(0);
         }
         if (f.payload.view() != "leave") {
-            send(FrameKind::Result, f.tag, std::string(f.payload.view()));
+            end.send(FrameKind::Result, f.tag, std::string(f.payload.view()));
             continue;
         }
         int behind = 0;
         auto until = std::chrono::steady_clock::now() + 2s;
         while (behind < 3) {
-            auto g = next(until);
+            auto g = end.next(until);
             if (!g) break;
             if (g->kind == FrameKind::Task) ++behind;
         }
-        send(FrameKind::Result, f.tag, "leave:" + std::to_string(behind));
-        send(FrameKind::Exiting, 0, "");
+        end.send(FrameKind::Result, f.tag, "leave:" + std::to_string(behind));
+        end.send(FrameKind::Exiting, 0, "");
         ::_exit(0);
     }
 }
@@ -103,45 +120,26 @@ enum class Behaviour {
 // there). After 10 s, or on Stop, it answers "hold: nothing asked back" instead.
 // "sleep:N" answers after N ms.
 [[noreturn]] void answers_before_giving_back(int in, int out, int sock) {
-    ::fcntl(in, F_SETFL, ::fcntl(in, F_GETFL) | O_NONBLOCK);
-    FrameReader reader(Direction::FromParent, sock);
+    HandWrittenEnd end(in, out, sock);
     std::deque<IncomingFrame> pending;
-    // The next frame, or nothing once `until` passed.
-    auto next_before = [&](std::chrono::steady_clock::time_point until) -> std::optional<IncomingFrame> {
-        for (;;) {
-            if (auto f = reader.pop()) return std::move(*f);
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
-            if (left.count() <= 0) return std::nullopt;
-            pollfd p{in, POLLIN, 0};
-            ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
-            IoStatus s = reader.fill(in);
-            if (s == IoStatus::Eof || s == IoStatus::Error) ::_exit(0);
-        }
-    };
-    auto next = [&]() { return *next_before(std::chrono::steady_clock::time_point::max()); };
-    auto send = [&](FrameKind kind, std::uint64_t tag, std::string payload) {
-        FrameWriter w(sock);
-        w.push(OutgoingFrame::make(kind, tag, std::move(payload)));
-        if (w.flush(out) != IoStatus::Ok) ::_exit(2);
-    };
     auto give_back = [&](std::uint64_t tag) {
         for (auto it = pending.begin(); it != pending.end(); ++it) {
             if (it->tag == tag) {
                 pending.erase(it);
-                send(FrameKind::Revoked, tag, "");
+                end.send(FrameKind::Revoked, tag, "");
                 return true;
             }
         }
         return false;
     };
-    send(FrameKind::Ready, 0, "");
+    end.send(FrameKind::Ready, 0, "");
     for (;;) {
         IncomingFrame f;
         if (!pending.empty()) {
             f = std::move(pending.front());
             pending.pop_front();
         } else {
-            f = next();
+            f = *end.next();
         }
         if (f.kind == FrameKind::Stop) ::_exit(0);
         if (f.kind == FrameKind::Revoke) {
@@ -151,23 +149,18 @@ enum class Behaviour {
         if (f.payload.view() == "hold") {
             std::vector<std::uint64_t> asked;
             auto until = std::chrono::steady_clock::now() + 10s;
-            bool stop = false;
-            while (asked.empty() && !stop) {
-                std::optional<IncomingFrame> g = next_before(until);
+            while (asked.empty() && (pending.empty() || pending.back().kind != FrameKind::Stop)) {
+                std::optional<IncomingFrame> g = end.next(until);
                 if (!g) break;
                 if (g->kind == FrameKind::Revoke) asked.push_back(g->tag);
-                else {
-                    stop = g->kind == FrameKind::Stop;
-                    pending.push_back(std::move(*g));
-                }
+                else pending.push_back(std::move(*g));
             }
-            send(FrameKind::Result, f.tag, asked.empty() ? "hold: nothing asked back" : "hold");
+            end.send(FrameKind::Result, f.tag, asked.empty() ? "hold: nothing asked back" : "hold");
             for (auto tag : asked) give_back(tag);
             continue;
         }
-        if (f.payload.view().rfind("sleep:", 0) == 0)
-            std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(std::string(f.payload.view().substr(6)))));
-        send(FrameKind::Result, f.tag, std::string(f.payload.view()));
+        sleep_if_asked(f.payload.view());
+        end.send(FrameKind::Result, f.tag, std::string(f.payload.view()));
     }
 }
 
@@ -188,9 +181,7 @@ void worker_main(int in, int out, int sock, Behaviour behaviour) {
         switch (behaviour) {
             case Behaviour::Echo:
             case Behaviour::SlowStart:
-                // "sleep:N" answers after N ms: a task that takes time.
-                if (f.payload.view().rfind("sleep:", 0) == 0)
-                    std::this_thread::sleep_for(std::chrono::milliseconds(std::stoi(std::string(f.payload.view().substr(6)))));
+                sleep_if_asked(f.payload.view());
                 break;
             case Behaviour::CrashOnFirstTask: ::_exit(3);
             case Behaviour::MalformedReply:
