@@ -264,6 +264,23 @@ def test_cycle_through_result_is_collected(futures):
     assert ref() is None
 
 
+class _Box:
+    """A result that a weak reference can watch (module-level: a process pool pickles it)."""
+
+
+@pytest.mark.parametrize("pool", ["ThreadPoolExecutor", "ProcessPoolExecutor"])
+def test_a_pools_future_releases_its_result_when_it_dies(futures, pool):
+    # The pools make their futures without pybind11's table of live instances (new_future); the
+    # C++ state must still die with the Python object, and the result with it, without a
+    # collection.
+    with getattr(futures, pool)(1) as ex:
+        fs = [ex.submit(_Box) for _ in range(50)]
+        refs = [weakref.ref(f.result()) for f in fs]
+    assert all(r() is not None for r in refs)
+    del fs
+    assert [r for r in refs if r() is not None] == []
+
+
 def test_exception_keeps_its_traceback(futures):
     def inner():
         raise KeyError("deep")
