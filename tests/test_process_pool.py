@@ -288,6 +288,16 @@ def test_large_bytes_argument(process_executor):
     assert ex.submit(identity, data).result(timeout=60) == data
 
 
+def test_calls_around_the_size_of_a_copied_payload(process_executor):
+    # The parent copies a pickled call of up to 4 KiB out of its bytes object and sends the
+    # bytes object itself beyond that (make_job): both sides of the boundary arrive whole.
+    ex = process_executor(2)
+    sizes = range(3_900, 4_300, 7)
+    payloads = [bytes([n % 251]) * n for n in sizes]
+    assert list(ex.map(identity, payloads)) == payloads
+    assert [f.result(timeout=60) for f in [ex.submit(len, p) for p in payloads]] == list(sizes)
+
+
 def _shared_memory_held():
     """What this process holds of memory shared with workers: memfds still open (and, from
     before memfds, names in /dev/shm). Attachments are mapped, never kept open."""

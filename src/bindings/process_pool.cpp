@@ -687,18 +687,31 @@ std::optional<py::tuple> pickle_call(ProcessPoolShared& shared, const CallArgume
     }
 }
 
-// The job for a pickled call: its payload and attachments borrow the Python buffers.
+// Payloads up to this size are copied out of their bytes object, which then dies in submit().
+// Kept until the frame is written, it would pin pickle's output buffer: pickle.dumps allocates
+// 4 KiB from glibc and shrinks it in place, so each queued task held a small block with a hole
+// beside it. 20,000 queued no-op submits grew the parent's RSS by 15.6 MiB with the bytes kept,
+// by 14.0 MiB with the copy (Intel Xeon; /proc/self/statm before and after the submit loop).
+constexpr Py_ssize_t kCopiedPayloadAtMost = 4096;
+
+// The job for a pickled call: its attachments (and a large payload) borrow the Python buffers.
 core::ProcessPool::Job make_job(ProcessPoolShared& shared, std::uint64_t tag, const py::tuple& pickled,
                                 PyFuture* future, std::chrono::nanoseconds timeout) {
-    auto payload = std::make_unique<BufferView>(py::object(pickled[0]));
+    py::handle data = pickled[0];
     core::ProcessPool::Job job;
+    if (PyBytes_CheckExact(data.ptr()) && PyBytes_GET_SIZE(data.ptr()) <= kCopiedPayloadAtMost) {
+        job.frame = core::OutgoingFrame::make(core::FrameKind::Task, tag,
+                                              std::string(PyBytes_AS_STRING(data.ptr()), PyBytes_GET_SIZE(data.ptr())));
+    } else {
+        auto payload = std::make_unique<BufferView>(data);
+        job.frame.kind = core::FrameKind::Task;
+        job.frame.tag = tag;
+        job.frame.data = payload->data();
+        job.frame.size = payload->size();
+        job.frame.keep = keep_view(std::move(payload));
+    }
     job.future = future;
     job.timeout = timeout;
-    job.frame.kind = core::FrameKind::Task;
-    job.frame.tag = tag;
-    job.frame.data = payload->data();
-    job.frame.size = payload->size();
-    job.frame.keep = keep_view(std::move(payload));
     py::object attachments = pickled[1];
     if (py::len(attachments)) {
         std::lock_guard<std::mutex> g(shared.jobs.mu);
