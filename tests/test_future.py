@@ -264,17 +264,15 @@ def test_cycle_through_result_is_collected(futures):
     assert ref() is None
 
 
-class _Box:
-    """A result that a weak reference can watch (module-level: a process pool pickles it)."""
-
-
 @pytest.mark.parametrize("pool", ["ThreadPoolExecutor", "ProcessPoolExecutor"])
 def test_a_pools_future_releases_its_result_when_it_dies(futures, pool):
     # The pools make their futures without pybind11's table of live instances (new_future); the
     # C++ state must still die with the Python object, and the result with it, without a
     # collection.
+    # The results are sets: a builtin (a worker started by forkserver or spawn cannot import
+    # this test module) that a weak reference can watch.
     with getattr(futures, pool)(1) as ex:
-        fs = [ex.submit(_Box) for _ in range(50)]
+        fs = [ex.submit(set, (i,)) for i in range(50)]
         refs = [weakref.ref(f.result()) for f in fs]
     assert all(r() is not None for r in refs)
     del fs
